@@ -1,0 +1,1 @@
+"""learnd's adapters: everything that touches the outside world (Kafka, sockets, HTTP, disk)."""

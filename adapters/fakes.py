@@ -1,0 +1,87 @@
+"""In-memory stand-ins for the real adapters, so the core can be tested without a broker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from daemon.ports import Record
+
+
+class ListSource:
+    """An event source over an in-memory log: ``{partition: [bytes, ...]}``."""
+
+    def __init__(self, topic: str = "events", batch: int = 500):
+        self.topic = topic
+        self.batch = batch
+        self.log: dict[int, list[bytes | None]] = {}
+        self.next: dict[int, int] = {}
+        self.committed: dict[int, int] = {}
+        self.closed = False
+
+    def append(self, values: Iterable[bytes | dict | None], partition: int = 0) -> None:
+        part = self.log.setdefault(partition, [])
+        self.next.setdefault(partition, 0)
+        for v in values:
+            part.append(orjson.dumps(v) if isinstance(v, dict) else v)
+
+    def poll(self, timeout_s: float) -> Sequence[Record]:
+        out: list[Record] = []
+        for p, values in sorted(self.log.items()):
+            start = self.next[p]
+            chunk = values[start : start + self.batch]
+            out += [Record(self.topic, p, start + i, v) for i, v in enumerate(chunk)]
+            self.next[p] = start + len(chunk)
+        return out
+
+    def seek(self, positions: Mapping[int, int]) -> None:
+        self.next.update(positions)
+
+    def commit(self, positions: Mapping[int, int]) -> None:
+        self.committed.update(positions)
+
+    def lag(self) -> Mapping[int, int]:
+        return {p: len(v) - self.next[p] for p, v in self.log.items()}
+
+    def remaining(self) -> int:
+        return sum(self.lag().values())
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class ListDeadLetters:
+    def __init__(self) -> None:
+        self.sent: list[tuple[Record, str, str]] = []
+        self.flushed = 0
+
+    def send(self, record: Record, reason: str, detail: str) -> None:
+        self.sent.append((record, reason, detail))
+
+    def flush(self) -> None:
+        self.flushed = len(self.sent)
+
+
+class MemoryCheckpointStore:
+    def __init__(self) -> None:
+        self.saved: list[dict[str, Any]] = []
+
+    def save(self, state: Mapping[str, Any]) -> str:
+        self.saved.append(dict(state))
+        return f"mem-{len(self.saved)}"
+
+    def load_latest(self) -> Mapping[str, Any] | None:
+        return self.saved[-1] if self.saved else None
+
+
+class ManualClock:
+    def __init__(self, t: float = 0.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, dt: float) -> None:
+        self.t += dt

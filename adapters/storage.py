@@ -1,0 +1,106 @@
+"""Checkpoint storage on a local directory: atomic, plain tensors only, newest K kept.
+
+A checkpoint is written to a temporary file, fsynced, renamed into place with ``os.replace``,
+and the directory is fsynced, so a crash leaves either the old or the new file, never half of
+one. Loading uses ``torch.load(weights_only=True)``: nothing from disk is unpickled as code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger("learnd.checkpoint")
+
+_NAME = re.compile(r"^ckpt-(\d{12})\.pt$")
+
+
+def to_plain(obj: Any) -> Any:
+    """numpy arrays and scalars become tensors and Python numbers (torch's weights_only set)."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj)).clone()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Mapping):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_plain(v) for v in obj)
+    return obj
+
+
+class CheckpointError(OSError):
+    """No checkpoint could be read although some exist."""
+
+
+class LocalCheckpointStore:
+    def __init__(self, directory: str | os.PathLike, keep: int = 3):
+        self.dir = Path(directory)
+        self.keep = keep
+        self.fallbacks = 0  # corrupt checkpoints skipped while loading
+
+    def _existing(self) -> list[tuple[int, Path]]:
+        if not self.dir.is_dir():
+            return []
+        found = []
+        for p in self.dir.iterdir():
+            m = _NAME.match(p.name)
+            if m:
+                found.append((int(m.group(1)), p))
+        return sorted(found)
+
+    def save(self, state: Mapping[str, Any]) -> str:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        existing = self._existing()
+        seq = existing[-1][0] + 1 if existing else 1
+        final = self.dir / f"ckpt-{seq:012d}.pt"
+        tmp = self.dir / f".{final.name}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(to_plain(dict(state)), f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        for _, old in existing[: max(0, len(existing) + 1 - self.keep)]:
+            old.unlink(missing_ok=True)
+        return final.name
+
+    def load_latest(self) -> dict[str, Any] | None:
+        existing = self._existing()
+        for _, path in reversed(existing):
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:  # noqa: BLE001 - any unreadable file means: try the older one
+                self.fallbacks += 1
+                log.error(
+                    "checkpoint %s is unreadable (%s: %s); falling back to the previous one",
+                    path.name, type(e).__name__, e, extra={"event": "checkpoint_corrupt"},
+                )
+                continue
+            if not isinstance(state, dict) or state.get("format") != 1:
+                self.fallbacks += 1
+                log.error("checkpoint %s has an unknown format; skipping it", path.name,
+                          extra={"event": "checkpoint_corrupt"})
+                continue
+            state["id"] = path.name
+            return state
+        if existing:
+            raise CheckpointError(
+                f"none of the {len(existing)} checkpoints in {self.dir} could be read; refusing to "
+                "start from scratch over them (move them away to start a new model)"
+            )
+        return None

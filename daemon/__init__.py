@@ -1,0 +1,1 @@
+"""learnd's core: validation, online learning, drift monitoring, snapshots. No I/O lives here."""

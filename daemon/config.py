@@ -1,0 +1,237 @@
+"""learnd's one frozen, typed configuration.
+
+Every section rejects unknown keys, and contradictory values fail validation with a message
+that names the field and its valid values. This module only *describes* the config; reading
+files, the environment and CLI flags is done by ``adapters.settings``.
+
+Examples
+--------
+>>> cfg = LearndConfig(schema_={"task": "binary", "n_features": 3})
+>>> cfg.learning.batch_size
+32
+>>> cfg.serving.tcp_host
+'127.0.0.1'
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+Task = Literal["binary", "multiclass", "regression"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` names only the local machine (``localhost``, 127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class KafkaConfig(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic: str = "learnd.events"
+    dead_letter_topic: str = "learnd.dead-letter"
+    group_id: str = "learnd"
+    client_id: str = "learnd"
+    # Chosen on purpose: a fresh deployment learns from everything already in the topic.
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    max_poll_records: int = Field(2000, ge=1, le=100_000)
+    poll_timeout_ms: int = Field(100, ge=1, le=10_000)
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(3000, ge=100)
+    max_poll_interval_ms: int = Field(300_000, ge=1000)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaConfig:
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError(
+                "kafka.heartbeat_interval_ms must be lower than kafka.session_timeout_ms "
+                f"(got {self.heartbeat_interval_ms} >= {self.session_timeout_ms})"
+            )
+        if self.dead_letter_topic == self.topic:
+            raise ValueError("kafka.dead_letter_topic must differ from kafka.topic")
+        if self.security_protocol.startswith("SASL") and (
+            self.sasl_mechanism is None or self.sasl_username is None or self.sasl_password is None
+        ):
+            raise ValueError(
+                "kafka.security_protocol SASL_* needs kafka.sasl_mechanism "
+                "('PLAIN', 'SCRAM-SHA-256' or 'SCRAM-SHA-512'), kafka.sasl_username and "
+                "kafka.sasl_password"
+            )
+        return self
+
+
+class SchemaConfig(_Section):
+    """What an event looks like: the task, the features (by name or by count), the classes."""
+
+    task: Task = "binary"
+    features: tuple[str, ...] | None = None
+    n_features: int | None = Field(None, ge=1, le=1_000_000)
+    classes: tuple[str | int, ...] | None = None
+    # Larger magnitudes are rejected at validation ("out_of_range"): they overflow float32
+    # statistics long before they become inf.
+    max_abs_value: float = Field(1e15, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SchemaConfig:
+        if self.features is None and self.n_features is None:
+            raise ValueError("schema needs schema.features (a list of names) or schema.n_features")
+        if self.features is not None:
+            if len(set(self.features)) != len(self.features):
+                raise ValueError("schema.features has duplicate names")
+            if self.n_features is not None and self.n_features != len(self.features):
+                raise ValueError(
+                    f"schema.n_features ({self.n_features}) contradicts schema.features "
+                    f"({len(self.features)} names); give one of them"
+                )
+        if self.task == "multiclass" and (self.classes is None or len(self.classes) < 2):
+            raise ValueError("schema.task 'multiclass' needs schema.classes with at least 2 values")
+        if self.task == "binary" and self.classes is not None and len(self.classes) != 2:
+            raise ValueError("schema.task 'binary' takes exactly 2 schema.classes (or none: 0/1)")
+        if self.task == "regression" and self.classes is not None:
+            raise ValueError("schema.classes must be empty for schema.task 'regression'")
+        if self.classes is not None and len(set(self.classes)) != len(self.classes):
+            raise ValueError("schema.classes has duplicate values")
+        return self
+
+    @property
+    def dim(self) -> int:
+        return len(self.features) if self.features is not None else int(self.n_features or 0)
+
+    @property
+    def n_outputs(self) -> int:
+        if self.task == "multiclass":
+            return len(self.classes or ())
+        return 1
+
+    @property
+    def class_values(self) -> tuple[str | int, ...]:
+        """Class labels in output order (binary without classes: ``(0, 1)``)."""
+        if self.task == "regression":
+            return ()
+        return self.classes if self.classes is not None else (0, 1)
+
+
+class ModelConfig(_Section):
+    kind: Literal["mlp", "linear"] = "mlp"
+    hidden: tuple[int, ...] = (64, 64)
+    activation: Literal["relu", "tanh"] = "relu"
+    seed: int = 0
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(h < 1 for h in v):
+            raise ValueError("model.hidden sizes must be >= 1")
+        return v
+
+
+class DriftConfig(_Section):
+    detector: Literal["adwin", "page_hinkley", "kswin", "none"] = "adwin"
+    # Reaction to a concept-drift alarm: multiply the learning rate by lr_boost, then decay
+    # back to the base rate with this half-life (in learning steps).
+    lr_boost: float = Field(3.0, ge=1.0, le=100.0)
+    boost_half_life_steps: int = Field(200, ge=1)
+    reset_optimizer: bool = False
+
+
+class LearningConfig(_Section):
+    device: Device = "auto"
+    threads: int = Field(1, ge=1, le=256)
+    optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
+    lr: float = Field(1e-3, gt=0, le=10)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(32, ge=1, le=65_536)
+    batch_max_age_s: float = Field(0.2, gt=0, le=60)
+    metrics_window: int = Field(1000, ge=10, le=1_000_000)
+    publish_every_s: float = Field(1.0, gt=0)
+    deterministic: bool = False
+    drift: DriftConfig = DriftConfig()
+
+
+class ServingConfig(_Section):
+    tcp_host: str = "127.0.0.1"
+    tcp_port: int | None = Field(7070, ge=0, le=65535)
+    unix_path: Path | None = None
+    token: SecretStr | None = None
+    max_request_bytes: int = Field(1 << 20, ge=256)
+    max_batch: int = Field(10_000, ge=1)
+    max_connections: int = Field(256, ge=1)
+    idle_timeout_s: float = Field(300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _safe_bind(self) -> ServingConfig:
+        if self.tcp_port is not None and not is_loopback(self.tcp_host) and self.token is None:
+            raise ValueError(
+                f"serving.tcp_host {self.tcp_host!r} is not a loopback address: set serving.token "
+                "(LEARND_SERVING__TOKEN) or bind to 127.0.0.1"
+            )
+        if self.tcp_port is None and self.unix_path is None:
+            raise ValueError("serving needs serving.tcp_port or serving.unix_path (or both)")
+        return self
+
+
+class MetricsConfig(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535)
+    # Bearer token for /metrics (Prometheus: ``authorization: {credentials: ...}``).
+    token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _safe_bind(self) -> MetricsConfig:
+        if self.enabled and not is_loopback(self.host) and self.token is None:
+            raise ValueError(
+                f"metrics.host {self.host!r} is not a loopback address: set metrics.token "
+                "(LEARND_METRICS__TOKEN) or bind to 127.0.0.1"
+            )
+        return self
+
+
+class CheckpointConfig(_Section):
+    dir: Path = Path("learnd-state")
+    every_events: int = Field(50_000, ge=1)
+    every_s: float = Field(30.0, gt=0)
+    keep: int = Field(3, ge=1, le=1000)
+
+
+class LogConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class LearndConfig(_Section):
+    # ``schema`` shadows a BaseModel attribute, so the field is ``schema_`` with alias ``schema``.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    kafka: KafkaConfig = KafkaConfig()
+    schema_: SchemaConfig = Field(alias="schema")
+    model: ModelConfig = ModelConfig()
+    learning: LearningConfig = LearningConfig()
+    serving: ServingConfig = ServingConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    log: LogConfig = LogConfig()
+
+    def redacted(self) -> dict:
+        """The effective config as plain data with every secret replaced by ``'**********'``."""
+        return self.model_dump(mode="json", by_alias=True)

@@ -1,0 +1,229 @@
+"""Test-then-train learning on micro-batches with a torch model.
+
+One forward pass serves both halves of the prequential protocol: its outputs are the
+predictions made *before* the batch's labels are used, then the same graph is back-propagated.
+
+Examples
+--------
+>>> import numpy as np
+>>> from daemon.config import LearningConfig, ModelConfig, SchemaConfig
+>>> lrn = Learner(SchemaConfig(task="binary", n_features=2), ModelConfig(hidden=(8,)),
+...               LearningConfig(lr=0.05), device="cpu")
+>>> rng = np.random.default_rng(0)
+>>> X = rng.normal(size=(4000, 2)).astype(np.float32)
+>>> y = (X[:, 0] > 0).astype(np.float32)
+>>> errs = [lrn.learn_many(X[i:i + 32], y[i:i + 32]).errors.mean() for i in range(0, 4000, 32)]
+>>> float(np.mean(errs[:10])) > float(np.mean(errs[-10:]))
+True
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from daemon.config import LearningConfig, ModelConfig, SchemaConfig
+from daemon.model import build_model, count_parameters, linear_layers
+from daemon.normalizer import Standardizer
+from daemon.schedules import DriftBoost
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when available; ``cuda`` without a GPU is a start-up error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "learning.device is 'cuda' but torch sees no CUDA device; valid values: "
+            "'auto', 'cpu', 'cuda'"
+        )
+    return torch.device(device)
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What one test-then-train step saw: outputs and errors are from *before* the update."""
+
+    outputs: np.ndarray  # class probabilities (n, k) or regression values (n,)
+    errors: np.ndarray  # 0/1 misclassification, or absolute error, per example
+    loss: float
+    applied: bool  # False when the step was skipped because the loss was not finite
+
+
+@dataclass(frozen=True, slots=True)
+class DenseWeights:
+    """A detached float32 copy of the model and its input/target scaling, for serving."""
+
+    weights: tuple[np.ndarray, ...]  # each (in, out)
+    biases: tuple[np.ndarray, ...]
+    activation: str
+    x_mean: np.ndarray
+    x_inv_std: np.ndarray
+    y_mean: float
+    y_std: float
+
+    def is_finite(self) -> bool:
+        arrays = (*self.weights, *self.biases, self.x_mean, self.x_inv_std)
+        return all(bool(np.isfinite(a).all()) for a in arrays) and math.isfinite(
+            self.y_mean * self.y_std
+        )
+
+
+def _make_optimizer(name: str, params, lr: float, weight_decay: float, device: torch.device):
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+    if name == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
+    cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+    # The fused kernel is ~3x cheaper per step on CPU and CUDA; fall back where a build lacks it.
+    try:
+        return cls(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError):
+        return cls(params, lr=lr, weight_decay=weight_decay)
+
+
+class Learner:
+    """A torch model, its optimizer, learning-rate policy and online input standardisation."""
+
+    def __init__(
+        self,
+        schema: SchemaConfig,
+        model_cfg: ModelConfig,
+        learning: LearningConfig,
+        device: str | torch.device = "cpu",
+    ):
+        self.schema = schema
+        self.model_cfg = model_cfg
+        self.learning = learning
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.task = schema.task
+        self.net = build_model(model_cfg, schema.dim, schema.n_outputs).to(self.device)
+        self.optimizer = _make_optimizer(
+            learning.optimizer, self.net.parameters(), learning.lr, learning.weight_decay, self.device
+        )
+        self.schedule = DriftBoost(
+            learning.lr, learning.drift.lr_boost, learning.drift.boost_half_life_steps
+        )
+        self.x_scaler = Standardizer(schema.dim)
+        self.y_scaler = Standardizer(1)
+        self.steps = 0
+        self.skipped_steps = 0
+        self.events_learned = 0
+        if self.task == "binary":
+            self._loss = nn.BCEWithLogitsLoss()
+        elif self.task == "multiclass":
+            self._loss = nn.CrossEntropyLoss()
+        else:
+            self._loss = nn.MSELoss()
+
+    @property
+    def lr(self) -> float:
+        return self.schedule.get(self.steps)
+
+    @property
+    def n_parameters(self) -> int:
+        return count_parameters(self.net)
+
+    def _target(self, y: np.ndarray) -> torch.Tensor:
+        if self.task == "multiclass":
+            return torch.from_numpy(np.ascontiguousarray(y, np.int64)).to(self.device)
+        if self.task == "regression":
+            y = (y - self.y_scaler.mean[0]) / math.sqrt(self.y_scaler.var[0] + 1e-8)
+        t = torch.from_numpy(np.ascontiguousarray(y, np.float32)).to(self.device)
+        return t.unsqueeze(1)
+
+    def _outputs(self, raw: torch.Tensor) -> np.ndarray:
+        raw = raw.detach()
+        if self.task == "binary":
+            p = torch.sigmoid(raw[:, 0])
+            return torch.stack([1 - p, p], dim=1).cpu().numpy()
+        if self.task == "multiclass":
+            return torch.softmax(raw, dim=1).cpu().numpy()
+        scale = math.sqrt(self.y_scaler.var[0] + 1e-8)
+        return raw[:, 0].cpu().numpy() * scale + self.y_scaler.mean[0]
+
+    def _errors(self, outputs: np.ndarray, y: np.ndarray) -> np.ndarray:
+        if self.task == "regression":
+            return np.abs(outputs - y).astype(np.float64)
+        return (outputs.argmax(axis=1) != y.astype(np.int64)).astype(np.float64)
+
+    def learn_many(self, X: np.ndarray, y: np.ndarray) -> StepResult:
+        """Predict the batch with the current weights, then take one optimizer step on it."""
+        self.x_scaler.update_many(X)
+        if self.task == "regression":
+            self.y_scaler.update_many(np.asarray(y, np.float64).reshape(-1, 1))
+        xb = torch.from_numpy(self.x_scaler.transform(X)).to(self.device)
+        target = self._target(y)
+        self.net.train()
+        raw = self.net(xb)
+        loss = self._loss(raw, target)
+        outputs = self._outputs(raw)
+        loss_value = float(loss.detach())
+        applied = math.isfinite(loss_value)
+        if applied:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.steps += 1
+        else:
+            self.skipped_steps += 1
+        self.events_learned += len(y)
+        return StepResult(outputs, self._errors(outputs, y), loss_value, applied)
+
+    @torch.inference_mode()
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        self.net.eval()
+        xb = torch.from_numpy(self.x_scaler.transform(X)).to(self.device)
+        return self._outputs(self.net(xb))
+
+    def on_drift(self) -> None:
+        """React to a concept-drift alarm: boost the learning rate; optionally forget moments."""
+        self.schedule.on_drift(self.steps)
+        if self.learning.drift.reset_optimizer:
+            self.optimizer.state.clear()
+
+    def export(self) -> DenseWeights:
+        """A detached copy for serving: never the tensors being trained."""
+        layers = linear_layers(self.net)
+        mean, inv = self.x_scaler.scale()
+        y_std = math.sqrt(self.y_scaler.var[0] + 1e-8) if self.task == "regression" else 1.0
+        return DenseWeights(
+            weights=tuple(m.weight.detach().cpu().numpy().T.copy() for m in layers),
+            biases=tuple(m.bias.detach().cpu().numpy().copy() for m in layers),
+            activation=self.model_cfg.activation,
+            x_mean=mean,
+            x_inv_std=inv,
+            y_mean=float(self.y_scaler.mean[0]) if self.task == "regression" else 0.0,
+            y_std=y_std,
+        )
+
+    def is_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.net.parameters())
+
+    def state_dict(self) -> dict:
+        return {
+            "model": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "x_scaler": self.x_scaler.state_dict(),
+            "y_scaler": self.y_scaler.state_dict(),
+            "steps": self.steps,
+            "skipped_steps": self.skipped_steps,
+            "events_learned": self.events_learned,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.x_scaler.load_state_dict(state["x_scaler"])
+        self.y_scaler.load_state_dict(state["y_scaler"])
+        self.steps = int(state["steps"])
+        self.skipped_steps = int(state["skipped_steps"])
+        self.events_learned = int(state["events_learned"])

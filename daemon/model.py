@@ -1,0 +1,42 @@
+"""The torch model named by the config: an MLP with configurable hidden layers, or linear.
+
+Examples
+--------
+>>> from daemon.config import ModelConfig
+>>> net = build_model(ModelConfig(hidden=(8,)), n_inputs=3, n_outputs=1)
+>>> [tuple(p.shape) for p in net.parameters()]
+[(8, 3), (8,), (1, 8), (1,)]
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from daemon.config import ModelConfig
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def build_model(cfg: ModelConfig, n_inputs: int, n_outputs: int) -> nn.Sequential:
+    """Alternating ``nn.Linear`` and activation layers, seeded by ``cfg.seed``."""
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(cfg.seed)
+    try:
+        layers: list[nn.Module] = []
+        width = n_inputs
+        for h in cfg.hidden if cfg.kind == "mlp" else ():
+            layers += [nn.Linear(width, h), ACTIVATIONS[cfg.activation]()]
+            width = h
+        layers.append(nn.Linear(width, n_outputs))
+        return nn.Sequential(*layers)
+    finally:
+        torch.random.set_rng_state(gen_state)
+
+
+def linear_layers(net: nn.Sequential) -> list[nn.Linear]:
+    return [m for m in net if isinstance(m, nn.Linear)]
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())

@@ -1,0 +1,142 @@
+"""The whole flow, top to bottom:
+
+records -> validate (rejections to the dead-letter sink) -> micro-batch -> predict + score
+-> learn -> drift check (and reaction) -> publish a snapshot for serving when due.
+
+Source positions advance as records are handed in; :meth:`Pipeline.flush` learns everything
+pending so that ``positions`` then describes exactly what the model state reflects.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from daemon.batching import MicroBatcher
+from daemon.config import LearndConfig
+from daemon.drift import DriftMonitor
+from daemon.events import EventBatch, EventDecoder
+from daemon.learner import Learner
+from daemon.ports import Clock, DeadLetterSink, Record
+from daemon.prequential import RollingMetrics
+from daemon.snapshot import Draft, SnapshotRef
+
+log = logging.getLogger("learnd.pipeline")
+
+
+class Pipeline:
+    def __init__(
+        self,
+        cfg: LearndConfig,
+        learner: Learner,
+        dead_letters: DeadLetterSink,
+        clock: Clock,
+        ref: SnapshotRef | None = None,
+    ):
+        self.cfg = cfg
+        self.learner = learner
+        self.dead_letters = dead_letters
+        self.clock = clock
+        self.ref = ref if ref is not None else SnapshotRef()
+        self.decoder = EventDecoder(cfg.schema_)
+        self.batcher = MicroBatcher(cfg.learning.batch_size, cfg.learning.batch_max_age_s)
+        self.drift = DriftMonitor(cfg.learning.drift.detector)
+        self.metrics = RollingMetrics(cfg.schema_.task, cfg.learning.metrics_window)
+        self.positions: dict[int, int] = {}
+        self.valid = 0
+        self.rejected: Counter[str] = Counter()
+        self.batches = 0
+        self.publish_failures = 0
+        self._last_publish = float("-inf")
+        self._learned_at_publish = -1
+
+    def process(self, records: Sequence[Record]) -> None:
+        events, rejections = self.decoder.decode_many(records)
+        for r in rejections:
+            self.dead_letters.send(r.record, str(r.reason), r.detail)
+            self.rejected[str(r.reason)] += 1
+        self.valid += len(events)
+        now = self.clock()
+        self.batcher.add(events, now)
+        for batch in self.batcher.ready(now):
+            self._learn(batch)
+        for rec in records:
+            self.positions[rec.partition] = rec.offset + 1
+
+    def tick(self) -> None:
+        """Learn a partial batch that has waited long enough; publish when due."""
+        now = self.clock()
+        for batch in self.batcher.ready(now):
+            self._learn(batch)
+        if now - self._last_publish >= self.cfg.learning.publish_every_s:
+            self.publish()
+
+    def flush(self) -> None:
+        for batch in self.batcher.drain():
+            self._learn(batch)
+
+    def _learn(self, batch: EventBatch) -> None:
+        start = self.learner.events_learned
+        result = self.learner.learn_many(batch.X, batch.y)
+        self.batches += 1
+        self.metrics.update(result.outputs, batch.y)
+        for at in self.drift.update_many(result.errors, start):
+            log.warning(
+                "drift alarm",
+                extra={"event": "drift_alarm", "at_event": at, "detector": self.drift.name},
+            )
+            self.learner.on_drift()
+
+    def publish(self) -> None:
+        """Publish a copy of the current model unless nothing was learned since the last one."""
+        self._last_publish = self.clock()
+        learned = self.learner.events_learned
+        if learned == self._learned_at_publish and self.ref.current is not None:
+            return
+        weights = self.learner.export()
+        if not weights.is_finite():
+            self.publish_failures += 1
+            log.error("model has non-finite weights; not published", extra={"event": "publish"})
+            return
+        schema = self.cfg.schema_
+        snap = self.ref.publish(
+            Draft(schema.task, schema.class_values, schema.features, weights, learned,
+                  self.metrics.summary())
+        )
+        self._learned_at_publish = learned
+        log.debug("published", extra={"event": "publish", "version": snap.version})
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a restart needs; call :meth:`flush` first so positions match the model."""
+        if len(self.batcher):
+            raise RuntimeError("state_dict() with events pending: call flush() first")
+        schema = self.cfg.schema_
+        return {
+            "format": 1,
+            "schema": {"task": schema.task, "dim": schema.dim, "classes": list(map(str, schema.class_values))},
+            "model": self.cfg.model.model_dump(mode="json"),
+            "learner": self.learner.state_dict(),
+            "drift": self.drift.state_dict(),
+            "positions": dict(self.positions),
+            "next_version": self.ref.next_version,
+            "valid": self.valid,
+            "rejected": dict(self.rejected),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        schema = self.cfg.schema_
+        want = {"task": schema.task, "dim": schema.dim, "classes": list(map(str, schema.class_values))}
+        if state["schema"] != want or state["model"] != self.cfg.model.model_dump(mode="json"):
+            raise ValueError(
+                f"checkpoint was written for schema {state['schema']} and model {state['model']}; "
+                f"the config says {want} and {self.cfg.model.model_dump(mode='json')}. Point "
+                "checkpoint.dir elsewhere to start a new model."
+            )
+        self.learner.load_state_dict(state["learner"])
+        self.drift.load_state_dict(state["drift"])
+        self.positions = {int(p): int(o) for p, o in state["positions"].items()}
+        self.ref.continue_from(int(state["next_version"]))
+        self.valid = int(state["valid"])
+        self.rejected = Counter({str(k): int(v) for k, v in state["rejected"].items()})

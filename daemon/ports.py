@@ -1,0 +1,72 @@
+"""The core's ports: small protocols that adapters implement (and in-memory fakes imitate).
+
+The core never opens a connection or a file; it is handed objects of these shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One raw record as it came from the log, before any validation."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    key: bytes | None = None
+    timestamp_ms: int | None = None
+
+
+class EventSource(Protocol):
+    """Where labelled events come from (Kafka in production, a list in tests)."""
+
+    def poll(self, timeout_s: float) -> Sequence[Record]:
+        """Records in log order per partition; empty when none arrived within the timeout."""
+        ...
+
+    def seek(self, positions: Mapping[int, int]) -> None:
+        """Continue each partition from the given next offset (from a checkpoint)."""
+        ...
+
+    def commit(self, positions: Mapping[int, int]) -> None:
+        """Record progress for monitoring; positions are next offsets per partition."""
+        ...
+
+    def lag(self) -> Mapping[int, int]:
+        """Records behind the end of the log, per assigned partition (never negative)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class DeadLetterSink(Protocol):
+    """Where rejected records go, with their reason and original bytes."""
+
+    def send(self, record: Record, reason: str, detail: str) -> None: ...
+
+    def flush(self) -> None:
+        """Block until everything sent is durable; raise if it cannot be made so."""
+        ...
+
+
+class CheckpointStore(Protocol):
+    """Durable storage of the learner's state together with the source positions it reflects."""
+
+    def save(self, state: Mapping[str, Any]) -> str:
+        """Write atomically; return an identifier of the written checkpoint."""
+        ...
+
+    def load_latest(self) -> Mapping[str, Any] | None:
+        """The newest readable checkpoint, or None when there is none."""
+        ...
+
+
+class Clock(Protocol):
+    def __call__(self) -> float:
+        """Monotonic seconds."""
+        ...

@@ -1,0 +1,132 @@
+"""The daemon's main loop over its ports: poll, process, checkpoint, commit; stop cleanly.
+
+Checkpoints hold the model state and the source positions it reflects; the source's own
+committed offsets are written after each checkpoint for monitoring only, and on start the
+source is sought to the checkpointed positions (never the other way round).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from daemon.config import CheckpointConfig
+from daemon.pipeline import Pipeline
+from daemon.ports import CheckpointStore, Clock, EventSource
+
+log = logging.getLogger("learnd.service")
+
+
+@dataclass
+class Health:
+    """What the daemon knows about itself; read by health requests and metrics."""
+
+    alive: bool = True
+    consuming: bool = False
+    checkpoint_failures: int = 0
+    checkpoint_failing: bool = False
+    checkpoints: int = 0
+    last_checkpoint_unix: float = 0.0
+    restored_from: str | None = None
+
+    def as_dict(self) -> dict:
+        if not self.consuming:
+            status = "starting"
+        elif self.checkpoint_failing:
+            status = "degraded"
+        else:
+            status = "ready"
+        return {"alive": self.alive, "ready": self.consuming, "status": status}
+
+
+class Service:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        source: EventSource,
+        store: CheckpointStore,
+        checkpoint: CheckpointConfig,
+        clock: Clock = time.monotonic,
+        poll_timeout_s: float = 0.1,
+    ):
+        self.pipeline = pipeline
+        self.source = source
+        self.store = store
+        self.policy = checkpoint
+        self.clock = clock
+        self.poll_timeout_s = poll_timeout_s
+        self.health = Health()
+        self.stop_event = threading.Event()
+        self._ckpt_events = 0
+        self._ckpt_time = clock()
+
+    def restore(self) -> None:
+        """Load the newest good checkpoint (if any), seek the source, publish the model."""
+        state = self.store.load_latest()
+        if state is not None:
+            self.pipeline.load_state_dict(state)
+            self.source.seek(self.pipeline.positions)
+            self.health.restored_from = str(state.get("id", "checkpoint"))
+            log.info(
+                "restored from checkpoint",
+                extra={"event": "restore", "positions": self.pipeline.positions,
+                       "events_learned": self.pipeline.learner.events_learned},
+            )
+        self.pipeline.publish()
+
+    def run(self) -> None:
+        """Poll and learn until :meth:`stop`; then finish the batch, checkpoint and commit."""
+        try:
+            while not self.stop_event.is_set():
+                self.step()
+        finally:
+            self.checkpoint()
+            self.source.close()
+            self.health.consuming = False
+
+    def step(self) -> None:
+        records = self.source.poll(self.poll_timeout_s)
+        self.health.consuming = True
+        if records:
+            self.pipeline.process(records)
+        self.pipeline.tick()
+        if self._checkpoint_due():
+            self.checkpoint()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def _checkpoint_due(self) -> bool:
+        learned = self.pipeline.valid + sum(self.pipeline.rejected.values())
+        return (
+            learned - self._ckpt_events >= self.policy.every_events
+            or self.clock() - self._ckpt_time >= self.policy.every_s
+        )
+
+    def checkpoint(self) -> bool:
+        """Learn what is pending, make dead letters durable, save state, then commit offsets."""
+        self._ckpt_time = self.clock()
+        self.pipeline.flush()
+        self._ckpt_events = self.pipeline.valid + sum(self.pipeline.rejected.values())
+        if not self.pipeline.learner.is_finite():
+            self.health.checkpoint_failures += 1
+            self.health.checkpoint_failing = True
+            log.error("model is not finite; checkpoint skipped", extra={"event": "checkpoint"})
+            return False
+        try:
+            self.pipeline.dead_letters.flush()
+            ident = self.store.save(self.pipeline.state_dict())
+        except OSError as e:
+            self.health.checkpoint_failures += 1
+            self.health.checkpoint_failing = True
+            log.error("checkpoint failed: %s", e, extra={"event": "checkpoint"})
+            return False
+        self.health.checkpoints += 1
+        self.health.checkpoint_failing = False
+        self.health.last_checkpoint_unix = time.time()
+        self.source.commit(self.pipeline.positions)
+        log.info("checkpoint written", extra={"event": "checkpoint", "id": ident,
+                                              "positions": dict(self.pipeline.positions)})
+        return True

@@ -1,0 +1,130 @@
+"""Answering prediction requests from the published snapshot (transport-agnostic).
+
+A request is a decoded JSON object; the answer is a JSON-ready dict. Each answer is computed
+from one read of the snapshot reference and names that snapshot's version. Malformed requests
+get ``{"ok": false, "error": ..., "detail": ...}``: they never raise.
+
+Examples
+--------
+>>> import numpy as np
+>>> from daemon.config import SchemaConfig
+>>> from daemon.learner import DenseWeights
+>>> from daemon.snapshot import Draft, SnapshotRef
+>>> schema = SchemaConfig(task="binary", features=("a", "b"))
+>>> w = DenseWeights((np.ones((2, 1), np.float32),), (np.zeros(1, np.float32),), "relu",
+...                  np.zeros(2, np.float32), np.ones(2, np.float32), 0.0, 1.0)
+>>> ref = SnapshotRef()
+>>> _ = ref.publish(Draft("binary", (0, 1), ("a", "b"), w, 0, {}))
+>>> h = RequestHandler(ref, schema)
+>>> h.handle({"op": "predict", "features": {"a": 2, "b": 0}, "id": 7})["prediction"]
+1
+>>> h.handle({"op": "predict", "features": [1]})["error"]
+'wrong_dimension'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from daemon.config import SchemaConfig
+from daemon.events import FeatureParser
+from daemon.snapshot import Snapshot, SnapshotRef
+
+OPS = ("predict", "predict_many", "health", "info")
+
+
+def _error(code: str, detail: str, req_id: Any = None) -> dict:
+    out = {"ok": False, "error": code, "detail": detail}
+    if req_id is not None:
+        out["id"] = req_id
+    return out
+
+
+class RequestHandler:
+    """Maps one request object to one answer object."""
+
+    def __init__(
+        self,
+        ref: SnapshotRef,
+        schema: SchemaConfig,
+        max_batch: int = 10_000,
+        health: Callable[[], Mapping[str, Any]] | None = None,
+    ):
+        self.ref = ref
+        self.parser = FeatureParser(schema)
+        self.max_batch = max_batch
+        self._health = health or (lambda: {"alive": True, "ready": True, "status": "ready"})
+
+    def handle(self, req: Any) -> dict:
+        if not isinstance(req, dict):
+            return _error("bad_request", "a request must be a JSON object")
+        req_id = req.get("id")
+        op = req.get("op", "predict")
+        if op == "health":
+            snap = self.ref.current
+            out = {"ok": True, **self._health(), "version": snap.version if snap else None}
+        elif op == "info":
+            snap = self.ref.current
+            if snap is None:
+                return _error("not_ready", "no model has been published yet", req_id)
+            out = {"ok": True, **snap.info()}
+        elif op == "predict":
+            out = self._predict_one(req.get("features"))
+        elif op == "predict_many":
+            out = self._predict_many(req.get("instances"))
+        else:
+            return _error("unknown_op", f"op must be one of {', '.join(OPS)}; got {op!r}", req_id)
+        if req_id is not None:
+            out["id"] = req_id
+        return out
+
+    def _rows(self, instances: list) -> tuple[np.ndarray | None, dict | None]:
+        rows = []
+        for i, feats in enumerate(instances):
+            row, problem = self.parser.parse(feats)
+            if problem is not None:
+                where = f"instances[{i}]: " if len(instances) > 1 else ""
+                return None, _error(str(problem[0]), where + problem[1])
+            rows.append(row)
+        return np.asarray(rows, np.float32), None
+
+    def _predict_one(self, features: Any) -> dict:
+        snap = self.ref.current
+        if snap is None:
+            return _error("not_ready", "no model has been published yet")
+        X, err = self._rows([features])
+        if err is not None:
+            return err
+        out = snap.predict_many(X)
+        return {"ok": True, "version": snap.version, **_answer(snap, out, 0)}
+
+    def _predict_many(self, instances: Any) -> dict:
+        if not isinstance(instances, list):
+            return _error("wrong_type", "instances must be a list of feature objects or lists")
+        if len(instances) > self.max_batch:
+            return _error("too_large", f"at most {self.max_batch} instances per request")
+        snap = self.ref.current
+        if snap is None:
+            return _error("not_ready", "no model has been published yet")
+        if not instances:
+            return {"ok": True, "version": snap.version, "predictions": []}
+        X, err = self._rows(instances)
+        if err is not None:
+            return err
+        out = snap.predict_many(X)
+        answers = [_answer(snap, out, i) for i in range(len(instances))]
+        return {"ok": True, "version": snap.version, "predictions": answers}
+
+
+def _answer(snap: Snapshot, out: np.ndarray, i: int) -> dict:
+    if snap.task == "regression":
+        return {"prediction": float(out[i])}
+    probs = out[i]
+    k = int(probs.argmax())
+    return {
+        "prediction": snap.classes[k],
+        "scores": {str(c): round(float(p), 6) for c, p in zip(snap.classes, probs, strict=True)},
+    }
