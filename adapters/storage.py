@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from daemon.errors import StartupError
+
 log = logging.getLogger("learnd.checkpoint")
 
 _NAME = re.compile(r"^ckpt-(\d{12})\.pt$")
@@ -35,7 +37,7 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
-class CheckpointError(OSError):
+class CheckpointError(StartupError):
     """No checkpoint could be read although some exist."""
 
 

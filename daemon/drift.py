@@ -33,7 +33,13 @@ def make_detector(name: str):
 
 
 class DriftMonitor:
-    """Feeds per-event errors to a detector and records the event index of every alarm."""
+    """Feeds per-event errors to a detector and records the event index of every alarm.
+
+    river's detectors flag any change in the mean, including the error *falling* while a model
+    learns. Only rises are concept drift: a change whose new estimate is below the old one is
+    counted in ``improvements`` and raises no alarm (ADWIN; other detectors only detect rises
+    or expose no estimate).
+    """
 
     def __init__(self, detector: str = "adwin", replay: int = 20_000):
         self.name = detector
@@ -42,6 +48,7 @@ class DriftMonitor:
         self._det = make_detector(detector) if self.enabled else None
         self._recent = np.zeros(0, np.float64)
         self.alarms = 0
+        self.improvements = 0
         self.last_alarm_at = -1
 
     @property
@@ -56,10 +63,17 @@ class DriftMonitor:
             return []
         det = self._det
         found = []
+        has_estimate = hasattr(det, "estimation")
+        before = det.estimation if has_estimate else 0.0
         for i, e in enumerate(errors.tolist()):
             det.update(e)
             if det.drift_detected:
-                found.append(start + i)
+                if not has_estimate or det.estimation > before:
+                    found.append(start + i)
+                else:
+                    self.improvements += 1
+            if has_estimate:
+                before = det.estimation
         self._recent = np.concatenate([self._recent, errors])[-self.replay :]
         if found:
             self.alarms += len(found)
@@ -73,11 +87,13 @@ class DriftMonitor:
         return {
             "recent": self._recent.copy(),
             "alarms": self.alarms,
+            "improvements": self.improvements,
             "last_alarm_at": self.last_alarm_at,
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.alarms = int(state["alarms"])
+        self.improvements = int(state["improvements"])
         self.last_alarm_at = int(state["last_alarm_at"])
         self._recent = np.asarray(state["recent"], np.float64).copy()
         if self.enabled:

@@ -7,6 +7,7 @@ Examples
 --------
 >>> import numpy as np
 >>> from daemon.config import LearningConfig, ModelConfig, SchemaConfig
+from daemon.errors import StartupError
 >>> lrn = Learner(SchemaConfig(task="binary", n_features=2), ModelConfig(hidden=(8,)),
 ...               LearningConfig(lr=0.05), device="cpu")
 >>> rng = np.random.default_rng(0)
@@ -37,7 +38,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
+        raise StartupError(
             "learning.device is 'cuda' but torch sees no CUDA device; valid values: "
             "'auto', 'cpu', 'cuda'"
         )

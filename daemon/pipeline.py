@@ -17,6 +17,7 @@ from typing import Any
 from daemon.batching import MicroBatcher
 from daemon.config import LearndConfig
 from daemon.drift import DriftMonitor
+from daemon.errors import StartupError
 from daemon.events import EventBatch, EventDecoder
 from daemon.learner import Learner
 from daemon.ports import Clock, DeadLetterSink, Record
@@ -129,7 +130,7 @@ class Pipeline:
         schema = self.cfg.schema_
         want = {"task": schema.task, "dim": schema.dim, "classes": list(map(str, schema.class_values))}
         if state["schema"] != want or state["model"] != self.cfg.model.model_dump(mode="json"):
-            raise ValueError(
+            raise StartupError(
                 f"checkpoint was written for schema {state['schema']} and model {state['model']}; "
                 f"the config says {want} and {self.cfg.model.model_dump(mode='json')}. Point "
                 "checkpoint.dir elsewhere to start a new model."

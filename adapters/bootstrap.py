@@ -1,0 +1,101 @@
+"""The composition root: wires real adapters into the core from one validated config.
+
+Nothing connects at import time. :class:`Daemon` creates the Kafka clients when constructed,
+restores state and opens the listeners in :meth:`Daemon.start`, and releases them all in
+:meth:`Daemon.close`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import torch
+
+from adapters.kafka_sink import KafkaDeadLetters
+from adapters.kafka_source import KafkaEventSource
+from adapters.prometheus import LearndCollector, MetricsServer, ServingMetrics, make_registry
+from adapters.socket_server import PredictionServer
+from adapters.storage import LocalCheckpointStore
+from daemon.config import LearndConfig
+from daemon.learner import Learner
+from daemon.pipeline import Pipeline
+from daemon.serving import RequestHandler
+from daemon.service import Service
+
+log = logging.getLogger("learnd")
+
+
+class Daemon:
+    def __init__(self, cfg: LearndConfig, source=None, dead_letters=None, store=None):
+        self.cfg = cfg
+        torch.set_num_threads(cfg.learning.threads)
+        if cfg.learning.deterministic:
+            torch.use_deterministic_algorithms(True)
+        self.learner = Learner(cfg.schema_, cfg.model, cfg.learning, cfg.learning.device)
+        self._own_dead_letters = dead_letters is None
+        self.dead_letters = dead_letters or KafkaDeadLetters(cfg.kafka)
+        self.pipeline = Pipeline(cfg, self.learner, self.dead_letters, time.monotonic)
+        self.store = store or LocalCheckpointStore(cfg.checkpoint.dir, cfg.checkpoint.keep)
+        self.source = source or KafkaEventSource(cfg.kafka)
+        self.service = Service(self.pipeline, self.source, self.store, cfg.checkpoint,
+                               poll_timeout_s=cfg.kafka.poll_timeout_ms / 1000)
+        self.registry = make_registry(
+            LearndCollector(self.pipeline, self.service.health, self.source.lag)
+        )
+        self.serving_metrics = ServingMetrics(self.registry)
+        handler = RequestHandler(self.pipeline.ref, cfg.schema_, cfg.serving.max_batch,
+                                 health=self.service.health.as_dict)
+        self.server = PredictionServer(handler, cfg.serving, self.serving_metrics.observe)
+        self.metrics_server: MetricsServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Restore state, publish the model, open the listeners. Does not start consuming."""
+        self.service.restore()
+        self.server.start()
+        if self.cfg.metrics.enabled:
+            m = self.cfg.metrics
+            token = m.token.get_secret_value() if m.token else None
+            self.metrics_server = MetricsServer(self.registry, m.host, m.port, token)
+            self.metrics_server.start()
+        log.info(
+            "learnd started",
+            extra={
+                "event": "start",
+                "device": str(self.learner.device),
+                "tcp": self.server.tcp_address,
+                "unix": str(self.server.unix_path) if self.server.unix_path else None,
+                "metrics": self.metrics_server.address if self.metrics_server else None,
+                "topic": self.cfg.kafka.topic,
+                "model_version": self.pipeline.ref.current.version,
+            },
+        )
+
+    def run(self) -> None:
+        """Consume and learn in this thread until :meth:`stop`; then checkpoint and close."""
+        try:
+            self.service.run()
+        finally:
+            self.close()
+
+    def run_in_thread(self) -> threading.Thread:
+        self._thread = threading.Thread(target=self.run, name="learnd-learner", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def stop(self) -> None:
+        self.service.stop()
+
+    def join(self, timeout_s: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def close(self) -> None:
+        self.server.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+        if self._own_dead_letters:
+            self.dead_letters.close()
+        log.info("learnd stopped", extra={"event": "stop"})

@@ -1,0 +1,157 @@
+"""The `learnd` command line: run, demo, predict, health, config show."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+
+import orjson
+
+from adapters.settings import ConfigError, build_config
+from daemon.errors import StartupError
+
+log = logging.getLogger("learnd")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", help="config file (.toml/.yaml); default $LEARND_CONFIG")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value (repeatable); beats file and environment")
+
+
+def _load(args) -> object:
+    return build_config(file=args.config, overrides=args.set)
+
+
+def cmd_run(args) -> int:
+    from adapters.bootstrap import Daemon
+    from adapters.logs import setup_logging
+
+    cfg = _load(args)
+    setup_logging(cfg.log.level, cfg.log.format)
+    daemon = Daemon(cfg)
+
+    def _stop(signum, frame):
+        log.info("signal %s: finishing the batch, checkpointing, exiting",
+                 signal.Signals(signum).name, extra={"event": "shutdown"})
+        daemon.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    daemon.start()
+    daemon.run()
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from adapters.demo import run_demo
+    from adapters.logs import setup_logging
+
+    setup_logging("WARNING" if not args.verbose else "INFO")
+
+    def flush_print(line: str) -> None:
+        print(line, flush=True)
+
+    signal.signal(signal.SIGTERM, lambda s, f: (_ for _ in ()).throw(KeyboardInterrupt()))
+    return run_demo(args.rate, args.duration, args.switch_every, args.partitions, args.bad_rate,
+                    args.every, args.set, args.state_dir, out=flush_print)
+
+
+def _connect(args):
+    from adapters.client import LearndClient
+
+    token = os.environ.get("LEARND_TOKEN") if args.token is None else args.token
+    if args.unix:
+        return LearndClient.unix(args.unix, token=token)
+    host, _, port = args.tcp.rpartition(":")
+    return LearndClient.tcp(host or "127.0.0.1", int(port), token=token)
+
+
+def cmd_predict(args) -> int:
+    lines = [args.features] if args.features else [ln for ln in sys.stdin if ln.strip()]
+    code = 0
+    with _connect(args) as client:
+        for line in lines:
+            try:
+                features = json.loads(line)
+            except json.JSONDecodeError as e:
+                print(f"learnd predict: not JSON: {e}", file=sys.stderr)
+                code = 2
+                continue
+            answer = client.request({"op": "predict", "features": features}, check=False)
+            print(orjson.dumps(answer).decode())
+            code = code or (0 if answer.get("ok") else 1)
+    return code
+
+
+def cmd_health(args) -> int:
+    try:
+        with _connect(args) as client:
+            answer = client.health()
+    except OSError as e:
+        print(f"learnd health: cannot connect: {e}", file=sys.stderr)
+        return 1
+    print(orjson.dumps(answer).decode())
+    return 0 if answer.get("ready") else 1
+
+
+def cmd_config_show(args) -> int:
+    print(json.dumps(_load(args).redacted(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="learnd", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the daemon on the configured Kafka")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="embedded broker + drifting stream + daemon, live progress")
+    _add_config_args(p)
+    p.add_argument("--rate", type=float, default=2000.0, help="events per second (default 2000)")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--switch-every", type=int, default=20_000, help="events per concept")
+    p.add_argument("--partitions", type=int, default=2)
+    p.add_argument("--bad-rate", type=float, default=0.001, help="share of invalid records")
+    p.add_argument("--every", type=float, default=2.0, help="seconds between progress lines")
+    p.add_argument("--state-dir", help="where checkpoints and the broker log go (default: temp)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show the daemon's logs")
+    p.set_defaults(func=cmd_demo)
+
+    for name, func, helptext in (("predict", cmd_predict, "ask the daemon for a prediction"),
+                                 ("health", cmd_health, "exit 0 when the daemon is ready")):
+        p = sub.add_parser(name, help=helptext)
+        where = p.add_mutually_exclusive_group()
+        where.add_argument("--tcp", default="127.0.0.1:7070", help="HOST:PORT (default 127.0.0.1:7070)")
+        where.add_argument("--unix", help="Unix socket path")
+        p.add_argument("--token", help="auth token (default $LEARND_TOKEN)")
+        if name == "predict":
+            p.add_argument("features", nargs="?",
+                           help="features as JSON (object or list); default: one per stdin line")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("config", help="configuration")
+    csub = p.add_subparsers(dest="config_command", required=True)
+    show = csub.add_parser("show", help="print the effective config, secrets redacted")
+    _add_config_args(show)
+    show.set_defaults(func=cmd_config_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, StartupError) as e:
+        print(f"learnd: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

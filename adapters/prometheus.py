@@ -1,0 +1,172 @@
+"""Prometheus exposition: a registry of learnd's own, a collector that reads model state at
+scrape time, request counters where requests happen, and the /metrics HTTP endpoint.
+
+Nothing in the learning hot loop calls into prometheus_client: the core keeps plain counters
+and :class:`LearndCollector` turns them into samples when Prometheus scrapes (the way
+client_python's ``GCCollector`` reads ``gc.get_stats()``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import threading
+from collections.abc import Callable, Mapping
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    make_wsgi_app,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.registry import Collector
+
+from daemon.events import Reason
+from daemon.pipeline import Pipeline
+from daemon.service import Health
+
+SERVING_OPS = ("predict", "predict_many", "health", "info", "unknown")
+
+
+class LearndCollector(Collector):
+    def __init__(self, pipeline: Pipeline, health: Health, lag: Callable[[], Mapping[int, int]]):
+        self.pipeline = pipeline
+        self.health = health
+        self.lag = lag
+
+    def collect(self):
+        p = self.pipeline
+        learner = p.learner
+        rejected = dict(p.rejected)  # one C-level copy: safe against the learning thread
+
+        events = CounterMetricFamily("learnd_events", "Records consumed, by outcome.",
+                                     labels=["outcome"])
+        events.add_metric(["valid"], p.valid)
+        events.add_metric(["invalid"], sum(rejected.values()))
+        yield events
+        dead = CounterMetricFamily("learnd_dead_letters", "Records dead-lettered, by reason.",
+                                   labels=["reason"])
+        for reason in Reason:
+            dead.add_metric([reason.value], rejected.get(reason.value, 0))
+        yield dead
+        yield CounterMetricFamily("learnd_batches", "Micro-batches learned.", value=p.batches)
+        steps = CounterMetricFamily("learnd_learn_steps", "Optimizer steps, by outcome.",
+                                    labels=["outcome"])
+        steps.add_metric(["applied"], learner.steps)
+        steps.add_metric(["skipped_nonfinite"], learner.skipped_steps)
+        yield steps
+        yield CounterMetricFamily("learnd_events_learned", "Events the model has learned from.",
+                                  value=learner.events_learned)
+        yield GaugeMetricFamily("learnd_learning_rate", "Current learning rate.", value=learner.lr)
+
+        summary = p.metrics.summary()
+        for name, value in summary.items():
+            yield GaugeMetricFamily(
+                f"learnd_rolling_{name}",
+                f"Prequential {name.replace('_', ' ')} over the last {p.metrics.window} events.",
+                value=value if math.isfinite(value) else math.nan,
+            )
+
+        snap = p.ref.current
+        yield GaugeMetricFamily("learnd_model_version", "Version of the served model.",
+                                value=snap.version if snap else 0)
+        yield GaugeMetricFamily("learnd_model_parameters", "Parameters of the served model.",
+                                value=snap.n_parameters if snap else 0)
+        yield GaugeMetricFamily("learnd_model_published_timestamp_seconds",
+                                "Unix time the served model was published.",
+                                value=snap.published_unix if snap else 0)
+        yield CounterMetricFamily("learnd_publish_failures",
+                                  "Models not published because they were not finite.",
+                                  value=p.publish_failures)
+
+        yield CounterMetricFamily("learnd_drift_alarms", "Concept-drift alarms raised.",
+                                  value=p.drift.alarms)
+        yield GaugeMetricFamily("learnd_drift_error_estimate",
+                                "The drift detector's estimate of the current error rate.",
+                                value=p.drift.estimation)
+
+        lag = GaugeMetricFamily("learnd_consumer_lag", "Records behind the log end, per partition.",
+                                labels=["partition"])
+        for part, n in sorted(self.lag().items()):
+            lag.add_metric([str(part)], n)
+        yield lag
+
+        h = self.health
+        ck = CounterMetricFamily("learnd_checkpoints", "Checkpoint attempts, by outcome.",
+                                 labels=["outcome"])
+        ck.add_metric(["ok"], h.checkpoints)
+        ck.add_metric(["failed"], h.checkpoint_failures)
+        yield ck
+        yield GaugeMetricFamily("learnd_checkpoint_last_success_timestamp_seconds",
+                                "Unix time of the last good checkpoint (0: none yet).",
+                                value=h.last_checkpoint_unix)
+        state = h.as_dict()
+        yield GaugeMetricFamily("learnd_ready", "1 when a model is loaded and consuming.",
+                                value=1 if state["ready"] else 0)
+        yield GaugeMetricFamily("learnd_degraded", "1 when checkpoints are failing.",
+                                value=1 if state["status"] == "degraded" else 0)
+
+
+class ServingMetrics:
+    """Counters and a latency histogram for prediction requests, labelled by op and outcome."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.requests = Counter("learnd_prediction_requests", "Prediction-socket requests.",
+                                ["op", "outcome"], registry=registry)
+        self.latency = Histogram(
+            "learnd_prediction_latency_seconds", "Time to answer one request (parse to answer).",
+            ["op"], registry=registry,
+            buckets=(25e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 0.01, 0.05, 0.25, 1.0),
+        )
+        self._children = {op: self.latency.labels(op) for op in SERVING_OPS}
+
+    def observe(self, op: str, outcome: str, seconds: float) -> None:
+        self.requests.labels(op, outcome).inc()
+        self._children[op].observe(seconds)
+
+
+def make_registry(collector: Collector | None = None) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    if collector is not None:
+        registry.register(collector)
+    return registry
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - signature from the base class
+        return
+
+
+class MetricsServer:
+    """/metrics over HTTP, optionally behind a bearer token."""
+
+    def __init__(self, registry: CollectorRegistry, host: str, port: int, token: str | None = None):
+        app = make_wsgi_app(registry)
+        expected = f"Bearer {token}".encode() if token else None
+
+        def guarded(environ, start_response):
+            if expected is not None:
+                given = environ.get("HTTP_AUTHORIZATION", "").encode()
+                if not hmac.compare_digest(given, expected):
+                    start_response("401 Unauthorized", [("Content-Type", "text/plain")])
+                    return [b"unauthorized\n"]
+            return app(environ, start_response)
+
+        self.httpd = make_server(host, port, guarded, ThreadingWSGIServer, handler_class=_QuietHandler)
+        self.address = self.httpd.server_address[:2]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="learnd-metrics",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
