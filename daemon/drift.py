@@ -61,6 +61,7 @@ class DriftMonitor:
         """Feed ``errors`` (event indices ``start...``); return the indices that raised alarms."""
         if not self.enabled or len(errors) == 0:
             return []
+        errors = errors[np.isfinite(errors)]
         det = self._det
         found = []
         has_estimate = hasattr(det, "estimation")

@@ -14,7 +14,7 @@ Examples
 ... ])
 >>> ok.X.tolist(), ok.y.tolist()
 ([[1.0, 2.0]], [1.0])
->>> bad[0].reason, bad[0].detail
+>>> str(bad[0].reason), bad[0].detail
 ('missing_field', 'features.b is missing')
 """
 
@@ -232,6 +232,9 @@ class EventDecoder:
         try:
             obj = orjson.loads(rec.value)
         except orjson.JSONDecodeError as e:
+            # A number like 1e999 is valid JSON grammar but overflows a double: say so.
+            if "infinity" in str(e):
+                return Reason.NON_FINITE, f"a number overflows to infinity: {e}"[:200]
             return Reason.NOT_JSON, f"not valid JSON: {e}"[:200]
         if not isinstance(obj, dict):
             return Reason.NOT_OBJECT, f"event must be a JSON object, got {type(obj).__name__}"

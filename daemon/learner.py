@@ -7,7 +7,6 @@ Examples
 --------
 >>> import numpy as np
 >>> from daemon.config import LearningConfig, ModelConfig, SchemaConfig
-from daemon.errors import StartupError
 >>> lrn = Learner(SchemaConfig(task="binary", n_features=2), ModelConfig(hidden=(8,)),
 ...               LearningConfig(lr=0.05), device="cpu")
 >>> rng = np.random.default_rng(0)
@@ -20,6 +19,7 @@ True
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from daemon.config import LearningConfig, ModelConfig, SchemaConfig
+from daemon.errors import StartupError
 from daemon.model import build_model, count_parameters, linear_layers
 from daemon.normalizer import Standardizer
 from daemon.schedules import DriftBoost
@@ -153,7 +154,17 @@ class Learner:
         return (outputs.argmax(axis=1) != y.astype(np.int64)).astype(np.float64)
 
     def learn_many(self, X: np.ndarray, y: np.ndarray) -> StepResult:
-        """Predict the batch with the current weights, then take one optimizer step on it."""
+        """Predict the batch with the current weights, then take one optimizer step on it.
+
+        A batch holding a non-finite value (validation keeps them out) changes nothing: its
+        outputs come from the current model and the step is counted as skipped.
+        """
+        if not (np.isfinite(X).all() and np.isfinite(y).all()):
+            outputs = self.predict_many(np.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0))
+            self.skipped_steps += 1
+            self.events_learned += len(y)
+            errors = np.where(np.isfinite(y), self._errors(outputs, np.nan_to_num(y)), np.nan)
+            return StepResult(outputs, errors, float("nan"), False)
         self.x_scaler.update_many(X)
         if self.task == "regression":
             self.y_scaler.update_many(np.asarray(y, np.float64).reshape(-1, 1))
@@ -210,7 +221,9 @@ class Learner:
     def state_dict(self) -> dict:
         return {
             "model": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
+            # state_dict() references the live moment tensors: copy, or a caller holding this
+            # dict would see it change under it (and a learner loading it would share them).
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "schedule": self.schedule.state_dict(),
             "x_scaler": self.x_scaler.state_dict(),
             "y_scaler": self.y_scaler.state_dict(),

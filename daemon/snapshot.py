@@ -14,7 +14,7 @@ Examples
 >>> snap = ref.publish(Draft("binary", (0, 1), None, w, trained_events=0, metrics={}))
 >>> snap.version, ref.current.version
 (1, 1)
->>> snap.predict_many(np.array([[1.0, 1.0]])).round(3).tolist()
+>>> snap.predict_many(np.array([[1.0, 1.0]])).astype(float).round(3).tolist()
 [[0.119, 0.881]]
 """
 

@@ -1,0 +1,28 @@
+"""Shared test helpers. Every test builds its own config, registry, topic names and temp dirs."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from daemon.config import LearndConfig
+from daemon.synthetic import FEATURES
+
+
+def sea_config(tmp_path, **sections) -> LearndConfig:
+    base = {
+        "schema": {"task": "binary", "features": list(FEATURES)},
+        "checkpoint": {"dir": str(tmp_path / "ckpt")},
+        "serving": {"tcp_port": 0},
+        "metrics": {"port": 0},
+    }
+    for name, values in sections.items():
+        base[name] = {**base.get(name, {}), **values}
+    return LearndConfig.model_validate(base)
+
+
+@pytest.fixture
+def unique():
+    """A short unique suffix for topic and group names."""
+    return uuid.uuid4().hex[:10]

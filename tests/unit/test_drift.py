@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from daemon.drift import DriftMonitor
+
+
+def stream(seed, *segments):
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.random(n) < p for n, p in segments]).astype(float)
+
+
+def test_error_rise_is_flagged_at_the_exact_index():
+    mon = DriftMonitor("adwin")
+    assert mon.update_many(stream(3, (5000, 0.1), (3000, 0.3)), start=0) == [5119]
+    assert (mon.alarms, mon.last_alarm_at, mon.improvements) == (1, 5119, 0)
+
+
+def test_error_fall_is_an_improvement_not_an_alarm():
+    mon = DriftMonitor("adwin")
+    assert mon.update_many(stream(4, (5000, 0.3), (3000, 0.1)), start=0) == []
+    assert (mon.alarms, mon.improvements) == (0, 1)
+
+
+def test_no_false_alarm_on_a_stationary_stream():
+    mon = DriftMonitor("adwin")
+    assert mon.update_many(stream(5, (50_000, 0.1)), start=0) == []
+
+
+def test_chunking_does_not_change_alarm_positions():
+    errors = stream(3, (5000, 0.1), (3000, 0.3))
+    mon = DriftMonitor("adwin")
+    found = []
+    for i in range(0, len(errors), 37):
+        found += mon.update_many(errors[i : i + 37], start=i)
+    assert found == [5119]
+
+
+@pytest.mark.parametrize("name", ["page_hinkley", "kswin"])
+def test_other_detectors_flag_a_large_rise(name):
+    mon = DriftMonitor(name)
+    found = mon.update_many(stream(6, (3000, 0.05), (3000, 0.6)), start=0)
+    assert found and 3000 <= found[0] < 3500
+
+
+def test_state_round_trip_keeps_counts_and_recent_window():
+    mon = DriftMonitor("adwin")
+    mon.update_many(stream(3, (5000, 0.1), (3000, 0.3)), start=0)
+    restored = DriftMonitor("adwin")
+    restored.load_state_dict(mon.state_dict())
+    assert (restored.alarms, restored.last_alarm_at) == (1, 5119)
+    assert restored.estimation == pytest.approx(mon.estimation, abs=0.02)
+
+
+def test_disabled_monitor_never_alarms():
+    assert DriftMonitor("none").update_many(stream(3, (100, 0.0), (100, 1.0)), start=0) == []

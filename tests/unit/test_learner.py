@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from daemon.config import LearningConfig, ModelConfig, SchemaConfig
+from daemon.errors import StartupError
+from daemon.learner import Learner, resolve_device
+from daemon.snapshot import Draft, SnapshotRef
+from daemon.synthetic import FEATURES, DriftingSEA
+
+SEA = SchemaConfig(task="binary", features=FEATURES)
+
+
+def sea_arrays(n, seed=1, switch_every=100_000):
+    events = list(DriftingSEA(seed=seed, switch_every=switch_every).take(n))
+    X = np.array([[e["features"][k] for k in FEATURES] for e in events], np.float32)
+    y = np.array([e["label"] for e in events], np.float32)
+    return X, y
+
+
+def learn(learner, X, y, bs=32):
+    return [learner.learn_many(X[i : i + bs], y[i : i + bs]) for i in range(0, len(y), bs)]
+
+
+def test_learns_sea_to_high_prequential_accuracy():
+    X, y = sea_arrays(20_000)
+    lrn = Learner(SEA, ModelConfig(), LearningConfig(), "cpu")
+    results = learn(lrn, X, y)
+    errs = np.concatenate([r.errors for r in results])
+    assert errs[:1000].mean() > errs[-5000:].mean()
+    assert 1 - errs[-5000:].mean() > 0.9
+    assert lrn.events_learned == 20_000 and lrn.steps == 625
+
+
+def test_outputs_are_predictions_made_before_the_update():
+    X, y = sea_arrays(64)
+    lrn = Learner(SEA, ModelConfig(), LearningConfig(), "cpu")
+    lrn.x_scaler.update_many(X[:32])
+    before = lrn.predict_many(X[:32])
+    lrn.x_scaler = type(lrn.x_scaler)(3)  # learn_many updates the scaler itself
+    res = lrn.learn_many(X[:32], y[:32])
+    np.testing.assert_allclose(res.outputs, before, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(lrn.predict_many(X[:32]), before)
+
+
+def test_state_dict_round_trip_continues_identically():
+    X, y = sea_arrays(6_000)
+    a = Learner(SEA, ModelConfig(), LearningConfig(), "cpu")
+    learn(a, X[:3000], y[:3000])
+    a.on_drift()
+    b = Learner(SEA, ModelConfig(seed=99), LearningConfig(), "cpu")
+    b.load_state_dict(a.state_dict())
+    ra, rb = learn(a, X[3000:], y[3000:]), learn(b, X[3000:], y[3000:])
+    for x, z in zip(ra, rb, strict=True):
+        np.testing.assert_array_equal(x.outputs, z.outputs)
+    for pa, pb in zip(a.net.parameters(), b.net.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    assert a.lr == b.lr and a.steps == b.steps
+
+
+def test_non_finite_loss_skips_the_step():
+    lrn = Learner(SchemaConfig(task="regression", n_features=1), ModelConfig(), LearningConfig(), "cpu")
+    X = np.ones((4, 1), np.float32)
+    lrn.learn_many(X, np.ones(4, np.float32))
+    before = [p.clone() for p in lrn.net.parameters()]
+    res = lrn.learn_many(X, np.array([1, 2, np.inf, 4], np.float32))
+    assert not res.applied and lrn.skipped_steps == 1 and lrn.steps == 1
+    assert all(torch.equal(p, q) for p, q in zip(before, lrn.net.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("task,classes", [("multiclass", ("a", "b", "c")), ("regression", None)])
+def test_other_tasks_learn(task, classes):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(6000, 2)).astype(np.float32)
+    if task == "multiclass":
+        y = np.digitize(X[:, 0], [-0.5, 0.5]).astype(np.int64)
+    else:
+        y = (3 * X[:, 0] - X[:, 1] + 10).astype(np.float32)
+    lrn = Learner(SchemaConfig(task=task, n_features=2, classes=classes), ModelConfig(),
+                  LearningConfig(lr=0.01), "cpu")
+    errs = np.concatenate([r.errors for r in learn(lrn, X, y)])
+    assert errs[-1000:].mean() < errs[:200].mean() / 2
+
+
+def test_snapshot_forward_matches_torch_and_is_a_copy():
+    X, y = sea_arrays(3000)
+    lrn = Learner(SEA, ModelConfig(), LearningConfig(), "cpu")
+    learn(lrn, X, y)
+    snap = SnapshotRef().publish(Draft("binary", (0, 1), FEATURES, lrn.export(), 3000, {}))
+    np.testing.assert_allclose(snap.predict_many(X[:100]), lrn.predict_many(X[:100]), atol=1e-5)
+    frozen = snap.predict_many(X[:100]).copy()
+    learn(lrn, X, y)  # more training must not touch the served copy
+    np.testing.assert_array_equal(snap.predict_many(X[:100]), frozen)
+    assert not snap.weights[0].flags.writeable
+
+
+def test_device_resolution():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(StartupError, match="learning.device is 'cuda'"):
+            resolve_device("cuda")
+
+
+def test_optimizer_choices_and_fused_adam():
+    for name in ("adam", "adamw", "sgd", "adagrad"):
+        lrn = Learner(SEA, ModelConfig(kind="linear"), LearningConfig(optimizer=name), "cpu")
+        assert len(list(lrn.net.parameters())) == 2
+    lrn = Learner(SEA, ModelConfig(), LearningConfig(optimizer="adam"), "cpu")
+    assert lrn.optimizer.defaults.get("fused") is True

@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from adapters.fakes import ListDeadLetters, ListSource, ManualClock, MemoryCheckpointStore
+from adapters.storage import LocalCheckpointStore
+from daemon.errors import StartupError
+from daemon.learner import Learner
+from daemon.pipeline import Pipeline
+from daemon.service import Service
+from daemon.synthetic import DriftingSEA
+from tests.conftest import sea_config
+
+
+def build(cfg, source=None, store=None, clock=None):
+    clock = clock or ManualClock()
+    learner = Learner(cfg.schema_, cfg.model, cfg.learning, "cpu")
+    dead = ListDeadLetters()
+    pipe = Pipeline(cfg, learner, dead, clock)
+    source = source or ListSource()
+    svc = Service(pipe, source, store or MemoryCheckpointStore(), cfg.checkpoint, clock=clock)
+    return svc, pipe, source, dead
+
+
+def drain(svc, source):
+    while source.remaining():
+        svc.step()
+
+
+def test_valid_learned_invalid_dead_lettered_positions_exact(tmp_path):
+    cfg = sea_config(tmp_path)
+    svc, pipe, src, dead = build(cfg)
+    src.append(list(DriftingSEA(seed=2).take(1000)), partition=0)
+    src.append([b"nope", {"features": [1, 2], "label": 1}, *DriftingSEA(seed=3).take(10)],
+               partition=1)
+    svc.restore()
+    drain(svc, src)
+    svc.checkpoint()
+    assert pipe.learner.events_learned == 1010 and pipe.valid == 1010
+    assert [(r.partition, r.offset, reason) for r, reason, _ in dead.sent] == [
+        (1, 0, "not_json"), (1, 1, "wrong_dimension")]
+    assert dead.flushed == 2
+    assert pipe.positions == {0: 1000, 1: 12} == src.committed
+
+
+def test_partial_batch_is_learned_after_max_age(tmp_path):
+    cfg = sea_config(tmp_path, learning={"batch_size": 64, "batch_max_age_s": 0.5})
+    clock = ManualClock()
+    svc, pipe, src, _ = build(cfg, clock=clock)
+    src.append(list(DriftingSEA().take(10)))
+    svc.step()
+    assert pipe.learner.events_learned == 0
+    clock.advance(0.6)
+    svc.step()
+    assert pipe.learner.events_learned == 10
+
+
+def test_restart_resumes_from_checkpoint_nothing_lost_nothing_twice(tmp_path):
+    cfg = sea_config(tmp_path)
+    events = list(DriftingSEA(seed=4).take(3000))
+    store = LocalCheckpointStore(tmp_path / "ck")
+    src = ListSource()
+    src.append(events[:2000])
+    svc, pipe, _, _ = build(cfg, src, store)
+    svc.restore()
+    drain(svc, src)
+    svc.checkpoint()
+    v_before = pipe.ref.current.version
+    # the log grows while we are down; a new process starts on the same log
+    src.append(events[2000:])
+    src.next = {0: 0}  # a fresh consumer would start anywhere: the checkpoint must decide
+    svc2, pipe2, _, _ = build(cfg, src, store)
+    svc2.restore()
+    assert src.next == {0: 2000}
+    assert pipe2.ref.current.version == v_before + 1
+    drain(svc2, src)
+    svc2.checkpoint()
+    assert pipe2.learner.events_learned == 3000 and pipe2.positions == {0: 3000}
+
+
+def test_restart_is_equivalent_to_running_straight(tmp_path):
+    cfg = sea_config(tmp_path, learning={"deterministic": True})
+    events = list(DriftingSEA(seed=5, switch_every=2500).take(6000))
+    straight_src = ListSource(batch=100)
+    straight_src.append(events)
+    straight, sp, _, _ = build(cfg, straight_src)
+    straight.restore()
+    drain(straight, straight_src)
+    straight.checkpoint()
+
+    split = 93 * cfg.learning.batch_size  # a batch boundary: the checkpoint flushes no partial batch
+    src = ListSource(batch=100)
+    src.append(events[:split])
+    store = LocalCheckpointStore(tmp_path / "eq")
+    first, _, _, _ = build(cfg, src, store)
+    first.restore()
+    drain(first, src)
+    first.checkpoint()
+    src.append(events[split:])
+    second, p2, _, _ = build(cfg, src, store)
+    second.restore()
+    drain(second, src)
+    second.checkpoint()
+    a, b = sp.learner.state_dict(), p2.learner.state_dict()
+    for k in a["model"]:
+        np.testing.assert_array_equal(a["model"][k].numpy(), b["model"][k].numpy())
+    for pid, st in a["optimizer"]["state"].items():
+        np.testing.assert_array_equal(st["exp_avg"].numpy(), b["optimizer"]["state"][pid]["exp_avg"].numpy())
+    assert a["schedule"] == b["schedule"] and sp.drift.alarms == p2.drift.alarms
+
+
+def test_checkpoint_for_another_schema_refuses_to_start(tmp_path):
+    store = MemoryCheckpointStore()
+    svc, _, src, _ = build(sea_config(tmp_path), store=store)
+    svc.restore()
+    svc.checkpoint()
+    other = sea_config(tmp_path, model={"hidden": [8]})
+    svc2, _, _, _ = build(other, store=store)
+    with pytest.raises(StartupError, match="Point checkpoint.dir elsewhere"):
+        svc2.restore()
+
+
+class FullDisk(MemoryCheckpointStore):
+    def save(self, state):
+        raise OSError(28, "No space left on device")
+
+
+def test_failed_checkpoint_keeps_running_and_does_not_commit(tmp_path):
+    cfg = sea_config(tmp_path)
+    svc, pipe, src, _ = build(cfg, store=FullDisk())
+    src.append(list(DriftingSEA().take(100)))
+    svc.restore()
+    drain(svc, src)
+    assert svc.checkpoint() is False
+    assert svc.health.checkpoint_failures == 1 and svc.health.as_dict()["status"] == "degraded"
+    assert src.committed == {}
+    assert pipe.ref.current is not None
+
+
+def test_run_stops_gracefully_with_final_checkpoint(tmp_path):
+    cfg = sea_config(tmp_path)
+    store = MemoryCheckpointStore()
+    svc, pipe, src, _ = build(cfg, store=store)
+    src.append(list(DriftingSEA().take(500)))
+    svc.restore()
+
+    steps = {"n": 0}
+    orig = svc.step
+
+    def counting_step():
+        orig()
+        steps["n"] += 1
+        if not src.remaining():
+            svc.stop()
+
+    svc.step = counting_step
+    svc.run()
+    assert src.closed and store.saved[-1]["positions"] == {0: 500}
+    assert store.saved[-1]["learner"]["events_learned"] == 500

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+
+import pytest
+import torch
+
+from adapters.storage import CheckpointError, LocalCheckpointStore
+
+
+def state(n):
+    return {"format": 1, "n": n, "w": torch.full((3,), float(n))}
+
+
+def test_save_keeps_the_newest_k_and_loads_the_newest(tmp_path):
+    store = LocalCheckpointStore(tmp_path, keep=2)
+    names = [store.save(state(i)) for i in range(5)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == names[-2:]
+    loaded = store.load_latest()
+    assert loaded["n"] == 4 and loaded["id"] == names[-1] and torch.equal(loaded["w"], torch.full((3,), 4.0))
+
+
+def test_no_checkpoint_means_none(tmp_path):
+    assert LocalCheckpointStore(tmp_path / "absent").load_latest() is None
+
+
+def test_corrupt_newest_falls_back_loudly(tmp_path, caplog):
+    store = LocalCheckpointStore(tmp_path)
+    store.save(state(1))
+    newest = tmp_path / store.save(state(2))
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    with caplog.at_level(logging.ERROR):
+        assert store.load_latest()["n"] == 1
+    assert store.fallbacks == 1 and "unreadable" in caplog.text
+
+
+def test_malicious_pickle_is_refused_not_executed(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path}/pwned",))
+
+    store = LocalCheckpointStore(tmp_path)
+    store.save(state(1))
+    with open(tmp_path / "ckpt-000000000009.pt", "wb") as f:
+        torch.save({"format": 1, "x": Evil()}, f, pickle_module=pickle)
+    assert store.load_latest()["n"] == 1
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_all_corrupt_refuses_to_start_over_them(tmp_path):
+    (tmp_path / "ckpt-000000000001.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="none of the 1 checkpoints"):
+        LocalCheckpointStore(tmp_path).load_latest()
+
+
+def test_failed_write_leaves_previous_intact_and_no_temp(tmp_path):
+    store = LocalCheckpointStore(tmp_path)
+    store.save(state(1))
+
+    class Boom:
+        def __reduce__(self):
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        store.save({"format": 1, "bad": Boom()})
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt-000000000001.pt"]
+    assert store.load_latest()["n"] == 1
