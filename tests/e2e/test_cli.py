@@ -1,0 +1,145 @@
+"""`learnd` as a user runs it: a subprocess with a config file, queried with `learnd predict`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from kafka import KafkaProducer
+
+from adapters.broker import EmbeddedBroker, free_port
+from adapters.kafka_topics import ensure_topics
+from adapters.settings import build_config
+from daemon.synthetic import DriftingSEA
+
+pytestmark = pytest.mark.e2e
+
+LEARND = shutil.which("learnd", path=str(Path(sys.executable).parent)) or "learnd"
+
+
+def run(*args, timeout=60, **kw):
+    return subprocess.run([LEARND, *args], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    b = EmbeddedBroker(log_path=tmp_path_factory.mktemp("b") / "tansu.log").start()
+    yield b.bootstrap
+    b.stop()
+
+
+def write_config(tmp_path, bootstrap, port, metrics_port, suffix):
+    cfg = tmp_path / "learnd.toml"
+    cfg.write_text(f"""
+[kafka]
+bootstrap_servers = "{bootstrap}"
+topic = "e2e-{suffix}"
+dead_letter_topic = "e2e-{suffix}-dlq"
+group_id = "e2e-{suffix}"
+session_timeout_ms = 6000
+heartbeat_interval_ms = 1000
+max_poll_interval_ms = 10000
+
+[schema]
+task = "binary"
+features = ["x1", "x2", "x3"]
+
+[serving]
+tcp_port = {port}
+unix_path = "{tmp_path / 'learnd.sock'}"
+
+[metrics]
+port = {metrics_port}
+
+[checkpoint]
+dir = "{tmp_path / 'state'}"
+""")
+    return cfg
+
+
+def wait_until(fn, timeout_s, what):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        out = fn()
+        if out:
+            return out
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_run_predict_health_and_graceful_sigterm(tmp_path, broker):
+    port, mport = free_port(), free_port()
+    cfg_path = write_config(tmp_path, broker, port, mport, "a")
+    cfg = build_config(file=cfg_path, environ={})
+    ensure_topics(cfg.kafka, partitions=2)
+    producer = KafkaProducer(bootstrap_servers=broker, acks="all")
+    for i, e in enumerate(DriftingSEA(seed=21).take(3000)):
+        producer.send(cfg.kafka.topic, orjson.dumps(e), partition=i % 2)
+    producer.flush(30)
+    producer.close()
+
+    env = {**os.environ, "LEARND_CONFIG": str(cfg_path), "LEARND_LOG__FORMAT": "json"}
+    proc = subprocess.Popen([LEARND, "run"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        def trained():
+            r = run("predict", "--tcp", f"127.0.0.1:{port}", '{"x1": 9, "x2": 9, "x3": 0}')
+            if r.returncode != 0:
+                return None
+            ans = json.loads(r.stdout)
+            return ans if ans["version"] >= 2 else None
+
+        ans = wait_until(trained, 60, "a trained model answering")
+        assert ans["ok"] and ans["prediction"] == 1
+        r = run("predict", "--unix", str(tmp_path / "learnd.sock"), input='[0.1, 0.1, 0]\n[1]\n')
+        lines = [json.loads(x) for x in r.stdout.splitlines()]
+        assert lines[0]["prediction"] == 0 and lines[1]["error"] == "wrong_dimension"
+        assert r.returncode == 1
+        health = run("health", "--tcp", f"127.0.0.1:{port}")
+        assert health.returncode == 0 and json.loads(health.stdout)["status"] == "ready"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err[-2000:]
+    logs = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    events = [rec.get("event") for rec in logs]
+    assert "start" in events and "shutdown" in events and "checkpoint" in events
+    assert events[-1] == "stop"
+    assert list((tmp_path / "state").glob("ckpt-*.pt"))
+    assert not (tmp_path / "learnd.sock").exists()
+
+
+def test_invalid_config_stops_startup_with_the_field_named(tmp_path):
+    r = run("run", "--set", "schema.n_features=3", "--set", "kafka.auto_offset_reset=newest",
+            env={**os.environ, "LEARND_CONFIG": ""})
+    assert r.returncode == 2
+    assert "kafka.auto_offset_reset: Input should be 'earliest' or 'latest'" in r.stderr
+    r = run("run", "--set", "schema.n_features=3", "--set", "serving.tcp_host=0.0.0.0")
+    assert r.returncode == 2 and "not a loopback address" in r.stderr
+
+
+def test_demo_learns_and_stops_cleanly(tmp_path):
+    r = run("demo", "--duration", "16", "--every", "2", "--rate", "4000", "--switch-every", "20000",
+            "--state-dir", str(tmp_path / "demo"), "--set", f"serving.tcp_port={free_port()}",
+            "--set", f"metrics.port={free_port()}", timeout=90)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "learnd demo stopped cleanly" in r.stdout
+    progress = re.findall(r"learned=\s*([\d,]+).*rolling_acc=([\d.]+|nan) concept=(\d+) version=\s*(\d+)",
+                          r.stdout)
+    assert len(progress) >= 5
+    learned = [int(n.replace(",", "")) for n, *_ in progress]
+    accs = [float(a) for _, a, _, _ in progress if a != "nan"]
+    versions = [int(v) for *_, v in progress]
+    assert learned[-1] > 20_000 and learned == sorted(learned)
+    assert accs[-1] > 0.85
+    assert versions[-1] > versions[0]
+    assert {c for _, _, c, _ in progress} >= {"0", "1"}, "the stream switched concept"
