@@ -21,8 +21,8 @@ from adapters.storage import LocalCheckpointStore
 from daemon.config import LearndConfig
 from daemon.learner import Learner
 from daemon.pipeline import Pipeline
-from daemon.serving import RequestHandler
 from daemon.service import Service
+from daemon.serving import RequestHandler
 
 log = logging.getLogger("learnd")
 
@@ -39,14 +39,23 @@ class Daemon:
         self.pipeline = Pipeline(cfg, self.learner, self.dead_letters, time.monotonic)
         self.store = store or LocalCheckpointStore(cfg.checkpoint.dir, cfg.checkpoint.keep)
         self.source = source or KafkaEventSource(cfg.kafka)
-        self.service = Service(self.pipeline, self.source, self.store, cfg.checkpoint,
-                               poll_timeout_s=cfg.kafka.poll_timeout_ms / 1000)
+        self.service = Service(
+            self.pipeline,
+            self.source,
+            self.store,
+            cfg.checkpoint,
+            poll_timeout_s=cfg.kafka.poll_timeout_ms / 1000,
+        )
         self.registry = make_registry(
             LearndCollector(self.pipeline, self.service.health, self.source.lag)
         )
         self.serving_metrics = ServingMetrics(self.registry)
-        handler = RequestHandler(self.pipeline.ref, cfg.schema_, cfg.serving.max_batch,
-                                 health=self.service.health.as_dict)
+        handler = RequestHandler(
+            self.pipeline.ref,
+            cfg.schema_,
+            cfg.serving.max_batch,
+            health=self.service.health.as_dict,
+        )
         self.server = PredictionServer(handler, cfg.serving, self.serving_metrics.observe)
         self.metrics_server: MetricsServer | None = None
         self._thread: threading.Thread | None = None

@@ -19,8 +19,13 @@ log = logging.getLogger("learnd")
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", help="config file (.toml/.yaml); default $LEARND_CONFIG")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value (repeatable); beats file and environment")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value (repeatable); beats file and environment",
+    )
 
 
 def _load(args) -> object:
@@ -36,8 +41,11 @@ def cmd_run(args) -> int:
     daemon = Daemon(cfg)
 
     def _stop(signum, frame):
-        log.info("signal %s: finishing the batch, checkpointing, exiting",
-                 signal.Signals(signum).name, extra={"event": "shutdown"})
+        log.info(
+            "signal %s: finishing the batch, checkpointing, exiting",
+            signal.Signals(signum).name,
+            extra={"event": "shutdown"},
+        )
         daemon.stop()
 
     signal.signal(signal.SIGTERM, _stop)
@@ -57,8 +65,17 @@ def cmd_demo(args) -> int:
         print(line, flush=True)
 
     signal.signal(signal.SIGTERM, lambda s, f: (_ for _ in ()).throw(KeyboardInterrupt()))
-    return run_demo(args.rate, args.duration, args.switch_every, args.partitions, args.bad_rate,
-                    args.every, args.set, args.state_dir, out=flush_print)
+    return run_demo(
+        args.rate,
+        args.duration,
+        args.switch_every,
+        args.partitions,
+        args.bad_rate,
+        args.every,
+        args.set,
+        args.state_dir,
+        out=flush_print,
+    )
 
 
 def _connect(args):
@@ -124,16 +141,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="show the daemon's logs")
     p.set_defaults(func=cmd_demo)
 
-    for name, func, helptext in (("predict", cmd_predict, "ask the daemon for a prediction"),
-                                 ("health", cmd_health, "exit 0 when the daemon is ready")):
+    for name, func, helptext in (
+        ("predict", cmd_predict, "ask the daemon for a prediction"),
+        ("health", cmd_health, "exit 0 when the daemon is ready"),
+    ):
         p = sub.add_parser(name, help=helptext)
         where = p.add_mutually_exclusive_group()
-        where.add_argument("--tcp", default="127.0.0.1:7070", help="HOST:PORT (default 127.0.0.1:7070)")
+        where.add_argument(
+            "--tcp", default="127.0.0.1:7070", help="HOST:PORT (default 127.0.0.1:7070)"
+        )
         where.add_argument("--unix", help="Unix socket path")
         p.add_argument("--token", help="auth token (default $LEARND_TOKEN)")
         if name == "predict":
-            p.add_argument("features", nargs="?",
-                           help="features as JSON (object or list); default: one per stdin line")
+            p.add_argument(
+                "features",
+                nargs="?",
+                help="features as JSON (object or list); default: one per stdin line",
+            )
         p.set_defaults(func=func)
 
     p = sub.add_parser("config", help="configuration")

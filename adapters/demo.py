@@ -47,8 +47,16 @@ BAD_RECORDS = (
 class Producer(threading.Thread):
     """Produces the drifting stream at ``rate`` events/s, with an occasional bad record."""
 
-    def __init__(self, bootstrap: str, topic: str, rate: float, switch_every: int,
-                 bad_rate: float, partitions: int, seed: int = 42):
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        rate: float,
+        switch_every: int,
+        bad_rate: float,
+        partitions: int,
+        seed: int = 42,
+    ):
         super().__init__(name="learnd-demo-producer", daemon=True)
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all")
         self.topic = topic
@@ -90,9 +98,17 @@ def _pick_port(wanted: int) -> int:
             return free_port()
 
 
-def run_demo(rate: float, duration: float | None, switch_every: int, partitions: int,
-             bad_rate: float, every: float, overrides: list[str], state_dir: str | None,
-             out=print) -> int:
+def run_demo(
+    rate: float,
+    duration: float | None,
+    switch_every: int,
+    partitions: int,
+    bad_rate: float,
+    every: float,
+    overrides: list[str],
+    state_dir: str | None,
+    out=print,
+) -> int:
     workdir = Path(state_dir or tempfile.mkdtemp(prefix="learnd-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
     broker = EmbeddedBroker(log_path=workdir / "tansu.log").start()
@@ -106,19 +122,22 @@ def run_demo(rate: float, duration: float | None, switch_every: int, partitions:
     try:
         cfg = build_config(environ={}, overrides=overrides, defaults=defaults)
         ensure_topics(cfg.kafka, partitions=partitions)
-        producer = Producer(broker.bootstrap, cfg.kafka.topic, rate, switch_every, bad_rate,
-                            partitions)
+        producer = Producer(
+            broker.bootstrap, cfg.kafka.topic, rate, switch_every, bad_rate, partitions
+        )
         daemon = Daemon(cfg)
         daemon.start()
         host, port = daemon.server.tcp_address
         out(f"learnd demo: broker {broker.bootstrap}, state in {workdir}")
-        out(f"  predictions: learnd predict --tcp {host}:{port} '{{\"x1\": 6, \"x2\": 3, \"x3\": 1}}'")
+        out(f'  predictions: learnd predict --tcp {host}:{port} \'{{"x1": 6, "x2": 3, "x3": 1}}\'')
         out(f"               (or the Unix socket {daemon.server.unix_path})")
         if daemon.metrics_server:
             mh, mp = daemon.metrics_server.address
             out(f"  metrics:     http://{mh}:{mp}/metrics")
-        out(f"  stream:      SEA, {rate:g} events/s, concept switch every {switch_every} events, "
-            f"{partitions} partitions; Ctrl-C stops")
+        out(
+            f"  stream:      SEA, {rate:g} events/s, concept switch every {switch_every} events, "
+            f"{partitions} partitions; Ctrl-C stops"
+        )
         producer.start()
         daemon.run_in_thread()
         _progress(daemon, producer, host, port, duration, every, out)
@@ -136,8 +155,15 @@ def run_demo(rate: float, duration: float | None, switch_every: int, partitions:
     return 0
 
 
-def _progress(daemon: Daemon, producer: Producer, host: str, port: int,
-              duration: float | None, every: float, out) -> None:
+def _progress(
+    daemon: Daemon,
+    producer: Producer,
+    host: str,
+    port: int,
+    duration: float | None,
+    every: float,
+    out,
+) -> None:
     p = daemon.pipeline
     t0 = time.monotonic()
     last_t, last_n, alarms_seen = t0, 0, 0
@@ -158,6 +184,8 @@ def _progress(daemon: Daemon, producer: Producer, host: str, port: int,
                 f"| predict(6,2.5,1)={ans['prediction']} p1={ans['scores']['1']:.2f}"
             )
             if p.drift.alarms > alarms_seen:
-                out(f"  ! drift alarm at event {p.drift.last_alarm_at:,}: learning rate boosted "
-                    f"to {p.learner.lr:.4f}")
+                out(
+                    f"  ! drift alarm at event {p.drift.last_alarm_at:,}: learning rate boosted "
+                    f"to {p.learner.lr:.4f}"
+                )
                 alarms_seen = p.drift.alarms

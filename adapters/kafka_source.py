@@ -56,8 +56,11 @@ class KafkaEventSource:
 
     def _on_revoked(self, revoked) -> None:
         if revoked:
-            log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked),
-                     extra={"event": "rebalance"})
+            log.info(
+                "partitions revoked: %s",
+                sorted(tp.partition for tp in revoked),
+                extra={"event": "rebalance"},
+            )
 
     def _on_assigned(self, assigned) -> None:
         for tp in assigned:
@@ -66,8 +69,12 @@ class KafkaEventSource:
                 origin = f"learnd's own offset {self._position[tp.partition]}"
             else:
                 origin = f"committed offset or auto_offset_reset={self.cfg.auto_offset_reset}"
-            log.info("partition %d assigned; starting from %s", tp.partition, origin,
-                     extra={"event": "rebalance"})
+            log.info(
+                "partition %d assigned; starting from %s",
+                tp.partition,
+                origin,
+                extra={"event": "rebalance"},
+            )
 
     def poll(self, timeout_s: float) -> Sequence[Record]:
         batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000))
@@ -75,8 +82,7 @@ class KafkaEventSource:
         for tp in sorted(batches, key=lambda t: t.partition):
             recs = batches[tp]
             out += [
-                Record(r.topic, r.partition, r.offset, r.value, r.key, r.timestamp)
-                for r in recs
+                Record(r.topic, r.partition, r.offset, r.value, r.key, r.timestamp) for r in recs
             ]
             if recs:
                 self._position[tp.partition] = recs[-1].offset + 1
@@ -114,8 +120,11 @@ class KafkaEventSource:
             self.consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as e:
             # Monitoring only: the checkpoint, not the group offset, is the source of truth.
-            log.warning("offset commit failed (positions stay in the checkpoint): %s", e,
-                        extra={"event": "commit_failed"})
+            log.warning(
+                "offset commit failed (positions stay in the checkpoint): %s",
+                e,
+                extra={"event": "commit_failed"},
+            )
 
     def lag(self) -> Mapping[int, int]:
         return dict(self._lag)

@@ -44,24 +44,30 @@ class LearndCollector(Collector):
         learner = p.learner
         rejected = dict(p.rejected)  # one C-level copy: safe against the learning thread
 
-        events = CounterMetricFamily("learnd_events", "Records consumed, by outcome.",
-                                     labels=["outcome"])
+        events = CounterMetricFamily(
+            "learnd_events", "Records consumed, by outcome.", labels=["outcome"]
+        )
         events.add_metric(["valid"], p.valid)
         events.add_metric(["invalid"], sum(rejected.values()))
         yield events
-        dead = CounterMetricFamily("learnd_dead_letters", "Records dead-lettered, by reason.",
-                                   labels=["reason"])
+        dead = CounterMetricFamily(
+            "learnd_dead_letters", "Records dead-lettered, by reason.", labels=["reason"]
+        )
         for reason in Reason:
             dead.add_metric([reason.value], rejected.get(reason.value, 0))
         yield dead
         yield CounterMetricFamily("learnd_batches", "Micro-batches learned.", value=p.batches)
-        steps = CounterMetricFamily("learnd_learn_steps", "Optimizer steps, by outcome.",
-                                    labels=["outcome"])
+        steps = CounterMetricFamily(
+            "learnd_learn_steps", "Optimizer steps, by outcome.", labels=["outcome"]
+        )
         steps.add_metric(["applied"], learner.steps)
         steps.add_metric(["skipped_nonfinite"], learner.skipped_steps)
         yield steps
-        yield CounterMetricFamily("learnd_events_learned", "Events the model has learned from.",
-                                  value=learner.events_learned)
+        yield CounterMetricFamily(
+            "learnd_events_learned",
+            "Events the model has learned from.",
+            value=learner.events_learned,
+        )
         yield GaugeMetricFamily("learnd_learning_rate", "Current learning rate.", value=learner.lr)
 
         summary = p.metrics.summary()
@@ -73,54 +79,85 @@ class LearndCollector(Collector):
             )
 
         snap = p.ref.current
-        yield GaugeMetricFamily("learnd_model_version", "Version of the served model.",
-                                value=snap.version if snap else 0)
-        yield GaugeMetricFamily("learnd_model_parameters", "Parameters of the served model.",
-                                value=snap.n_parameters if snap else 0)
-        yield GaugeMetricFamily("learnd_model_published_timestamp_seconds",
-                                "Unix time the served model was published.",
-                                value=snap.published_unix if snap else 0)
-        yield CounterMetricFamily("learnd_publish_failures",
-                                  "Models not published because they were not finite.",
-                                  value=p.publish_failures)
+        yield GaugeMetricFamily(
+            "learnd_model_version",
+            "Version of the served model.",
+            value=snap.version if snap else 0,
+        )
+        yield GaugeMetricFamily(
+            "learnd_model_parameters",
+            "Parameters of the served model.",
+            value=snap.n_parameters if snap else 0,
+        )
+        yield GaugeMetricFamily(
+            "learnd_model_published_timestamp_seconds",
+            "Unix time the served model was published.",
+            value=snap.published_unix if snap else 0,
+        )
+        yield CounterMetricFamily(
+            "learnd_publish_failures",
+            "Models not published because they were not finite.",
+            value=p.publish_failures,
+        )
 
-        yield CounterMetricFamily("learnd_drift_alarms", "Concept-drift alarms raised.",
-                                  value=p.drift.alarms)
-        yield GaugeMetricFamily("learnd_drift_error_estimate",
-                                "The drift detector's estimate of the current error rate.",
-                                value=p.drift.estimation)
+        yield CounterMetricFamily(
+            "learnd_drift_alarms", "Concept-drift alarms raised.", value=p.drift.alarms
+        )
+        yield GaugeMetricFamily(
+            "learnd_drift_error_estimate",
+            "The drift detector's estimate of the current error rate.",
+            value=p.drift.estimation,
+        )
 
-        lag = GaugeMetricFamily("learnd_consumer_lag", "Records behind the log end, per partition.",
-                                labels=["partition"])
+        lag = GaugeMetricFamily(
+            "learnd_consumer_lag",
+            "Records behind the log end, per partition.",
+            labels=["partition"],
+        )
         for part, n in sorted(self.lag().items()):
             lag.add_metric([str(part)], n)
         yield lag
 
         h = self.health
-        ck = CounterMetricFamily("learnd_checkpoints", "Checkpoint attempts, by outcome.",
-                                 labels=["outcome"])
+        ck = CounterMetricFamily(
+            "learnd_checkpoints", "Checkpoint attempts, by outcome.", labels=["outcome"]
+        )
         ck.add_metric(["ok"], h.checkpoints)
         ck.add_metric(["failed"], h.checkpoint_failures)
         yield ck
-        yield GaugeMetricFamily("learnd_checkpoint_last_success_timestamp_seconds",
-                                "Unix time of the last good checkpoint (0: none yet).",
-                                value=h.last_checkpoint_unix)
+        yield GaugeMetricFamily(
+            "learnd_checkpoint_last_success_timestamp_seconds",
+            "Unix time of the last good checkpoint (0: none yet).",
+            value=h.last_checkpoint_unix,
+        )
         state = h.as_dict()
-        yield GaugeMetricFamily("learnd_ready", "1 when a model is loaded and consuming.",
-                                value=1 if state["ready"] else 0)
-        yield GaugeMetricFamily("learnd_degraded", "1 when checkpoints are failing.",
-                                value=1 if state["status"] == "degraded" else 0)
+        yield GaugeMetricFamily(
+            "learnd_ready",
+            "1 when a model is loaded and consuming.",
+            value=1 if state["ready"] else 0,
+        )
+        yield GaugeMetricFamily(
+            "learnd_degraded",
+            "1 when checkpoints are failing.",
+            value=1 if state["status"] == "degraded" else 0,
+        )
 
 
 class ServingMetrics:
     """Counters and a latency histogram for prediction requests, labelled by op and outcome."""
 
     def __init__(self, registry: CollectorRegistry):
-        self.requests = Counter("learnd_prediction_requests", "Prediction-socket requests.",
-                                ["op", "outcome"], registry=registry)
+        self.requests = Counter(
+            "learnd_prediction_requests",
+            "Prediction-socket requests.",
+            ["op", "outcome"],
+            registry=registry,
+        )
         self.latency = Histogram(
-            "learnd_prediction_latency_seconds", "Time to answer one request (parse to answer).",
-            ["op"], registry=registry,
+            "learnd_prediction_latency_seconds",
+            "Time to answer one request (parse to answer).",
+            ["op"],
+            registry=registry,
             buckets=(25e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 0.01, 0.05, 0.25, 1.0),
         )
         self._children = {op: self.latency.labels(op) for op in SERVING_OPS}
@@ -159,10 +196,13 @@ class MetricsServer:
                     return [b"unauthorized\n"]
             return app(environ, start_response)
 
-        self.httpd = make_server(host, port, guarded, ThreadingWSGIServer, handler_class=_QuietHandler)
+        self.httpd = make_server(
+            host, port, guarded, ThreadingWSGIServer, handler_class=_QuietHandler
+        )
         self.address = self.httpd.server_address[:2]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="learnd-metrics",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, name="learnd-metrics", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()

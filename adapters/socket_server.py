@@ -34,7 +34,9 @@ def _dumps(obj: dict) -> bytes:
 
 
 class PredictionServer:
-    def __init__(self, handler: RequestHandler, cfg: ServingConfig, observe: Observer | None = None):
+    def __init__(
+        self, handler: RequestHandler, cfg: ServingConfig, observe: Observer | None = None
+    ):
         self.handler = handler
         self.cfg = cfg
         self.observe = observe or (lambda op, outcome, s: None)
@@ -108,8 +110,15 @@ class PredictionServer:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self._writers) >= self.cfg.max_connections:
             self.refused_connections += 1
-            writer.write(_dumps({"ok": False, "error": "too_many_connections",
-                                 "detail": f"at most {self.cfg.max_connections} connections"}))
+            writer.write(
+                _dumps(
+                    {
+                        "ok": False,
+                        "error": "too_many_connections",
+                        "detail": f"at most {self.cfg.max_connections} connections",
+                    }
+                )
+            )
             await self._close(writer)
             return
         self._writers.add(writer)
@@ -130,8 +139,15 @@ class PredictionServer:
                 return
             except (asyncio.LimitOverrunError, ValueError):
                 self.observe("unknown", "too_large", 0.0)
-                writer.write(_dumps({"ok": False, "error": "too_large", "detail":
-                                     f"a request line may hold at most {self.cfg.max_request_bytes} bytes"}))
+                writer.write(
+                    _dumps(
+                        {
+                            "ok": False,
+                            "error": "too_large",
+                            "detail": f"a request line may hold at most {self.cfg.max_request_bytes} bytes",
+                        }
+                    )
+                )
                 await writer.drain()
                 return
             if not line:
@@ -147,7 +163,9 @@ class PredictionServer:
             req = orjson.loads(line)
         except orjson.JSONDecodeError:
             self.observe("unknown", "bad_request", time.perf_counter() - t0)
-            return _dumps({"ok": False, "error": "bad_request", "detail": "request is not valid JSON"})
+            return _dumps(
+                {"ok": False, "error": "bad_request", "detail": "request is not valid JSON"}
+            )
         op = req.get("op", "predict") if isinstance(req, dict) else "unknown"
         op = op if op in ("predict", "predict_many", "health", "info") else "unknown"
         if self._token is not None:
@@ -155,8 +173,9 @@ class PredictionServer:
             given_b = given.encode() if isinstance(given, str) else b""
             if not hmac.compare_digest(given_b, self._token):
                 self.observe(op, "unauthorized", time.perf_counter() - t0)
-                return _dumps({"ok": False, "error": "unauthorized",
-                               "detail": "missing or wrong token"})
+                return _dumps(
+                    {"ok": False, "error": "unauthorized", "detail": "missing or wrong token"}
+                )
         answer = self.handler.handle(req)
         outcome = "ok" if answer.get("ok") else str(answer.get("error", "error"))
         self.observe(op, outcome, time.perf_counter() - t0)

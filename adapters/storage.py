@@ -90,13 +90,19 @@ class LocalCheckpointStore:
                 self.fallbacks += 1
                 log.error(
                     "checkpoint %s is unreadable (%s: %s); falling back to the previous one",
-                    path.name, type(e).__name__, e, extra={"event": "checkpoint_corrupt"},
+                    path.name,
+                    type(e).__name__,
+                    e,
+                    extra={"event": "checkpoint_corrupt"},
                 )
                 continue
             if not isinstance(state, dict) or state.get("format") != 1:
                 self.fallbacks += 1
-                log.error("checkpoint %s has an unknown format; skipping it", path.name,
-                          extra={"event": "checkpoint_corrupt"})
+                log.error(
+                    "checkpoint %s has an unknown format; skipping it",
+                    path.name,
+                    extra={"event": "checkpoint_corrupt"},
+                )
                 continue
             state["id"] = path.name
             return state

@@ -59,7 +59,7 @@ class DriftMonitor:
 
     def update_many(self, errors: np.ndarray, start: int) -> list[int]:
         """Feed ``errors`` (event indices ``start...``); return the indices that raised alarms."""
-        if not self.enabled or len(errors) == 0:
+        if self._det is None or len(errors) == 0:
             return []
         errors = errors[np.isfinite(errors)]
         det = self._det
@@ -98,6 +98,7 @@ class DriftMonitor:
         self.last_alarm_at = int(state["last_alarm_at"])
         self._recent = np.asarray(state["recent"], np.float64).copy()
         if self.enabled:
-            self._det = make_detector(self.name)
+            det = make_detector(self.name)
             for e in self._recent.tolist():
-                self._det.update(e)
+                det.update(e)
+            self._det = det

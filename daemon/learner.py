@@ -105,7 +105,11 @@ class Learner:
         self.task = schema.task
         self.net = build_model(model_cfg, schema.dim, schema.n_outputs).to(self.device)
         self.optimizer = _make_optimizer(
-            learning.optimizer, self.net.parameters(), learning.lr, learning.weight_decay, self.device
+            learning.optimizer,
+            self.net.parameters(),
+            learning.lr,
+            learning.weight_decay,
+            self.device,
         )
         self.schedule = DriftBoost(
             learning.lr, learning.drift.lr_boost, learning.drift.boost_half_life_steps
@@ -115,6 +119,7 @@ class Learner:
         self.steps = 0
         self.skipped_steps = 0
         self.events_learned = 0
+        self._loss: nn.Module
         if self.task == "binary":
             self._loss = nn.BCEWithLogitsLoss()
         elif self.task == "multiclass":

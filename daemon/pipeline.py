@@ -103,8 +103,14 @@ class Pipeline:
             return
         schema = self.cfg.schema_
         snap = self.ref.publish(
-            Draft(schema.task, schema.class_values, schema.features, weights, learned,
-                  self.metrics.summary())
+            Draft(
+                schema.task,
+                schema.class_values,
+                schema.features,
+                weights,
+                learned,
+                self.metrics.summary(),
+            )
         )
         self._learned_at_publish = learned
         log.debug("published", extra={"event": "publish", "version": snap.version})
@@ -116,7 +122,11 @@ class Pipeline:
         schema = self.cfg.schema_
         return {
             "format": 1,
-            "schema": {"task": schema.task, "dim": schema.dim, "classes": list(map(str, schema.class_values))},
+            "schema": {
+                "task": schema.task,
+                "dim": schema.dim,
+                "classes": list(map(str, schema.class_values)),
+            },
             "model": self.cfg.model.model_dump(mode="json"),
             "learner": self.learner.state_dict(),
             "drift": self.drift.state_dict(),
@@ -128,7 +138,11 @@ class Pipeline:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         schema = self.cfg.schema_
-        want = {"task": schema.task, "dim": schema.dim, "classes": list(map(str, schema.class_values))}
+        want = {
+            "task": schema.task,
+            "dim": schema.dim,
+            "classes": list(map(str, schema.class_values)),
+        }
         if state["schema"] != want or state["model"] != self.cfg.model.model_dump(mode="json"):
             raise StartupError(
                 f"checkpoint was written for schema {state['schema']} and model {state['model']}; "

@@ -71,8 +71,11 @@ class Service:
             self.health.restored_from = str(state.get("id", "checkpoint"))
             log.info(
                 "restored from checkpoint",
-                extra={"event": "restore", "positions": self.pipeline.positions,
-                       "events_learned": self.pipeline.learner.events_learned},
+                extra={
+                    "event": "restore",
+                    "positions": self.pipeline.positions,
+                    "events_learned": self.pipeline.learner.events_learned,
+                },
             )
         self.pipeline.publish()
 
@@ -127,6 +130,8 @@ class Service:
         self.health.checkpoint_failing = False
         self.health.last_checkpoint_unix = time.time()
         self.source.commit(self.pipeline.positions)
-        log.info("checkpoint written", extra={"event": "checkpoint", "id": ident,
-                                              "positions": dict(self.pipeline.positions)})
+        log.info(
+            "checkpoint written",
+            extra={"event": "checkpoint", "id": ident, "positions": dict(self.pipeline.positions)},
+        )
         return True

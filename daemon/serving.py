@@ -96,8 +96,8 @@ class RequestHandler:
         if snap is None:
             return _error("not_ready", "no model has been published yet")
         X, err = self._rows([features])
-        if err is not None:
-            return err
+        if X is None:
+            return err or _error("bad_request", "no instance")
         out = snap.predict_many(X)
         return {"ok": True, "version": snap.version, **_answer(snap, out, 0)}
 
@@ -112,8 +112,8 @@ class RequestHandler:
         if not instances:
             return {"ok": True, "version": snap.version, "predictions": []}
         X, err = self._rows(instances)
-        if err is not None:
-            return err
+        if X is None:
+            return err or _error("bad_request", "no instance")
         out = snap.predict_many(X)
         answers = [_answer(snap, out, i) for i in range(len(instances))]
         return {"ok": True, "version": snap.version, "predictions": answers}

@@ -55,13 +55,13 @@ features = ["x1", "x2", "x3"]
 
 [serving]
 tcp_port = {port}
-unix_path = "{tmp_path / 'learnd.sock'}"
+unix_path = "{tmp_path / "learnd.sock"}"
 
 [metrics]
 port = {metrics_port}
 
 [checkpoint]
-dir = "{tmp_path / 'state'}"
+dir = "{tmp_path / "state"}"
 """)
     return cfg
 
@@ -88,9 +88,11 @@ def test_run_predict_health_and_graceful_sigterm(tmp_path, broker):
     producer.close()
 
     env = {**os.environ, "LEARND_CONFIG": str(cfg_path), "LEARND_LOG__FORMAT": "json"}
-    proc = subprocess.Popen([LEARND, "run"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [LEARND, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
+
         def trained():
             r = run("predict", "--tcp", f"127.0.0.1:{port}", '{"x1": 9, "x2": 9, "x3": 0}')
             if r.returncode != 0:
@@ -100,7 +102,7 @@ def test_run_predict_health_and_graceful_sigterm(tmp_path, broker):
 
         ans = wait_until(trained, 60, "a trained model answering")
         assert ans["ok"] and ans["prediction"] == 1
-        r = run("predict", "--unix", str(tmp_path / "learnd.sock"), input='[0.1, 0.1, 0]\n[1]\n')
+        r = run("predict", "--unix", str(tmp_path / "learnd.sock"), input="[0.1, 0.1, 0]\n[1]\n")
         lines = [json.loads(x) for x in r.stdout.splitlines()]
         assert lines[0]["prediction"] == 0 and lines[1]["error"] == "wrong_dimension"
         assert r.returncode == 1
@@ -119,8 +121,14 @@ def test_run_predict_health_and_graceful_sigterm(tmp_path, broker):
 
 
 def test_invalid_config_stops_startup_with_the_field_named(tmp_path):
-    r = run("run", "--set", "schema.n_features=3", "--set", "kafka.auto_offset_reset=newest",
-            env={**os.environ, "LEARND_CONFIG": ""})
+    r = run(
+        "run",
+        "--set",
+        "schema.n_features=3",
+        "--set",
+        "kafka.auto_offset_reset=newest",
+        env={**os.environ, "LEARND_CONFIG": ""},
+    )
     assert r.returncode == 2
     assert "kafka.auto_offset_reset: Input should be 'earliest' or 'latest'" in r.stderr
     r = run("run", "--set", "schema.n_features=3", "--set", "serving.tcp_host=0.0.0.0")
@@ -128,13 +136,29 @@ def test_invalid_config_stops_startup_with_the_field_named(tmp_path):
 
 
 def test_demo_learns_and_stops_cleanly(tmp_path):
-    r = run("demo", "--duration", "16", "--every", "2", "--rate", "4000", "--switch-every", "20000",
-            "--state-dir", str(tmp_path / "demo"), "--set", f"serving.tcp_port={free_port()}",
-            "--set", f"metrics.port={free_port()}", timeout=90)
+    r = run(
+        "demo",
+        "--duration",
+        "16",
+        "--every",
+        "2",
+        "--rate",
+        "4000",
+        "--switch-every",
+        "20000",
+        "--state-dir",
+        str(tmp_path / "demo"),
+        "--set",
+        f"serving.tcp_port={free_port()}",
+        "--set",
+        f"metrics.port={free_port()}",
+        timeout=90,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "learnd demo stopped cleanly" in r.stdout
-    progress = re.findall(r"learned=\s*([\d,]+).*rolling_acc=([\d.]+|nan) concept=(\d+) version=\s*(\d+)",
-                          r.stdout)
+    progress = re.findall(
+        r"learned=\s*([\d,]+).*rolling_acc=([\d.]+|nan) concept=(\d+) version=\s*(\d+)", r.stdout
+    )
     assert len(progress) >= 5
     learned = [int(n.replace(",", "")) for n, *_ in progress]
     accs = [float(a) for _, a, _, _ in progress if a != "nan"]

@@ -30,13 +30,20 @@ def produce(bootstrap, topic, values, partitions=2):
 
 
 def read_topic(bootstrap, topic, expected, timeout_s=30):
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=1000)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=1000,
+    )
     parts = consumer.partitions_for_topic(topic) or {0}
     consumer.assign([TopicPartition(topic, p) for p in parts])
     out = []
-    wait_for(lambda: out.extend(consumer.poll(500).values()) or sum(map(len, out)) >= expected,
-             timeout_s, what=f"{expected} records on {topic}")
+    wait_for(
+        lambda: out.extend(consumer.poll(500).values()) or sum(map(len, out)) >= expected,
+        timeout_s,
+        what=f"{expected} records on {topic}",
+    )
     consumer.close()
     return [r for batch in out for r in batch]
 
@@ -82,8 +89,11 @@ def test_produce_learn_predict_over_socket(start_daemon, kafka_section):
     d.join(30)
     assert d.service.health.checkpoints >= 1
     # the group offsets were committed after the final checkpoint (for monitoring)
-    consumer = KafkaConsumer(bootstrap_servers=kafka_section["bootstrap_servers"],
-                             group_id=kafka_section["group_id"], enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka_section["bootstrap_servers"],
+        group_id=kafka_section["group_id"],
+        enable_auto_commit=False,
+    )
     committed = {p: consumer.committed(TopicPartition(kafka_section["topic"], p)) for p in (0, 1)}
     consumer.close()
     assert committed == {0: 2000, 1: 2000}
@@ -101,7 +111,9 @@ BAD = {
 }
 
 
-def test_every_kind_of_bad_record_is_dead_lettered_with_reason_and_source(start_daemon, kafka_section):
+def test_every_kind_of_bad_record_is_dead_lettered_with_reason_and_source(
+    start_daemon, kafka_section
+):
     bootstrap, topic = kafka_section["bootstrap_servers"], kafka_section["topic"]
     good = list(DriftingSEA(seed=12).take(300))
     extra_field = {**good[0], "id": "extra", "comment": "extra fields are fine"}
@@ -149,8 +161,11 @@ def test_restart_resumes_from_checkpoint_nothing_lost_nothing_twice(start_daemon
 
 
 def test_metrics_scrape(start_daemon, kafka_section):
-    produce(kafka_section["bootstrap_servers"], kafka_section["topic"],
-            [*DriftingSEA(seed=14).take(1000), b"junk"])
+    produce(
+        kafka_section["bootstrap_servers"],
+        kafka_section["topic"],
+        [*DriftingSEA(seed=14).take(1000), b"junk"],
+    )
     d = start_daemon()
     wait_for(learned(d, 1000), 60, what="1000 learned")
     d.pipeline.publish()
@@ -169,7 +184,9 @@ def test_metrics_scrape(start_daemon, kafka_section):
     assert samples[("learnd_model_version", ())] >= 2
     assert 0.5 < samples[("learnd_rolling_accuracy", ())] <= 1
     assert samples[("learnd_consumer_lag", (("partition", "0"),))] == 0
-    assert samples[("learnd_prediction_requests_total", (("op", "predict"), ("outcome", "ok")))] == 1
+    assert (
+        samples[("learnd_prediction_requests_total", (("op", "predict"), ("outcome", "ok")))] == 1
+    )
     assert samples[("learnd_prediction_latency_seconds_count", (("op", "predict"),))] == 1
     assert samples[("learnd_ready", ())] == 1
     assert ("process_resident_memory_bytes", ()) in samples

@@ -23,8 +23,15 @@ SCHEMA = SchemaConfig(task="binary", features=("a", "b"))
 
 
 def draft(sign):
-    w = DenseWeights((np.full((2, 1), sign, np.float32),), (np.zeros(1, np.float32),), "relu",
-                     np.zeros(2, np.float32), np.ones(2, np.float32), 0.0, 1.0)
+    w = DenseWeights(
+        (np.full((2, 1), sign, np.float32),),
+        (np.zeros(1, np.float32),),
+        "relu",
+        np.zeros(2, np.float32),
+        np.ones(2, np.float32),
+        0.0,
+        1.0,
+    )
     return Draft("binary", (0, 1), ("a", "b"), w, 0, {})
 
 
@@ -67,8 +74,11 @@ def test_tcp_and_unix_answer_with_version(served):
 def test_pipelined_requests_answer_in_order(served):
     server, _, _ = served()
     s, f = raw_conn(server)
-    s.sendall(b"".join(orjson.dumps({"op": "predict", "features": [i, i], "id": i}) + b"\n"
-                       for i in range(200)))
+    s.sendall(
+        b"".join(
+            orjson.dumps({"op": "predict", "features": [i, i], "id": i}) + b"\n" for i in range(200)
+        )
+    )
     ids = [orjson.loads(f.readline())["id"] for _ in range(200)]
     assert ids == list(range(200))
     s.close()
@@ -111,8 +121,12 @@ def test_token_required_constant_time_and_not_echoed(served):
         assert ans["ok"] and "t0ken-123" not in orjson.dumps(ans).decode()
     exposition = "\n".join(str(m) for m in registry.collect())
     assert "t0ken-123" not in exposition
-    assert registry.get_sample_value("learnd_prediction_requests_total",
-                                     {"op": "predict", "outcome": "unauthorized"}) == 2
+    assert (
+        registry.get_sample_value(
+            "learnd_prediction_requests_total", {"op": "predict", "outcome": "unauthorized"}
+        )
+        == 2
+    )
 
 
 def test_connection_cap_and_idle_timeout(served):

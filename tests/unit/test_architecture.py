@@ -8,8 +8,19 @@ from pathlib import Path
 import pytest
 
 CORE = Path(__file__).resolve().parents[2] / "daemon"
-FORBIDDEN = {"kafka", "socket", "socketserver", "asyncio", "prometheus_client", "http",
-             "urllib", "requests", "adapters", "selectors", "ssl"}
+FORBIDDEN = {
+    "kafka",
+    "socket",
+    "socketserver",
+    "asyncio",
+    "prometheus_client",
+    "http",
+    "urllib",
+    "requests",
+    "adapters",
+    "selectors",
+    "ssl",
+}
 
 
 def _modules(tree: ast.AST):
@@ -24,8 +35,11 @@ def _modules(tree: ast.AST):
 @pytest.mark.parametrize("path", sorted(CORE.rglob("*.py")), ids=lambda p: p.name)
 def test_core_module_has_no_io_imports_or_env_reads(path):
     tree = ast.parse(path.read_text(), filename=str(path))
-    bad = [f"{path.name}:{line} imports {mod}" for line, mod in _modules(tree)
-           if mod.split(".")[0] in FORBIDDEN]
+    bad = [
+        f"{path.name}:{line} imports {mod}"
+        for line, mod in _modules(tree)
+        if mod.split(".")[0] in FORBIDDEN
+    ]
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv"):
             bad.append(f"{path.name}:{node.lineno} reads os.{node.attr}")

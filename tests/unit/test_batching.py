@@ -9,9 +9,13 @@ from daemon.events import EventBatch
 
 
 def rows(start, n):
-    return EventBatch(np.arange(start, start + n, dtype=np.float32).reshape(-1, 1),
-                      np.zeros(n, np.float32), tuple(range(start, start + n)),
-                      np.zeros(n, np.int32), np.arange(start, start + n, dtype=np.int64))
+    return EventBatch(
+        np.arange(start, start + n, dtype=np.float32).reshape(-1, 1),
+        np.zeros(n, np.float32),
+        tuple(range(start, start + n)),
+        np.zeros(n, np.int32),
+        np.arange(start, start + n, dtype=np.int64),
+    )
 
 
 @settings(max_examples=200, deadline=None)

@@ -20,12 +20,17 @@ def test_defaults_bind_every_listener_to_loopback():
 
 def test_precedence_file_then_env_then_flags(tmp_path):
     f = tmp_path / "learnd.toml"
-    f.write_text('[schema]\nn_features = 3\n[kafka]\ntopic = "from-file"\ngroup_id = "file-group"\n'
-                 'client_id = "file-client"\n')
+    f.write_text(
+        '[schema]\nn_features = 3\n[kafka]\ntopic = "from-file"\ngroup_id = "file-group"\n'
+        'client_id = "file-client"\n'
+    )
     env = {"LEARND_KAFKA__TOPIC": "from-env", "LEARND_KAFKA__GROUP_ID": "env-group"}
     cfg = build_config(file=f, environ=env, overrides=["kafka.topic=from-flag"])
     assert (cfg.kafka.topic, cfg.kafka.group_id, cfg.kafka.client_id) == (
-        "from-flag", "env-group", "file-client")
+        "from-flag",
+        "env-group",
+        "file-client",
+    )
 
 
 def test_yaml_file_and_json_values(tmp_path):
@@ -39,18 +44,28 @@ def test_yaml_file_and_json_values(tmp_path):
 @pytest.mark.parametrize(
     ("env", "flags", "message"),
     [
-        ({"LEARND_KAFKA__AUTO_OFFSET_RESET": "newest"}, [],
-         "kafka.auto_offset_reset: Input should be 'earliest' or 'latest' (got 'newest')"),
+        (
+            {"LEARND_KAFKA__AUTO_OFFSET_RESET": "newest"},
+            [],
+            "kafka.auto_offset_reset: Input should be 'earliest' or 'latest' (got 'newest')",
+        ),
         ({"LEARND_KAFKA__TOPICC": "x"}, [], "kafka.topicc: unknown key; valid keys here:"),
         ({"LEARND_NOPE": "1"}, [], "nope: unknown key; valid keys here: checkpoint, kafka"),
-        ({}, ["learning.drift.detector=magic"],
-         "learning.drift.detector: Input should be 'adwin', 'page_hinkley', 'kswin' or 'none'"),
+        (
+            {},
+            ["learning.drift.detector=magic"],
+            "learning.drift.detector: Input should be 'adwin', 'page_hinkley', 'kswin' or 'none'",
+        ),
         ({}, ["learning.device=tpu"], "learning.device: Input should be 'auto', 'cpu' or 'cuda'"),
         ({}, ["serving.tcp_host=0.0.0.0"], "serving.tcp_host '0.0.0.0' is not a loopback address"),
         ({}, ["metrics.host=10.1.2.3"], "metrics.host '10.1.2.3' is not a loopback address"),
         ({}, ["kafka.heartbeat_interval_ms=20000"], "must be lower than kafka.session_timeout_ms"),
-        ({}, ["schema.features=[\"a\",\"b\"]"], "schema.n_features (3) contradicts schema.features"),
-        ({}, ["learning.batch_size=0"], "learning.batch_size: Input should be greater than or equal to 1"),
+        ({}, ['schema.features=["a","b"]'], "schema.n_features (3) contradicts schema.features"),
+        (
+            {},
+            ["learning.batch_size=0"],
+            "learning.batch_size: Input should be greater than or equal to 1",
+        ),
     ],
 )
 def test_invalid_config_names_the_field_and_valid_values(env, flags, message):
@@ -65,8 +80,13 @@ def test_missing_schema_is_reported():
 
 
 def test_non_loopback_bind_with_token_is_allowed():
-    cfg = build_config(environ={**MIN_ENV, "LEARND_SERVING__TCP_HOST": "0.0.0.0",
-                                "LEARND_SERVING__TOKEN": "s3cret"})
+    cfg = build_config(
+        environ={
+            **MIN_ENV,
+            "LEARND_SERVING__TCP_HOST": "0.0.0.0",
+            "LEARND_SERVING__TOKEN": "s3cret",
+        }
+    )
     assert cfg.serving.token.get_secret_value() == "s3cret"
 
 
@@ -102,5 +122,6 @@ def test_schema_validation_rules():
     with pytest.raises(ValueError, match="needs schema.classes"):
         LearndConfig.model_validate({"schema": {"task": "multiclass", "n_features": 2}})
     with pytest.raises(ValueError, match="exactly 2"):
-        LearndConfig.model_validate({"schema": {"task": "binary", "n_features": 2,
-                                                "classes": ["a", "b", "c"]}})
+        LearndConfig.model_validate(
+            {"schema": {"task": "binary", "n_features": 2, "classes": ["a", "b", "c"]}}
+        )

@@ -51,10 +51,22 @@ def test_extra_top_level_fields_and_extra_features_are_accepted():
         ({"label": 1}, Reason.MISSING_FIELD, "features is missing"),
         ({"features": {"a": 1, "b": 2}, "label": 1}, Reason.MISSING_FIELD, "features.c is missing"),
         ({"features": {"a": 1, "b": 2, "c": 3}}, Reason.MISSING_FIELD, "label is missing"),
-        ({"features": {"a": 1, "b": "2", "c": 3}, "label": 1}, Reason.WRONG_TYPE, "features.b is not a number"),
-        ({"features": {"a": 1, "b": True, "c": 3}, "label": 1}, Reason.WRONG_TYPE, "features.b is not a number"),
+        (
+            {"features": {"a": 1, "b": "2", "c": 3}, "label": 1},
+            Reason.WRONG_TYPE,
+            "features.b is not a number",
+        ),
+        (
+            {"features": {"a": 1, "b": True, "c": 3}, "label": 1},
+            Reason.WRONG_TYPE,
+            "features.b is not a number",
+        ),
         ({"features": "abc", "label": 1}, Reason.WRONG_TYPE, "features must be an object"),
-        ({"features": [1, 2], "label": 1}, Reason.WRONG_DIMENSION, "features has 2 values, expected 3"),
+        (
+            {"features": [1, 2], "label": 1},
+            Reason.WRONG_DIMENSION,
+            "features has 2 values, expected 3",
+        ),
         ({"features": [1, 2, 3, 4], "label": 1}, Reason.WRONG_DIMENSION, "expected 3"),
         (b'{"features": [1, 2, 1e999], "label": 1}', Reason.NON_FINITE, "overflows to infinity"),
         (b'{"features": [1, 2, 3], "label": -1e999}', Reason.NON_FINITE, "overflows to infinity"),
@@ -80,7 +92,10 @@ def test_non_finite_regression_label_is_rejected():
 def test_multiclass_and_regression_labels():
     mc = SchemaConfig(task="multiclass", n_features=1, classes=("cat", "dog", 3))
     ok, bad = EventDecoder(mc).decode_many(
-        [rec({"features": [0], "label": lab}, i) for i, lab in enumerate(["dog", 3, 3.0, "3", "cow"])]
+        [
+            rec({"features": [0], "label": lab}, i)
+            for i, lab in enumerate(["dog", 3, 3.0, "3", "cow"])
+        ]
     )
     assert ok.y.tolist() == [1, 2, 2] and ok.y.dtype == np.int64
     assert [b.reason for b in bad] == [Reason.UNKNOWN_CLASS, Reason.UNKNOWN_CLASS]
@@ -106,14 +121,20 @@ def test_positions_follow_records_in_order():
     assert ok.offsets.tolist() == [0, 2] and bad[0].record.offset == 1
 
 
-json_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats() | st.text()
-json_values = st.recursive(json_scalars, lambda c: st.lists(c, max_size=4)
-                           | st.dictionaries(st.text(max_size=3), c, max_size=4), max_leaves=12)
+json_scalars = (
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats() | st.text()
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=3), c, max_size=4),
+    max_leaves=12,
+)
 events = st.fixed_dictionaries(
     {},
     optional={
         "id": json_values,
-        "features": json_values | st.lists(st.floats() | st.integers(), min_size=3, max_size=3)
+        "features": json_values
+        | st.lists(st.floats() | st.integers(), min_size=3, max_size=3)
         | st.fixed_dictionaries({k: st.floats() | st.integers() | json_scalars for k in "abc"}),
         "label": json_values | st.sampled_from([0, 1, True, False, 0.0, 1.0]),
         "extra": json_values,
@@ -144,9 +165,14 @@ def test_random_bytes_never_crash(raw):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.floats(allow_nan=False, allow_infinity=False, width=32,
-                          min_value=-1e6, max_value=1e6), min_size=3, max_size=3),
-       st.sampled_from([0, 1]))
+@given(
+    st.lists(
+        st.floats(allow_nan=False, allow_infinity=False, width=32, min_value=-1e6, max_value=1e6),
+        min_size=3,
+        max_size=3,
+    ),
+    st.sampled_from([0, 1]),
+)
 def test_valid_features_round_trip_exactly_in_float32(values, label):
     ok, bad = decode_one({"features": values, "label": label})
     assert bad == [] and ok.X[0].tolist() == [float(np.float32(v)) for v in values]

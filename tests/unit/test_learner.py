@@ -61,7 +61,9 @@ def test_state_dict_round_trip_continues_identically():
 
 
 def test_non_finite_loss_skips_the_step():
-    lrn = Learner(SchemaConfig(task="regression", n_features=1), ModelConfig(), LearningConfig(), "cpu")
+    lrn = Learner(
+        SchemaConfig(task="regression", n_features=1), ModelConfig(), LearningConfig(), "cpu"
+    )
     X = np.ones((4, 1), np.float32)
     lrn.learn_many(X, np.ones(4, np.float32))
     before = [p.clone() for p in lrn.net.parameters()]
@@ -78,8 +80,12 @@ def test_other_tasks_learn(task, classes):
         y = np.digitize(X[:, 0], [-0.5, 0.5]).astype(np.int64)
     else:
         y = (3 * X[:, 0] - X[:, 1] + 10).astype(np.float32)
-    lrn = Learner(SchemaConfig(task=task, n_features=2, classes=classes), ModelConfig(),
-                  LearningConfig(lr=0.01), "cpu")
+    lrn = Learner(
+        SchemaConfig(task=task, n_features=2, classes=classes),
+        ModelConfig(),
+        LearningConfig(lr=0.01),
+        "cpu",
+    )
     errs = np.concatenate([r.errors for r in learn(lrn, X, y)])
     assert errs[-1000:].mean() < errs[:200].mean() / 2
 

@@ -32,14 +32,17 @@ def test_valid_learned_invalid_dead_lettered_positions_exact(tmp_path):
     cfg = sea_config(tmp_path)
     svc, pipe, src, dead = build(cfg)
     src.append(list(DriftingSEA(seed=2).take(1000)), partition=0)
-    src.append([b"nope", {"features": [1, 2], "label": 1}, *DriftingSEA(seed=3).take(10)],
-               partition=1)
+    src.append(
+        [b"nope", {"features": [1, 2], "label": 1}, *DriftingSEA(seed=3).take(10)], partition=1
+    )
     svc.restore()
     drain(svc, src)
     svc.checkpoint()
     assert pipe.learner.events_learned == 1010 and pipe.valid == 1010
     assert [(r.partition, r.offset, reason) for r, reason, _ in dead.sent] == [
-        (1, 0, "not_json"), (1, 1, "wrong_dimension")]
+        (1, 0, "not_json"),
+        (1, 1, "wrong_dimension"),
+    ]
     assert dead.flushed == 2
     assert pipe.positions == {0: 1000, 1: 12} == src.committed
 
@@ -89,7 +92,9 @@ def test_restart_is_equivalent_to_running_straight(tmp_path):
     drain(straight, straight_src)
     straight.checkpoint()
 
-    split = 93 * cfg.learning.batch_size  # a batch boundary: the checkpoint flushes no partial batch
+    split = (
+        93 * cfg.learning.batch_size
+    )  # a batch boundary: the checkpoint flushes no partial batch
     src = ListSource(batch=100)
     src.append(events[:split])
     store = LocalCheckpointStore(tmp_path / "eq")
@@ -106,7 +111,9 @@ def test_restart_is_equivalent_to_running_straight(tmp_path):
     for k in a["model"]:
         np.testing.assert_array_equal(a["model"][k].numpy(), b["model"][k].numpy())
     for pid, st in a["optimizer"]["state"].items():
-        np.testing.assert_array_equal(st["exp_avg"].numpy(), b["optimizer"]["state"][pid]["exp_avg"].numpy())
+        np.testing.assert_array_equal(
+            st["exp_avg"].numpy(), b["optimizer"]["state"][pid]["exp_avg"].numpy()
+        )
     assert a["schedule"] == b["schedule"] and sp.drift.alarms == p2.drift.alarms
 
 

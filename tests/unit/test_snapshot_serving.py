@@ -14,8 +14,15 @@ SCHEMA = SchemaConfig(task="binary", features=("a", "b"))
 
 
 def weights(sign=1.0, bias=0.0):
-    return DenseWeights((np.full((2, 1), sign, np.float32),), (np.full(1, bias, np.float32),),
-                        "relu", np.zeros(2, np.float32), np.ones(2, np.float32), 0.0, 1.0)
+    return DenseWeights(
+        (np.full((2, 1), sign, np.float32),),
+        (np.full(1, bias, np.float32),),
+        "relu",
+        np.zeros(2, np.float32),
+        np.ones(2, np.float32),
+        0.0,
+        1.0,
+    )
 
 
 def draft(w=None):
@@ -44,8 +51,9 @@ def test_non_finite_model_is_never_published():
 
 def test_concurrent_publishers_get_distinct_versions():
     ref = SnapshotRef(keep=1000)
-    threads = [threading.Thread(target=lambda: [ref.publish(draft()) for _ in range(50)])
-               for _ in range(4)]
+    threads = [
+        threading.Thread(target=lambda: [ref.publish(draft()) for _ in range(50)]) for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -19,7 +19,11 @@ def test_save_keeps_the_newest_k_and_loads_the_newest(tmp_path):
     names = [store.save(state(i)) for i in range(5)]
     assert sorted(p.name for p in tmp_path.iterdir()) == names[-2:]
     loaded = store.load_latest()
-    assert loaded["n"] == 4 and loaded["id"] == names[-1] and torch.equal(loaded["w"], torch.full((3,), 4.0))
+    assert (
+        loaded["n"] == 4
+        and loaded["id"] == names[-1]
+        and torch.equal(loaded["w"], torch.full((3,), 4.0))
+    )
 
 
 def test_no_checkpoint_means_none(tmp_path):

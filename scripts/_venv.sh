@@ -1,0 +1,13 @@
+# Sourced by scripts/demo.sh and scripts/test.sh: creates .venv and installs learnd into it.
+# torch is installed first, pinned, so that no later requirement can pull a (multi-GB) CUDA
+# build: on this project's machines `torch==2.13.0` resolves to the CPU wheel kept on local disk.
+# Elsewhere set LEARND_TORCH_SPEC and, for the CPU wheel, PIP_INDEX_URL (see README).
+set -euo pipefail
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "learnd: creating .venv with $($PY --version)" >&2
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install -q --disable-pip-version-check "${LEARND_TORCH_SPEC:-torch==2.13.0}"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[${LEARND_EXTRAS}]"
