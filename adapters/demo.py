@@ -169,7 +169,15 @@ def _progress(
     last_t, last_n, alarms_seen = t0, 0, 0
     with LearndClient.tcp(host, port) as client:
         while duration is None or time.monotonic() - t0 < duration:
-            time.sleep(every)
+            # Sample the rolling accuracy between lines, so a dip after a concept switch shows
+            # even when the model recovers before the next line.
+            low = float("nan")
+            until = time.monotonic() + every
+            while time.monotonic() < until:
+                time.sleep(0.05)
+                acc_now = p.metrics.accuracy
+                if acc_now == acc_now and not low <= acc_now:  # skip NaN; keep the minimum
+                    low = acc_now
             now = time.monotonic()
             n = p.learner.events_learned
             rate = (n - last_n) / (now - last_t)
@@ -179,7 +187,7 @@ def _progress(
             acc = p.metrics.accuracy
             out(
                 f"t={now - t0:6.1f}s learned={n:>8,} ({rate:>7,.0f}/s) rolling_acc="
-                f"{acc:.3f} concept={producer.concept} version={ans['version']:>4} "
+                f"{acc:.3f} (low {'-' if low != low else f'{low:.3f}'}) concept={producer.concept} version={ans['version']:>4} "
                 f"drift_alarms={p.drift.alarms} dead_letters={sum(p.rejected.values())} lag={lag} "
                 f"| predict(6,2.5,1)={ans['prediction']} p1={ans['scores']['1']:.2f}"
             )
