@@ -157,7 +157,7 @@ def test_demo_learns_and_stops_cleanly(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "learnd demo stopped cleanly" in r.stdout
     progress = re.findall(
-        r"learned=\s*([\d,]+).*rolling_acc=([\d.]+|nan) \(low ([\d.]+|-)\) concept=(\d+) version=\s*(\d+)",
+        r"learned=\s*([\d,]+).*rolling_acc=([\d.]+|nan) \(low (?:[\d.]+|-)\) concept=(\d+) version=\s*(\d+)",
         r.stdout,
     )
     assert len(progress) >= 5
