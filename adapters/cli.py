@@ -78,10 +78,36 @@ def cmd_demo(args) -> int:
     )
 
 
+def cmd_demo_producer(args) -> int:
+    from adapters.demo import Producer
+
+    producer = Producer(
+        args.bootstrap_servers,
+        args.topic,
+        args.rate,
+        args.switch_every,
+        args.bad_rate,
+        args.partitions,
+    )
+    signal.signal(signal.SIGTERM, lambda s, f: producer.stop_event.set())
+    producer.start()
+    try:
+        while producer.is_alive():
+            producer.join(1.0)
+            if args.count and producer.sent >= args.count:
+                producer.stop_event.set()
+    except KeyboardInterrupt:
+        producer.stop_event.set()
+    producer.join(15)
+    print(f"learnd demo-producer: sent {producer.sent} events to {args.topic}", flush=True)
+    return 0
+
+
 def _connect(args):
     from adapters.client import LearndClient
 
-    token = os.environ.get("LEARND_TOKEN") if args.token is None else args.token
+    # The daemon's own variable, so `learnd health` in its container needs nothing more.
+    token = os.environ.get("LEARND_SERVING__TOKEN") if args.token is None else args.token
     if args.unix:
         return LearndClient.unix(args.unix, token=token)
     host, _, port = args.tcp.rpartition(":")
@@ -141,6 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="show the daemon's logs")
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("demo-producer", help="produce the demo's drifting stream to a broker")
+    p.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
+    p.add_argument("--topic", default="learnd.events")
+    p.add_argument("--rate", type=float, default=2000.0)
+    p.add_argument("--switch-every", type=int, default=20_000)
+    p.add_argument("--partitions", type=int, default=1)
+    p.add_argument("--bad-rate", type=float, default=0.001)
+    p.add_argument("--count", type=int, default=0, help="stop after this many (0: never)")
+    p.set_defaults(func=cmd_demo_producer)
+
     for name, func, helptext in (
         ("predict", cmd_predict, "ask the daemon for a prediction"),
         ("health", cmd_health, "exit 0 when the daemon is ready"),
@@ -151,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--tcp", default="127.0.0.1:7070", help="HOST:PORT (default 127.0.0.1:7070)"
         )
         where.add_argument("--unix", help="Unix socket path")
-        p.add_argument("--token", help="auth token (default $LEARND_TOKEN)")
+        p.add_argument("--token", help="auth token (default $LEARND_SERVING__TOKEN)")
         if name == "predict":
             p.add_argument(
                 "features",

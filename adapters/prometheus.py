@@ -94,11 +94,28 @@ class LearndCollector(Collector):
             "Unix time the served model was published.",
             value=snap.published_unix if snap else 0,
         )
-        yield CounterMetricFamily(
-            "learnd_publish_failures",
-            "Models not published because they were not finite.",
-            value=p.publish_failures,
+        pub = CounterMetricFamily(
+            "learnd_publishes", "Publish attempts, by outcome.", labels=["outcome"]
         )
+        pub.add_metric(["published"], p.published)
+        pub.add_metric(["rejected_nonfinite"], p.publish_failures)
+        yield pub
+        yield GaugeMetricFamily(
+            "learnd_model_size_bytes",
+            "Bytes of the served model's arrays.",
+            value=snap.size_bytes if snap else 0,
+        )
+        yield GaugeMetricFamily(
+            "learnd_model_sparsity",
+            "Share of the served model's weights that are zero.",
+            value=snap.sparsity if snap else 0,
+        )
+        form = GaugeMetricFamily(
+            "learnd_model_form", "1 for the form of the served model.", labels=["form"]
+        )
+        if snap:
+            form.add_metric([snap.form], 1)
+        yield form
 
         yield CounterMetricFamily(
             "learnd_drift_alarms", "Concept-drift alarms raised.", value=p.drift.alarms

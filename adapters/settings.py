@@ -28,6 +28,16 @@ from pydantic import ValidationError
 from daemon.config import LearndConfig
 
 ENV_PREFIX = "LEARND_"
+# LEARND_* variables that are not config keys: the config file, the set-up scripts, the tests.
+NOT_CONFIG = {
+    "LEARND_CONFIG",
+    "LEARND_TANSU_BIN",
+    "LEARND_TORCH_SPEC",
+    "LEARND_TORCH_INDEX_URL",
+    "LEARND_EXTRAS",
+    "LEARND_EDITABLE",
+}
+NOT_CONFIG_PREFIXES = ("LEARND_TEST_",)
 
 
 class ConfigError(ValueError):
@@ -89,9 +99,16 @@ def read_file(path: str | os.PathLike) -> dict:
 def from_env(environ: Mapping[str, str]) -> dict:
     tree: dict = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == "LEARND_CONFIG":
+        if not name.startswith(ENV_PREFIX) or name in NOT_CONFIG:
+            continue
+        if name.startswith(NOT_CONFIG_PREFIXES):
             continue
         path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        if len(path) == 1:
+            raise ConfigError(
+                f"environment {name}: not a config key; sections and keys are separated by a "
+                f"double underscore, e.g. LEARND_KAFKA__TOPIC"
+            )
         _put(tree, path, _parse_value(raw), f"environment {name}")
     return tree
 

@@ -49,6 +49,7 @@ class Pipeline:
         self.valid = 0
         self.rejected: Counter[str] = Counter()
         self.batches = 0
+        self.published = 0
         self.publish_failures = 0
         self._last_publish = float("-inf")
         self._learned_at_publish = -1
@@ -113,6 +114,7 @@ class Pipeline:
             )
         )
         self._learned_at_publish = learned
+        self.published += 1
         log.debug("published", extra={"event": "publish", "version": snap.version})
 
     def state_dict(self) -> dict[str, Any]:

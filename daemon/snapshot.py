@@ -101,6 +101,19 @@ class Snapshot:
         )
 
     @property
+    def size_bytes(self) -> int:
+        """Bytes of the served arrays (weights, biases, input scaling)."""
+        arrays = (*self.weights, *self.biases, self.x_mean, self.x_inv_std)
+        return int(sum(a.nbytes for a in arrays))
+
+    @property
+    def sparsity(self) -> float:
+        """Share of weight entries that are exactly zero."""
+        total = sum(w.size for w in self.weights)
+        zeros = sum(int(w.size - np.count_nonzero(w)) for w in self.weights)
+        return zeros / total if total else 0.0
+
+    @property
     def dim(self) -> int:
         return len(self.x_mean)
 

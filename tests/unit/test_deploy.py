@@ -1,0 +1,129 @@
+"""The deployment files: Dockerfile lint, compose validation, Prometheus config and alert tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKER = ROOT / "docker"
+
+
+def tool(name):
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if found is None:
+        pytest.skip(f"{name} is not installed (scripts/test.sh installs it where it can)")
+    return found
+
+
+def test_dockerfile_passes_hadolint():
+    r = subprocess.run(
+        [tool("hadolint"), str(DOCKER / "Dockerfile")], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_image_installs_with_the_readme_steps_and_runs_as_non_root():
+    text = (DOCKER / "Dockerfile").read_text()
+    assert "RUN bash scripts/_venv.sh" in text, "the image must install the way the README does"
+    assert "USER 10001:10001" in text and "HEALTHCHECK" in text and '"learnd", "health"' in text
+    assert (ROOT / "scripts" / "_venv.sh").read_text().count("pip install") >= 2
+
+
+def test_compose_file_is_valid(tmp_path):
+    env = {
+        **os.environ,
+        "LEARND_SERVING_TOKEN": "a",
+        "LEARND_METRICS_TOKEN": "b",
+        "GRAFANA_ADMIN_PASSWORD": "c",
+    }
+    r = subprocess.run(
+        [tool("docker-compose"), "-f", str(DOCKER / "compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    for service in ("kafka", "topics", "learnd", "producer", "prometheus", "grafana"):
+        assert f"  {service}:" in r.stdout
+    assert "apache/kafka" in r.stdout and "KAFKA_PROCESS_ROLES: broker,controller" in r.stdout
+
+
+def test_compose_refuses_to_start_without_tokens():
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("LEARND_SERVING_TOKEN", "LEARND_METRICS_TOKEN", "GRAFANA_ADMIN_PASSWORD")
+    }
+    r = subprocess.run(
+        [tool("docker-compose"), "-f", str(DOCKER / "compose.yml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert r.returncode != 0 and "init-secrets.sh" in r.stderr
+
+
+def test_prometheus_config_checks(tmp_path):
+    for f in ("prometheus.yml", "alerts.yml"):
+        shutil.copy(DOCKER / "prometheus" / f, tmp_path / f)
+    (tmp_path / "metrics-token").write_text("x")
+    r = subprocess.run(
+        [tool("promtool"), "check", "config", str(tmp_path / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_every_alert_has_a_promtool_unit_test_and_they_pass():
+    import yaml
+
+    rules = yaml.safe_load((DOCKER / "prometheus" / "alerts.yml").read_text())
+    tests = yaml.safe_load((DOCKER / "prometheus" / "alerts_test.yml").read_text())
+    names = {r["alert"] for g in rules["groups"] for r in g["rules"]}
+    firing = {
+        c["alertname"] for t in tests["tests"] for c in t["alert_rule_test"] if c["exp_alerts"]
+    }
+    assert names == firing, f"alerts without a firing test: {names - firing}"
+    r = subprocess.run(
+        [tool("promtool"), "test", "rules", "alerts_test.yml"],
+        cwd=DOCKER / "prometheus",
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_dashboard_is_well_formed():
+    dash = json.loads((ROOT / "grafana" / "dashboards" / "learnd.json").read_text())
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids)) and dash["uid"] == "learnd-overview"
+    titles = " ".join(p["title"] for p in dash["panels"]).lower()
+    for wanted in (
+        "ingest",
+        "lag",
+        "accuracy",
+        "learning rate",
+        "version",
+        "publish",
+        "size",
+        "sparsity",
+        "latency",
+        "dead letters",
+        "checkpoint",
+        "ready",
+    ):
+        assert wanted in titles, wanted
+    assert dash["annotations"]["list"][0]["expr"].startswith(
+        "sum by (instance) (increase(learnd_drift"
+    )
+    for p in dash["panels"]:
+        for t in p.get("targets", []):
+            assert t["datasource"]["uid"] == "learnd-prometheus"
