@@ -90,6 +90,14 @@ class Pipeline:
                 extra={"event": "drift_alarm", "at_event": at, "detector": self.drift.name},
             )
             self.learner.on_drift()
+            log.info(
+                "drift reaction: learning rate boosted",
+                extra={
+                    "event": "drift_reaction",
+                    "lr": self.learner.lr,
+                    "optimizer_reset": self.cfg.learning.drift.reset_optimizer,
+                },
+            )
 
     def publish(self) -> None:
         """Publish a copy of the current model unless nothing was learned since the last one."""
