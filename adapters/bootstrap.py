@@ -19,6 +19,7 @@ from adapters.prometheus import LearndCollector, MetricsServer, ServingMetrics, 
 from adapters.socket_server import PredictionServer
 from adapters.storage import LocalCheckpointStore
 from daemon.config import LearndConfig
+from daemon.failpoints import NONE
 from daemon.learner import Learner
 from daemon.pipeline import Pipeline
 from daemon.service import Service
@@ -28,7 +29,9 @@ log = logging.getLogger("learnd")
 
 
 class Daemon:
-    def __init__(self, cfg: LearndConfig, source=None, dead_letters=None, store=None):
+    def __init__(
+        self, cfg: LearndConfig, source=None, dead_letters=None, store=None, failpoints=NONE
+    ):
         self.cfg = cfg
         torch.set_num_threads(cfg.learning.threads)
         if cfg.learning.deterministic:
@@ -36,8 +39,12 @@ class Daemon:
         self.learner = Learner(cfg.schema_, cfg.model, cfg.learning, cfg.learning.device)
         self._own_dead_letters = dead_letters is None
         self.dead_letters = dead_letters or KafkaDeadLetters(cfg.kafka)
-        self.pipeline = Pipeline(cfg, self.learner, self.dead_letters, time.monotonic)
-        self.store = store or LocalCheckpointStore(cfg.checkpoint.dir, cfg.checkpoint.keep)
+        self.pipeline = Pipeline(
+            cfg, self.learner, self.dead_letters, time.monotonic, failpoints=failpoints
+        )
+        self.store = store or LocalCheckpointStore(
+            cfg.checkpoint.dir, cfg.checkpoint.keep, failpoints
+        )
         self.source = source or KafkaEventSource(cfg.kafka)
         self.service = Service(
             self.pipeline,
@@ -45,6 +52,7 @@ class Daemon:
             self.store,
             cfg.checkpoint,
             poll_timeout_s=cfg.kafka.poll_timeout_ms / 1000,
+            failpoints=failpoints,
         )
         self.registry = make_registry(
             LearndCollector(self.pipeline, self.service.health, self.source.lag)

@@ -38,7 +38,7 @@ def cmd_run(args) -> int:
 
     cfg = _load(args)
     setup_logging(cfg.log.level, cfg.log.format)
-    daemon = Daemon(cfg)
+    daemon = Daemon(cfg, failpoints=_failpoints_from_env())
 
     def _stop(signum, frame):
         log.info(
@@ -53,6 +53,25 @@ def cmd_run(args) -> int:
     daemon.start()
     daemon.run()
     return 0
+
+
+def _failpoints_from_env():
+    """``LEARND_TEST_FAILPOINT=after_rename:3`` SIGKILLs the process at the 3rd hit (tests only)."""
+    from daemon.failpoints import NONE, Failpoints
+
+    spec = os.environ.get("LEARND_TEST_FAILPOINT")
+    if not spec:
+        return NONE
+    name, _, nth = spec.partition(":")
+    remaining = [int(nth or 1)]
+
+    def crash() -> None:
+        remaining[0] -= 1
+        if remaining[0] == 0:
+            log.warning("failpoint %s: SIGKILL", name, extra={"event": "failpoint"})
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return Failpoints({name: crash})
 
 
 def cmd_demo(args) -> int:

@@ -42,6 +42,7 @@ class KafkaEventSource:
         self.cfg = cfg
         self._position: dict[int, int] = {}
         self._lag: dict[int, int] = {}
+        self._started: set[int] = set()
         self.consumer = KafkaConsumer(
             **client_options(cfg),
             group_id=cfg.group_id,
@@ -85,6 +86,18 @@ class KafkaEventSource:
                 Record(r.topic, r.partition, r.offset, r.value, r.key, r.timestamp) for r in recs
             ]
             if recs:
+                if tp.partition not in self._started:
+                    self._started.add(tp.partition)
+                    log.info(
+                        "first record of partition %d at offset %d",
+                        tp.partition,
+                        recs[0].offset,
+                        extra={
+                            "event": "first_record",
+                            "partition": tp.partition,
+                            "offset": recs[0].offset,
+                        },
+                    )
                 self._position[tp.partition] = recs[-1].offset + 1
         self._update_lag()
         return out

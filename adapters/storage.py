@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from daemon.errors import StartupError
+from daemon.failpoints import NONE, Failpoints
 
 log = logging.getLogger("learnd.checkpoint")
 
@@ -42,8 +43,9 @@ class CheckpointError(StartupError):
 
 
 class LocalCheckpointStore:
-    def __init__(self, directory: str | os.PathLike, keep: int = 3):
+    def __init__(self, directory: str | os.PathLike, keep: int = 3, failpoints: Failpoints = NONE):
         self.dir = Path(directory)
+        self.failpoints = failpoints
         self.keep = keep
         self.fallbacks = 0  # corrupt checkpoints skipped while loading
 
@@ -68,7 +70,9 @@ class LocalCheckpointStore:
                 torch.save(to_plain(dict(state)), f)
                 f.flush()
                 os.fsync(f.fileno())
+            self.failpoints.hit("after_temp_write")
             os.replace(tmp, final)
+            self.failpoints.hit("after_rename")
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise

@@ -212,6 +212,9 @@ class CheckpointConfig(_Section):
     every_events: int = Field(50_000, ge=1)
     every_s: float = Field(30.0, gt=0)
     keep: int = Field(3, ge=1, le=1000)
+    # Count, per integer event id, how often it was learned, and keep the counts in the
+    # checkpoint: proves exactly-once application across crashes. Grows with the id range.
+    audit_ids: bool = False
 
 
 class LogConfig(_Section):

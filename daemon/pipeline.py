@@ -14,11 +14,14 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from daemon.batching import MicroBatcher
 from daemon.config import LearndConfig
 from daemon.drift import DriftMonitor
 from daemon.errors import StartupError
 from daemon.events import EventBatch, EventDecoder
+from daemon.failpoints import NONE, Failpoints
 from daemon.learner import Learner
 from daemon.ports import Clock, DeadLetterSink, Record
 from daemon.prequential import RollingMetrics
@@ -35,12 +38,15 @@ class Pipeline:
         dead_letters: DeadLetterSink,
         clock: Clock,
         ref: SnapshotRef | None = None,
+        failpoints: Failpoints = NONE,
     ):
         self.cfg = cfg
         self.learner = learner
         self.dead_letters = dead_letters
         self.clock = clock
         self.ref = ref if ref is not None else SnapshotRef()
+        self.failpoints = failpoints
+        self.audit = np.zeros(0, np.int32) if cfg.checkpoint.audit_ids else None
         self.decoder = EventDecoder(cfg.schema_)
         self.batcher = MicroBatcher(cfg.learning.batch_size, cfg.learning.batch_max_age_s)
         self.drift = DriftMonitor(cfg.learning.drift.detector)
@@ -83,6 +89,9 @@ class Pipeline:
         start = self.learner.events_learned
         result = self.learner.learn_many(batch.X, batch.y)
         self.batches += 1
+        if self.audit is not None:
+            self.audit = _audit(self.audit, batch)
+        self.failpoints.hit("after_learn")
         self.metrics.update(result.outputs, batch.y)
         for at in self.drift.update_many(result.errors, start):
             log.warning(
@@ -123,6 +132,7 @@ class Pipeline:
         )
         self._learned_at_publish = learned
         self.published += 1
+        self.failpoints.hit("after_publish")
         log.debug("published", extra={"event": "publish", "version": snap.version})
 
     def state_dict(self) -> dict[str, Any]:
@@ -144,6 +154,7 @@ class Pipeline:
             "next_version": self.ref.next_version,
             "valid": self.valid,
             "rejected": dict(self.rejected),
+            **({"audit": self.audit.copy()} if self.audit is not None else {}),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -165,3 +176,18 @@ class Pipeline:
         self.ref.continue_from(int(state["next_version"]))
         self.valid = int(state["valid"])
         self.rejected = Counter({str(k): int(v) for k, v in state["rejected"].items()})
+        if self.audit is not None and "audit" in state:
+            self.audit = np.asarray(state["audit"], np.int32).copy()
+
+
+def _audit(counts: np.ndarray, batch: EventBatch) -> np.ndarray:
+    """Add one to the count of every integer id in ``batch`` (growing ``counts`` as needed)."""
+    ids = np.array([i for i in batch.ids if isinstance(i, int) and i >= 0], np.int64)
+    if len(ids) == 0:
+        return counts
+    if ids.max() >= len(counts):
+        grown = np.zeros(max(int(ids.max()) + 1, 2 * len(counts)), np.int32)
+        grown[: len(counts)] = counts
+        counts = grown
+    np.add.at(counts, ids, 1)
+    return counts

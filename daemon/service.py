@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from daemon.config import CheckpointConfig
+from daemon.failpoints import NONE, Failpoints
 from daemon.pipeline import Pipeline
 from daemon.ports import CheckpointStore, Clock, EventSource
 
@@ -50,6 +51,7 @@ class Service:
         checkpoint: CheckpointConfig,
         clock: Clock = time.monotonic,
         poll_timeout_s: float = 0.1,
+        failpoints: Failpoints = NONE,
     ):
         self.pipeline = pipeline
         self.source = source
@@ -57,6 +59,7 @@ class Service:
         self.policy = checkpoint
         self.clock = clock
         self.poll_timeout_s = poll_timeout_s
+        self.failpoints = failpoints
         self.health = Health()
         self.stop_event = threading.Event()
         self._ckpt_events = 0
@@ -91,6 +94,8 @@ class Service:
 
     def step(self) -> None:
         records = self.source.poll(self.poll_timeout_s)
+        if records:
+            self.failpoints.hit("after_poll")
         self.health.consuming = True
         if records:
             self.pipeline.process(records)
@@ -130,6 +135,7 @@ class Service:
         self.health.checkpoint_failing = False
         self.health.last_checkpoint_unix = time.time()
         self.source.commit(self.pipeline.positions)
+        self.failpoints.hit("after_commit")
         log.info(
             "checkpoint written",
             extra={"event": "checkpoint", "id": ident, "positions": dict(self.pipeline.positions)},

@@ -1,0 +1,43 @@
+"""Named points in the flow where tests inject faults (a crash, an exception).
+
+Unarmed, ``hit`` is a dictionary miss. Only the composition root arms points (from the
+``LEARND_TEST_FAILPOINT`` variable, for the crash tests); production code never does.
+
+Examples
+--------
+>>> fp = Failpoints()
+>>> fp.hit("after_poll")  # nothing armed: no effect
+>>> seen = []
+>>> fp = Failpoints({"after_learn": lambda: seen.append(1)})
+>>> fp.hit("after_learn"); fp.hit("after_poll"); seen
+[1]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+POINTS = (
+    "after_poll",
+    "after_learn",
+    "after_temp_write",
+    "after_rename",
+    "after_commit",
+    "after_publish",
+)
+
+
+class Failpoints:
+    def __init__(self, armed: Mapping[str, Callable[[], None]] | None = None):
+        unknown = set(armed or ()) - set(POINTS)
+        if unknown:
+            raise ValueError(f"unknown failpoints {sorted(unknown)}; valid: {', '.join(POINTS)}")
+        self._armed = dict(armed or {})
+
+    def hit(self, name: str) -> None:
+        action = self._armed.get(name)
+        if action is not None:
+            action()
+
+
+NONE = Failpoints()
