@@ -62,7 +62,11 @@ class LearndCollector(Collector):
         )
         steps.add_metric(["applied"], learner.steps)
         steps.add_metric(["skipped_nonfinite"], learner.skipped_steps)
+        steps.add_metric(["failed"], p.learn_failures)
         yield steps
+        yield CounterMetricFamily(
+            "learnd_rollbacks", "Returns to the last good model state.", value=learner.rollbacks
+        )
         yield CounterMetricFamily(
             "learnd_events_learned",
             "Events the model has learned from.",

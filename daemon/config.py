@@ -166,6 +166,15 @@ class LearningConfig(_Section):
     publish_every_s: float = Field(1.0, gt=0)
     deterministic: bool = False
     drift: DriftConfig = DriftConfig()
+    # Guards: a step whose loss is non-finite or above loss_explosion_factor x its running
+    # average is "bad"; after rollback_after_bad_steps bad steps in a row (or at once, when the
+    # weights turn non-finite) the learner returns to its last good state, kept every
+    # good_state_every_steps steps. A batch whose step raises is retried learn_retries times,
+    # then learned event by event, and events that still raise are dead-lettered.
+    loss_explosion_factor: float = Field(100.0, gt=1)
+    rollback_after_bad_steps: int = Field(3, ge=1)
+    good_state_every_steps: int = Field(500, ge=1)
+    learn_retries: int = Field(2, ge=0, le=10)
 
 
 class ServingConfig(_Section):

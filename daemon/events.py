@@ -64,6 +64,7 @@ class EventBatch:
     ids: tuple[Any, ...]
     partitions: np.ndarray
     offsets: np.ndarray
+    raw: tuple[bytes | None, ...] = ()  # original record values, for dead-lettering later
 
     def __len__(self) -> int:
         return len(self.y)
@@ -76,6 +77,7 @@ class EventBatch:
             (),
             np.empty(0, np.int32),
             np.empty(0, np.int64),
+            (),
         )
 
     def slice(self, start: int, stop: int) -> EventBatch:
@@ -85,6 +87,7 @@ class EventBatch:
             self.ids[start:stop],
             self.partitions[start:stop],
             self.offsets[start:stop],
+            self.raw[start:stop],
         )
 
     @classmethod
@@ -97,6 +100,7 @@ class EventBatch:
             tuple(i for p in parts for i in p.ids),
             np.concatenate([p.partitions for p in parts]),
             np.concatenate([p.offsets for p in parts]),
+            tuple(r for p in parts for r in p.raw),
         )
 
 
@@ -205,12 +209,14 @@ class EventDecoder:
         ids: list[Any] = []
         parts: list[int] = []
         offs: list[int] = []
+        raws: list[bytes | None] = []
         rejected: list[Rejection] = []
         for rec in records:
             problem = self._decode_one(rec, rows, ys, ids)
             if problem is None:
                 parts.append(rec.partition)
                 offs.append(rec.offset)
+                raws.append(rec.value)
             else:
                 rejected.append(Rejection(rec, problem[0], problem[1]))
         if not rows:
@@ -221,6 +227,7 @@ class EventDecoder:
             tuple(ids),
             np.asarray(parts, dtype=np.int32),
             np.asarray(offs, dtype=np.int64),
+            tuple(raws),
         )
         return batch, rejected
 

@@ -119,6 +119,11 @@ class Learner:
         self.steps = 0
         self.skipped_steps = 0
         self.events_learned = 0
+        self.rollbacks = 0
+        self.bad_steps = 0
+        self._loss_avg: float | None = None
+        self._last_good: dict | None = None
+        self._last_good_step = -1
         self._loss: nn.Module
         if self.task == "binary":
             self._loss = nn.BCEWithLogitsLoss()
@@ -164,6 +169,16 @@ class Learner:
         A batch holding a non-finite value (validation keeps them out) changes nothing: its
         outputs come from the current model and the step is counted as skipped.
         """
+        scalers = (self.x_scaler.state_dict(), self.y_scaler.state_dict())
+        try:
+            return self._learn_many(X, y)
+        except BaseException:
+            # A failed step must not leave the batch half-applied: undo the scaler updates.
+            self.x_scaler.load_state_dict(scalers[0])
+            self.y_scaler.load_state_dict(scalers[1])
+            raise
+
+    def _learn_many(self, X: np.ndarray, y: np.ndarray) -> StepResult:
         if not (np.isfinite(X).all() and np.isfinite(y).all()):
             outputs = self.predict_many(np.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0))
             self.skipped_steps += 1
@@ -191,7 +206,47 @@ class Learner:
         else:
             self.skipped_steps += 1
         self.events_learned += len(y)
+        self._guard(loss_value)
         return StepResult(outputs, self._errors(outputs, y), loss_value, applied)
+
+    def _guard(self, loss: float) -> None:
+        """Count bad steps; roll back to the last good state when they persist."""
+        weights_ok = self.is_finite()
+        exploded = (
+            self._loss_avg is not None
+            and self.steps > 50
+            and loss > self.learning.loss_explosion_factor * max(self._loss_avg, 1e-3)
+        )
+        if not weights_ok or not math.isfinite(loss) or exploded:
+            self.bad_steps += 1
+            if not weights_ok or self.bad_steps >= self.learning.rollback_after_bad_steps:
+                self.rollback()
+            return
+        self.bad_steps = 0
+        self._loss_avg = loss if self._loss_avg is None else 0.98 * self._loss_avg + 0.02 * loss
+        if self.steps - self._last_good_step >= self.learning.good_state_every_steps:
+            self._last_good = self._model_state()
+            self._last_good_step = self.steps
+
+    def _model_state(self) -> dict:
+        return {
+            "model": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "loss_avg": self._loss_avg,
+        }
+
+    def rollback(self) -> None:
+        """Return weights and optimizer to the last good state (or to the initial weights)."""
+        if self._last_good is None:
+            fresh = build_model(self.model_cfg, self.schema.dim, self.schema.n_outputs)
+            self.net.load_state_dict(fresh.state_dict())
+            self.optimizer.state.clear()
+        else:
+            self.net.load_state_dict(self._last_good["model"])
+            self.optimizer.load_state_dict(copy.deepcopy(self._last_good["optimizer"]))
+            self._loss_avg = self._last_good["loss_avg"]
+        self.rollbacks += 1
+        self.bad_steps = 0
 
     @torch.inference_mode()
     def predict_many(self, X: np.ndarray) -> np.ndarray:
@@ -235,6 +290,7 @@ class Learner:
             "steps": self.steps,
             "skipped_steps": self.skipped_steps,
             "events_learned": self.events_learned,
+            "rollbacks": self.rollbacks,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -246,3 +302,4 @@ class Learner:
         self.steps = int(state["steps"])
         self.skipped_steps = int(state["skipped_steps"])
         self.events_learned = int(state["events_learned"])
+        self.rollbacks = int(state.get("rollbacks", 0))

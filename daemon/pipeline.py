@@ -20,9 +20,9 @@ from daemon.batching import MicroBatcher
 from daemon.config import LearndConfig
 from daemon.drift import DriftMonitor
 from daemon.errors import StartupError
-from daemon.events import EventBatch, EventDecoder
+from daemon.events import EventBatch, EventDecoder, Reason
 from daemon.failpoints import NONE, Failpoints
-from daemon.learner import Learner
+from daemon.learner import Learner, StepResult
 from daemon.ports import Clock, DeadLetterSink, Record
 from daemon.prequential import RollingMetrics
 from daemon.snapshot import Draft, SnapshotRef
@@ -55,6 +55,8 @@ class Pipeline:
         self.valid = 0
         self.rejected: Counter[str] = Counter()
         self.batches = 0
+        self.learn_failures = 0
+        self._rollbacks_seen = 0
         self.published = 0
         self.publish_failures = 0
         self._last_publish = float("-inf")
@@ -86,8 +88,50 @@ class Pipeline:
             self._learn(batch)
 
     def _learn(self, batch: EventBatch) -> None:
-        start = self.learner.events_learned
-        result = self.learner.learn_many(batch.X, batch.y)
+        result = self._step(batch)
+        if result is None:  # the batch held a poison pill: learned event by event instead
+            for i in range(len(batch)):
+                self._learn_one(batch.slice(i, i + 1))
+            return
+        self._after_step(batch, result)
+
+    def _step(self, batch: EventBatch) -> StepResult | None:
+        """One learning step, retried ``learn_retries`` times; None if it keeps raising."""
+        for attempt in range(self.cfg.learning.learn_retries + 1):
+            try:
+                return self.learner.learn_many(batch.X, batch.y)
+            except Exception as e:  # noqa: BLE001 - any failure of a step is handled the same way
+                self.learn_failures += 1
+                log.warning(
+                    "learning step failed (attempt %d): %s: %s",
+                    attempt + 1,
+                    type(e).__name__,
+                    e,
+                    extra={"event": "learn_failed"},
+                )
+        return None
+
+    def _learn_one(self, event: EventBatch) -> None:
+        result = self._step(event)
+        if result is not None:
+            self._after_step(event, result)
+            return
+        record = Record(
+            self.cfg.kafka.topic, int(event.partitions[0]), int(event.offsets[0]), event.raw[0]
+        )
+        detail = f"the learning step raised {self.cfg.learning.learn_retries + 1} times"
+        self.dead_letters.send(record, Reason.LEARN_FAILED.value, detail)
+        self.rejected[Reason.LEARN_FAILED.value] += 1
+        self.valid -= 1
+
+    def _after_step(self, batch: EventBatch, result: StepResult) -> None:
+        start = self.learner.events_learned - len(batch)
+        if self.learner.rollbacks != self._rollbacks_seen:
+            self._rollbacks_seen = self.learner.rollbacks
+            log.error(
+                "loss exploded or weights went non-finite: rolled back to the last good state",
+                extra={"event": "rollback", "rollbacks": self.learner.rollbacks},
+            )
         self.batches += 1
         if self.audit is not None:
             self.audit = _audit(self.audit, batch)
