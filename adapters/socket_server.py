@@ -44,13 +44,14 @@ class PredictionServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._servers: list[asyncio.base_events.Server] = []
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._last_seen: dict[asyncio.StreamWriter, float] = {}
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self.tcp_address: tuple[str, int] | None = None
         self.unix_path: Path | None = None
         self.connections = 0
         self.refused_connections = 0
+        self.evicted_connections = 0
 
     # ---- lifecycle (called from other threads) ----
     def start(self, timeout_s: float = 10.0) -> None:
@@ -71,6 +72,7 @@ class PredictionServer:
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
         self._loop = loop
         try:
             loop.run_until_complete(self._open())
@@ -79,11 +81,14 @@ class PredictionServer:
         self._ready.set()
         if self._error is None:
             loop.run_forever()
-        for w in list(self._writers):
-            w.close()
         for s in self._servers:
             s.close()
-        loop.run_until_complete(asyncio.sleep(0))
+        for w in list(self._last_seen):
+            w.close()
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.close()
 
     async def _open(self) -> None:
@@ -108,7 +113,7 @@ class PredictionServer:
 
     # ---- one connection ----
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._writers) >= self.cfg.max_connections:
+        if len(self._last_seen) >= self.cfg.max_connections and not self._evict_idlest():
             self.refused_connections += 1
             writer.write(
                 _dumps(
@@ -121,15 +126,25 @@ class PredictionServer:
             )
             await self._close(writer)
             return
-        self._writers.add(writer)
+        self._last_seen[writer] = time.monotonic()
         self.connections += 1
         try:
             await self._serve(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away mid-request: nothing to answer
         finally:
-            self._writers.discard(writer)
+            self._last_seen.pop(writer, None)
             await self._close(writer)
+
+    def _evict_idlest(self) -> bool:
+        """Close the connection idle longest, if idle for ``evict_idle_after_s``."""
+        idlest = min(self._last_seen, key=self._last_seen.__getitem__)
+        if time.monotonic() - self._last_seen[idlest] < self.cfg.evict_idle_after_s:
+            return False
+        self._last_seen.pop(idlest)
+        self.evicted_connections += 1
+        idlest.close()
+        return True
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
@@ -154,6 +169,7 @@ class PredictionServer:
                 return
             if not line.strip():
                 continue
+            self._last_seen[writer] = time.monotonic()
             writer.write(self._answer(line))
             await writer.drain()  # returns at once unless the peer stopped reading
 

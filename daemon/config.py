@@ -186,6 +186,9 @@ class ServingConfig(_Section):
     max_batch: int = Field(10_000, ge=1)
     max_connections: int = Field(256, ge=1)
     idle_timeout_s: float = Field(300.0, gt=0)
+    # At the connection cap, a new client replaces the connection idle longest if it has been
+    # idle this long: idle sockets cannot starve a real client.
+    evict_idle_after_s: float = Field(1.0, ge=0)
 
     @model_validator(mode="after")
     def _safe_bind(self) -> ServingConfig:

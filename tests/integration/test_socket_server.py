@@ -108,7 +108,8 @@ def test_oversized_frame_is_refused_before_it_is_read_whole(served):
         assert c.predict([1, 1])["ok"]
 
 
-def test_token_required_constant_time_and_not_echoed(served):
+def test_token_required_constant_time_and_not_echoed_or_logged(served, caplog):
+    caplog.set_level("DEBUG")
     server, _, registry = served(token="t0ken-123")
     with LearndClient.tcp(*server.tcp_address) as c:
         with pytest.raises(LearndError, match="unauthorized"):
@@ -127,10 +128,23 @@ def test_token_required_constant_time_and_not_echoed(served):
         )
         == 2
     )
+    assert "t0ken-123" not in caplog.text
+
+
+def test_300_idle_connections_cannot_starve_a_real_client(served):
+    server, _, _ = served()  # defaults: 256 connections, eviction after 1 s idle
+    idle = [raw_conn(server) for _ in range(300)]
+    time.sleep(1.2)
+    for _ in range(3):
+        with LearndClient.tcp(*server.tcp_address) as c:
+            assert c.predict([1, 1])["ok"]
+    assert server.evicted_connections >= 1  # the first evicts; later ones reuse its freed slot
+    for s, _ in idle:
+        s.close()
 
 
 def test_connection_cap_and_idle_timeout(served):
-    server, _, _ = served(max_connections=3, idle_timeout_s=0.5)
+    server, _, _ = served(max_connections=3, idle_timeout_s=0.5, evict_idle_after_s=60)
     idle = [raw_conn(server) for _ in range(3)]
     time.sleep(0.1)
     s, f = raw_conn(server)

@@ -165,3 +165,30 @@ def test_run_stops_gracefully_with_final_checkpoint(tmp_path):
     svc.run()
     assert src.closed and store.saved[-1]["positions"] == {0: 500}
     assert store.saved[-1]["learner"]["events_learned"] == 500
+
+
+def test_metrics_series_stay_bounded_with_100k_random_ids(tmp_path):
+    """RELIABILITY test 18: nothing is labelled by id, so the series count does not grow."""
+    import uuid
+
+    from prometheus_client import CollectorRegistry
+
+    from adapters.prometheus import LearndCollector
+
+    cfg = sea_config(tmp_path)
+    svc, pipe, src, _ = build(cfg)
+    registry = CollectorRegistry()
+    registry.register(LearndCollector(pipe, svc.health, src.lag))
+    svc.restore()
+
+    def series():
+        return sum(len(m.samples) for m in registry.collect())
+
+    events = [{**e, "id": uuid.uuid4().hex} for e in DriftingSEA(seed=8).take(1000)]
+    src.append(events)
+    drain(svc, src)
+    after_1k = series()
+    src.append([{**e, "id": uuid.uuid4().hex} for e in DriftingSEA(seed=9).take(99_000)])
+    drain(svc, src)
+    assert pipe.valid == 100_000
+    assert series() == after_1k < 100
