@@ -65,6 +65,8 @@ class LocalCheckpointStore:
         seq = existing[-1][0] + 1 if existing else 1
         final = self.dir / f"ckpt-{seq:012d}.pt"
         tmp = self.dir / f".{final.name}.tmp"
+        for stale in self.dir.glob(".ckpt-*.pt.tmp"):  # left by a writer killed mid-write
+            stale.unlink(missing_ok=True)
         try:
             with open(tmp, "wb") as f:
                 torch.save(to_plain(dict(state)), f)

@@ -71,3 +71,42 @@ def test_failed_write_leaves_previous_intact_and_no_temp(tmp_path):
         store.save({"format": 1, "bad": Boom()})
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt-000000000001.pt"]
     assert store.load_latest()["n"] == 1
+
+
+def _write_forever(directory: str) -> None:
+    store = LocalCheckpointStore(directory, keep=2)
+    n = store.load_latest()["n"]
+    while True:
+        n += 1
+        store.save({"format": 1, "n": n, "w": torch.full((250_000,), float(n))})
+
+
+def test_writer_killed_200_times_mid_write_never_leaves_a_corrupt_checkpoint(tmp_path):
+    """RELIABILITY test 4: SIGKILL a checkpoint writer at random moments, 200 times.
+
+    Writers are forked from a forkserver that has imported torch but run no op (a process
+    that has run torch ops cannot fork safely).
+    """
+    import multiprocessing
+    import random
+    import time
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "adapters.storage", _write_forever.__module__])
+    store = LocalCheckpointStore(tmp_path, keep=2)
+    store.save({"format": 1, "n": 0, "w": torch.zeros(250_000)})
+    rng = random.Random(4)
+    for _ in range(200):
+        writer = ctx.Process(target=_write_forever, args=(str(tmp_path),))
+        writer.start()
+        time.sleep(rng.uniform(0.0, 0.05))
+        writer.kill()
+        writer.join()
+        reader = LocalCheckpointStore(tmp_path, keep=2)
+        state = reader.load_latest()
+        assert reader.fallbacks == 0, "a partial or corrupt checkpoint was visible"
+        assert torch.equal(state["w"], torch.full((250_000,), float(state["n"])))
+    final = LocalCheckpointStore(tmp_path)
+    assert final.load_latest()["n"] > 200, "writers got far enough to be killed in every phase"
+    assert final.fallbacks == 0
+    assert len(list(tmp_path.glob(".ckpt-*.tmp"))) <= 1
