@@ -45,6 +45,9 @@ class ListSource:
     def lag(self) -> Mapping[int, int]:
         return {p: len(v) - self.next[p] for p, v in self.log.items()}
 
+    def connected(self) -> bool:
+        return True
+
     def remaining(self) -> int:
         return sum(self.lag().values())
 

@@ -12,6 +12,7 @@ def client_options(cfg: KafkaConfig) -> dict[str, Any]:
         "bootstrap_servers": cfg.bootstrap_servers.split(","),
         "client_id": cfg.client_id,
         "security_protocol": cfg.security_protocol,
+        "reconnect_backoff_max_ms": cfg.reconnect_backoff_max_ms,
     }
     if cfg.sasl_mechanism is not None:
         opts["sasl_mechanism"] = cfg.sasl_mechanism

@@ -142,5 +142,9 @@ class KafkaEventSource:
     def lag(self) -> Mapping[int, int]:
         return dict(self._lag)
 
+    def connected(self) -> bool:
+        metrics = self.consumer.metrics().get("consumer-metrics", {})
+        return metrics.get("connection-count", 0) > 0
+
     def close(self) -> None:
         self.consumer.close(autocommit=False)

@@ -158,6 +158,11 @@ class LearndCollector(Collector):
             value=1 if state["ready"] else 0,
         )
         yield GaugeMetricFamily(
+            "learnd_broker_connected",
+            "1 while a broker connection is up.",
+            value=1 if h.broker_connected else 0,
+        )
+        yield GaugeMetricFamily(
             "learnd_degraded",
             "1 when checkpoints are failing.",
             value=1 if state["status"] == "degraded" else 0,

@@ -52,6 +52,9 @@ class KafkaConfig(_Section):
     session_timeout_ms: int = Field(10_000, ge=1000)
     heartbeat_interval_ms: int = Field(3000, ge=100)
     max_poll_interval_ms: int = Field(300_000, ge=1000)
+    # kafka-python backs reconnects off exponentially up to this (its default, 30 s, delays the
+    # resume after an outage by as much); retries never spin.
+    reconnect_backoff_max_ms: int = Field(2000, ge=50, le=120_000)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None

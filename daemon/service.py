@@ -26,6 +26,7 @@ class Health:
 
     alive: bool = True
     consuming: bool = False
+    broker_connected: bool = True
     checkpoint_failures: int = 0
     checkpoint_failing: bool = False
     checkpoints: int = 0
@@ -33,13 +34,19 @@ class Health:
     restored_from: str | None = None
 
     def as_dict(self) -> dict:
+        problems = []
+        if not self.broker_connected:
+            problems.append("broker unreachable")
+        if self.checkpoint_failing:
+            problems.append("checkpoints failing")
         if not self.consuming:
             status = "starting"
-        elif self.checkpoint_failing:
+        elif problems:
             status = "degraded"
         else:
             status = "ready"
-        return {"alive": self.alive, "ready": self.consuming, "status": status}
+        ready = self.consuming and self.broker_connected
+        return {"alive": self.alive, "ready": ready, "status": status, "problems": problems}
 
 
 class Service:
@@ -97,6 +104,14 @@ class Service:
         if records:
             self.failpoints.hit("after_poll")
         self.health.consuming = True
+        was = self.health.broker_connected
+        self.health.broker_connected = bool(records) or self.source.connected()
+        if was != self.health.broker_connected:
+            log.warning(
+                "broker %s",
+                "reachable again" if not was else "unreachable; retrying",
+                extra={"event": "broker_up" if not was else "broker_down"},
+            )
         if records:
             self.pipeline.process(records)
         self.pipeline.tick()
