@@ -18,7 +18,10 @@ import uuid
 
 import pytest
 
+from adapters.bootstrap import Daemon
 from adapters.broker import EmbeddedBroker
+from adapters.kafka_topics import ensure_topics
+from tests.conftest import sea_config
 
 KAFKA_IMAGE = os.environ.get("LEARND_TEST_KAFKA_IMAGE", "confluentinc/cp-kafka:7.6.0")
 
@@ -89,3 +92,22 @@ def wait_for(predicate, timeout_s: float = 30.0, interval_s: float = 0.05, what:
             return value
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+@pytest.fixture
+def start_daemon(tmp_path, kafka_section):
+    running = []
+
+    def start(**sections):
+        cfg = sea_config(tmp_path, kafka=kafka_section, **sections)
+        ensure_topics(cfg.kafka, partitions=2)
+        d = Daemon(cfg)
+        d.start()
+        d.run_in_thread()
+        running.append(d)
+        return d
+
+    yield start
+    for d in running:
+        d.stop()
+        d.join(30)

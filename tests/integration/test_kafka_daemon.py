@@ -9,11 +9,8 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from adapters.bootstrap import Daemon
 from adapters.client import LearndClient
-from adapters.kafka_topics import ensure_topics
 from daemon.synthetic import DriftingSEA
-from tests.conftest import sea_config
 
 from .conftest import wait_for
 
@@ -46,25 +43,6 @@ def read_topic(bootstrap, topic, expected, timeout_s=30):
     )
     consumer.close()
     return [r for batch in out for r in batch]
-
-
-@pytest.fixture
-def start_daemon(tmp_path, kafka_section):
-    running = []
-
-    def start(**sections):
-        cfg = sea_config(tmp_path, kafka=kafka_section, **sections)
-        ensure_topics(cfg.kafka, partitions=2)
-        d = Daemon(cfg)
-        d.start()
-        d.run_in_thread()
-        running.append(d)
-        return d
-
-    yield start
-    for d in running:
-        d.stop()
-        d.join(30)
 
 
 def learned(d, n):
