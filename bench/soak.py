@@ -1,0 +1,355 @@
+"""Full-size reliability soaks (RELIABILITY.md tests 3, 5, 8) and a long memory/fd leak check.
+
+Not part of CI: run by hand and read the tables.
+
+    .venv/bin/python bench/soak.py leak --minutes 60
+    .venv/bin/python bench/soak.py kills            # 50k events, 4 partitions, 20 seeded SIGKILLs
+    .venv/bin/python bench/soak.py swaps            # 32 client threads, 500 hot swaps
+    .venv/bin/python bench/soak.py disk-full        # checkpoints on a 1 MiB tmpfs (needs unshare)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import orjson  # noqa: E402
+from kafka import KafkaProducer  # noqa: E402
+
+from adapters.broker import EmbeddedBroker, free_port  # noqa: E402
+from adapters.client import LearndClient  # noqa: E402
+from adapters.kafka_topics import ensure_topics  # noqa: E402
+from adapters.settings import build_config  # noqa: E402
+from adapters.storage import LocalCheckpointStore  # noqa: E402
+from daemon.synthetic import DriftingSEA  # noqa: E402
+
+LEARND = str(Path(sys.executable).parent / "learnd")
+
+
+def daemon_env(bootstrap, topic, state, port, metrics_port=None, **extra):
+    env = {
+        **os.environ,
+        "LEARND_CONFIG": "",
+        "LEARND_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "LEARND_KAFKA__TOPIC": topic,
+        "LEARND_KAFKA__DEAD_LETTER_TOPIC": f"{topic}-dlq",
+        "LEARND_KAFKA__GROUP_ID": topic,
+        "LEARND_KAFKA__SESSION_TIMEOUT_MS": "6000",
+        "LEARND_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
+        "LEARND_KAFKA__MAX_POLL_INTERVAL_MS": "10000",
+        "LEARND_SCHEMA__FEATURES": '["x1", "x2", "x3"]',
+        "LEARND_CHECKPOINT__DIR": str(state),
+        "LEARND_SERVING__TCP_PORT": str(port),
+        "LEARND_LOG__LEVEL": "WARNING",
+    }
+    if metrics_port is None:
+        env["LEARND_METRICS__ENABLED"] = "false"
+    else:
+        env["LEARND_METRICS__PORT"] = str(metrics_port)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def produce(bootstrap, topic, events, partitions, start_id=0):
+    p = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=10)
+    for i, e in enumerate(events):
+        p.send(topic, orjson.dumps({**e, "id": start_id + i}), partition=(start_id + i) % partitions)
+    p.flush(60)
+    p.close()
+
+
+def info(port):
+    try:
+        with LearndClient.tcp("127.0.0.1", port, timeout=2) as c:
+            return c.info()
+    except OSError:
+        return None
+
+
+def proc_stats(pid):
+    rss = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) * 1024
+    return rss, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+# ---------------------------------------------------------------- leak
+def leak(args):
+    tmp = Path(tempfile.mkdtemp(prefix="learnd-leak-"))
+    broker = EmbeddedBroker(log_path=tmp / "tansu.log").start()
+    port = free_port()
+    env = daemon_env(broker.bootstrap, "leak", tmp / "state", port, LEARND_CHECKPOINT__EVERY_S="10")
+    cfg = build_config(environ=env)
+    ensure_topics(cfg.kafka, partitions=2)
+    proc = subprocess.Popen([LEARND, "run"], env=env, stderr=open(tmp / "learnd.log", "wb"))
+    stop = threading.Event()
+    sent = [0]
+    errors = [0]
+
+    def producer():
+        p = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=20)
+        stream = iter(DriftingSEA(seed=5, switch_every=50_000))
+        t0 = time.monotonic()
+        while not stop.is_set():
+            e = next(stream)
+            p.send("leak", orjson.dumps({**e, "id": os.urandom(8).hex()}), partition=sent[0] % 2)
+            sent[0] += 1
+            ahead = sent[0] / args.rate - (time.monotonic() - t0)
+            if ahead > 0.005:
+                time.sleep(ahead)
+        p.close(10)
+
+    def asker():
+        while not stop.is_set():
+            try:
+                with LearndClient.tcp("127.0.0.1", port) as c:
+                    for _ in range(1000):
+                        if stop.is_set():
+                            break
+                        c.predict([5.0, 4.0, 1.0])
+                        time.sleep(0.01)
+            except OSError:
+                errors[0] += 1
+                time.sleep(0.5)
+
+    while info(port) is None:
+        time.sleep(0.5)
+    threads = [threading.Thread(target=producer), threading.Thread(target=asker)]
+    for t in threads:
+        t.start()
+    rows = []
+    t0 = time.monotonic()
+    print(f"leak check: {args.minutes} min, {args.rate:g} events/s, ~100 predictions/s")
+    print(f"{'minute':>7} {'events':>11} {'learned':>11} {'rss MiB':>8} {'fds':>4} {'version':>8}")
+    try:
+        while time.monotonic() - t0 < args.minutes * 60:
+            time.sleep(args.every)
+            rss, fds = proc_stats(proc.pid)
+            i = info(port) or {}
+            rows.append((time.monotonic() - t0, rss, fds))
+            print(f"{(time.monotonic() - t0) / 60:7.1f} {sent[0]:>11,} {i.get('trained_events', 0):>11,} "
+                  f"{rss / 2**20:8.1f} {fds:>4} {i.get('version', 0):>8}", flush=True)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(60)
+        broker.stop()
+    warm = [r for r in rows if r[0] >= 300] or rows  # after 5 minutes of warm-up
+    first, last = warm[0], warm[-1]
+    print(f"\nRSS after warm-up {first[1] / 2**20:.1f} MiB -> end {last[1] / 2**20:.1f} MiB "
+          f"({100 * (last[1] - first[1]) / first[1]:+.1f}%), max {max(r[1] for r in rows) / 2**20:.1f} MiB")
+    print(f"fds after warm-up {first[2]} -> end {last[2]} (max {max(r[2] for r in rows)})")
+    print(f"client connection errors: {errors[0]}; daemon exit code {rc}")
+
+
+# ---------------------------------------------------------------- kills
+def kills(args):
+    tmp = Path(tempfile.mkdtemp(prefix="learnd-kills-"))
+    broker = EmbeddedBroker(log_path=tmp / "tansu.log").start()
+    port = free_port()
+    env = daemon_env(broker.bootstrap, "kills", tmp / "state", port,
+                     LEARND_CHECKPOINT__AUDIT_IDS="true", LEARND_CHECKPOINT__EVERY_EVENTS="2000",
+                     LEARND_KAFKA__MAX_POLL_RECORDS="500")
+    cfg = build_config(environ=env)
+    ensure_topics(cfg.kafka, partitions=args.partitions)
+    n = args.events
+    feeder = threading.Thread(
+        target=produce, args=(broker.bootstrap, "kills", list(DriftingSEA(seed=3).take(n)), args.partitions))
+    feeder.start()
+    rng = random.Random(args.seed)
+    t0 = time.monotonic()
+    for k in range(args.kills):
+        proc = subprocess.Popen([LEARND, "run"], env=env, stderr=subprocess.DEVNULL)
+        while info(port) is None and proc.poll() is None:
+            time.sleep(0.2)
+        time.sleep(rng.uniform(0.5, 4.0))
+        proc.kill()
+        proc.wait()
+        got = LocalCheckpointStore(tmp / "state").load_latest()
+        learned = int(got["learner"]["events_learned"]) if got else 0
+        print(f"kill {k + 1:2d}/{args.kills}: checkpoint holds {learned:,} events", flush=True)
+    feeder.join()
+    proc = subprocess.Popen([LEARND, "run"], env=env, stderr=subprocess.DEVNULL)
+    while (i := info(port)) is None or i["trained_events"] < n:
+        time.sleep(0.5)
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(60)
+    state = LocalCheckpointStore(tmp / "state").load_latest()
+    audit = state["audit"].numpy()[:n]
+    broker.stop()
+    print(f"\n{n:,} events, {args.partitions} partitions, {args.kills} SIGKILLs, "
+          f"{time.monotonic() - t0:.0f} s; final exit code {rc}")
+    print(f"ids applied once: {(audit == 1).sum():,}   lost (0): {(audit == 0).sum()}   "
+          f"twice or more: {(audit > 1).sum()}")
+
+
+# ---------------------------------------------------------------- swaps
+def swaps(args):
+    from adapters.socket_server import PredictionServer
+    from daemon.config import SchemaConfig, ServingConfig
+    from daemon.learner import DenseWeights
+    from daemon.serving import RequestHandler
+    from daemon.snapshot import Draft, SnapshotRef
+
+    schema = SchemaConfig(task="binary", n_features=3)
+    rng = np.random.default_rng(0)
+    drafts = {}
+
+    def draft(v):
+        w = DenseWeights((rng.normal(size=(3, 16)).astype(np.float32), rng.normal(size=(16, 1)).astype(np.float32)),
+                         (np.zeros(16, np.float32), np.zeros(1, np.float32)), "relu",
+                         np.zeros(3, np.float32), np.ones(3, np.float32), 0.0, 1.0)
+        return Draft("binary", (0, 1), None, w, v, {})
+
+    ref = SnapshotRef(keep=args.swaps + 2)
+    ref.publish(draft(1))
+    server = PredictionServer(RequestHandler(ref, schema), ServingConfig(tcp_port=0, max_connections=512))
+    server.start()
+    x = [1.0, 2.0, 3.0]
+    stop = threading.Event()
+    results = []  # (thread, t, version, p1, latency)
+    lock = threading.Lock()
+
+    def client(tid):
+        out = []
+        with LearndClient.tcp(*server.tcp_address) as c:
+            while not stop.is_set():
+                t = time.perf_counter()
+                ans = c.request({"op": "predict", "features": x}, check=False)
+                out.append((tid, t, ans.get("version"), ans.get("scores", {}).get("1"),
+                            time.perf_counter() - t, ans.get("ok")))
+        with lock:
+            results.extend(out)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(args.threads)]
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    steady_end = time.perf_counter()
+    for v in range(args.swaps):
+        ref.publish(draft(v + 2))
+        time.sleep(args.interval)
+    swap_end = time.perf_counter()
+    stop.set()
+    for t in threads:
+        t.join()
+    server.stop()
+    snaps = {s.version: s for s in ref.history()}
+    failed = sum(1 for r in results if not r[5])
+    mismatched = 0
+    for r in results:
+        if r[5]:
+            expect = float(snaps[r[2]].predict_many(np.array([x]))[0, 1])
+            mismatched += abs(round(expect, 6) - r[3]) > 1e-6
+    backwards = 0
+    by_thread = {}
+    for r in sorted(results, key=lambda r: r[1]):
+        if r[5]:
+            backwards += r[2] < by_thread.get(r[0], 0)
+            by_thread[r[0]] = r[2]
+    steady = [r[4] for r in results if r[1] < steady_end]
+    during = [r[4] for r in results if steady_end <= r[1] < swap_end]
+
+    def p99(v):
+        return statistics.quantiles(v, n=100)[98] * 1e6
+
+    print(f"{args.threads} client threads, {args.swaps} swaps in {swap_end - steady_end:.1f} s, "
+          f"{len(results):,} requests")
+    print(f"failed: {failed}   answers not matching their version's reference: {mismatched}   "
+          f"versions going backwards on a connection: {backwards}")
+    print(f"p99 steady {p99(steady):.0f} us   p99 during swaps {p99(during):.0f} us   "
+          f"ratio {p99(during) / p99(steady):.2f}")
+
+
+# ---------------------------------------------------------------- disk full
+def disk_full(args):
+    if shutil.which("unshare") is None:
+        sys.exit("disk-full needs unshare (util-linux)")
+    tmp = Path(tempfile.mkdtemp(prefix="learnd-disk-"))
+    broker = EmbeddedBroker(log_path=tmp / "tansu.log").start()
+    port, mport = free_port(), free_port()
+    state = tmp / "state"
+    state.mkdir()
+    env = daemon_env(broker.bootstrap, "disk", state, port, mport, LEARND_CHECKPOINT__EVERY_S="1")
+    cfg = build_config(environ=env)
+    ensure_topics(cfg.kafka, partitions=1)
+    script = (f"mount -t tmpfs -o size=1m tmpfs {state} && "
+              f"head -c 700000 /dev/zero > {state}/filler && exec {LEARND} run")
+    proc = subprocess.Popen(["unshare", "-rm", "sh", "-c", script], env=env, stderr=open(tmp / "learnd.log", "wb"))
+    feeder = threading.Thread(target=produce, args=(broker.bootstrap, "disk",
+                                                    list(DriftingSEA(seed=9).take(args.events)), 1))
+    feeder.start()
+    ok = failed = 0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < args.seconds:
+        try:
+            with LearndClient.tcp("127.0.0.1", port, timeout=2) as c:
+                for _ in range(50):
+                    ok += bool(c.predict([1.0, 2.0, 3.0])["ok"])
+                    time.sleep(0.01)
+        except OSError:
+            failed += 1
+            time.sleep(0.5)
+    import urllib.request
+
+    body = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+    ck = [line for line in body.splitlines() if line.startswith("learnd_checkpoints_total")]
+    health = LearndClient.tcp("127.0.0.1", port).health()
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(60)
+    feeder.join()
+    broker.stop()
+    log = (tmp / "learnd.log").read_text()
+    print(f"predictions ok: {ok}, connection failures: {failed}; exit code {rc}")
+    print("\n".join(ck))
+    print(f"health while failing: {health}")
+    print(f"'No space left' logged: {'No space left' in log}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("leak")
+    p.add_argument("--minutes", type=float, default=60)
+    p.add_argument("--rate", type=float, default=3000)
+    p.add_argument("--every", type=float, default=60)
+    p.set_defaults(func=leak)
+    p = sub.add_parser("kills")
+    p.add_argument("--events", type=int, default=50_000)
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--kills", type=int, default=20)
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=kills)
+    p = sub.add_parser("swaps")
+    p.add_argument("--threads", type=int, default=32)
+    p.add_argument("--swaps", type=int, default=500)
+    p.add_argument("--interval", type=float, default=0.01)
+    p.set_defaults(func=swaps)
+    p = sub.add_parser("disk-full")
+    p.add_argument("--events", type=int, default=20_000)
+    p.add_argument("--seconds", type=float, default=20)
+    p.set_defaults(func=disk_full)
+    args = ap.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
