@@ -85,10 +85,14 @@ class PredictionServer:
             s.close()
         for w in list(self._last_seen):
             w.close()
+        # Closed transports give each handler EOF, so it returns by itself; only stragglers
+        # are cancelled (asyncio logs a cancelled connection handler as an error).
         pending = asyncio.all_tasks(loop)
-        for task in pending:
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        if pending:
+            _, stragglers = loop.run_until_complete(asyncio.wait(pending, timeout=2.0))
+            for task in stragglers:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*stragglers, return_exceptions=True))
         loop.close()
 
     async def _open(self) -> None:
