@@ -55,7 +55,7 @@ class Daemon:
             failpoints=failpoints,
         )
         self.registry = make_registry(
-            LearndCollector(self.pipeline, self.service.health, self.source.lag)
+            LearndCollector(self.pipeline, self.service.health, self.source)
         )
         self.serving_metrics = ServingMetrics(self.registry)
         handler = RequestHandler(

@@ -48,6 +48,9 @@ class ListSource:
     def connected(self) -> bool:
         return True
 
+    def take_revoked(self) -> bool:
+        return False
+
     def remaining(self) -> int:
         return sum(self.lag().values())
 

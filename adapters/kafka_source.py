@@ -7,16 +7,30 @@ never held starts from the group's committed offset or, failing that, ``auto_off
 Committed offsets are written after checkpoints for lag monitoring only.
 
 kafka-python (3.x) runs rebalance callbacks on its network thread, where blocking calls such as a
-synchronous commit are refused; the callbacks here only seek and log.
+synchronous commit are refused; the callbacks here only seek, log and flag the revocation, and
+the learning thread checkpoints after the poll that saw it.
+
+Out-of-range positions are never skipped silently: the consumer runs with kafka-python's
+``auto_offset_reset='none'``, so an out-of-range fetch raises; learnd then counts it and the gap,
+logs it loudly, and repositions by the configured ``kafka.auto_offset_reset``. (The same policy
+places partitions that have no offset at all.) Brokers that answer an out-of-range fetch with
+nothing instead of an error (tansu) are caught by a position that stays beyond the high
+watermark while no records come back.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import (
+    CommitFailedError,
+    KafkaError,
+    NoOffsetForPartitionError,
+    OffsetOutOfRangeError,
+)
 from kafka.structs import OffsetAndMetadata
 
 from adapters.kafka_common import client_options
@@ -24,6 +38,18 @@ from daemon.config import KafkaConfig
 from daemon.ports import Record
 
 log = logging.getLogger("learnd.kafka")
+
+# A position beyond the high watermark, with no records returned, for this long is out of range.
+STALLED_AHEAD_S = 3.0
+
+
+def out_of_range_gap(position: int, target: int) -> int:
+    """Records skipped when repositioning from ``position`` to ``target`` (0 when rewinding).
+
+    >>> out_of_range_gap(100, 250), out_of_range_gap(1000, 0)
+    (150, 0)
+    """
+    return max(0, target - position)
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -43,11 +69,15 @@ class KafkaEventSource:
         self._position: dict[int, int] = {}
         self._lag: dict[int, int] = {}
         self._started: set[int] = set()
+        self._ahead_since: dict[int, float] = {}
+        self.out_of_range_resets = 0
+        self.skipped_records = 0
+        self.revoked = False
         self.consumer = KafkaConsumer(
             **client_options(cfg),
             group_id=cfg.group_id,
             enable_auto_commit=False,
-            auto_offset_reset=cfg.auto_offset_reset,
+            auto_offset_reset="none",
             max_poll_records=cfg.max_poll_records,
             session_timeout_ms=cfg.session_timeout_ms,
             heartbeat_interval_ms=cfg.heartbeat_interval_ms,
@@ -57,6 +87,7 @@ class KafkaEventSource:
 
     def _on_revoked(self, revoked) -> None:
         if revoked:
+            self.revoked = True
             log.info(
                 "partitions revoked: %s",
                 sorted(tp.partition for tp in revoked),
@@ -78,7 +109,14 @@ class KafkaEventSource:
             )
 
     def poll(self, timeout_s: float) -> Sequence[Record]:
-        batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000))
+        try:
+            batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000))
+        except OffsetOutOfRangeError as e:
+            self._reposition(dict(e.args[0]) if e.args and isinstance(e.args[0], dict) else {})
+            return []
+        except NoOffsetForPartitionError as e:
+            self._place_new(e.args[0] if e.args else self.consumer.assignment())
+            return []
         out: list[Record] = []
         for tp in sorted(batches, key=lambda t: t.partition):
             recs = batches[tp]
@@ -100,7 +138,66 @@ class KafkaEventSource:
                     )
                 self._position[tp.partition] = recs[-1].offset + 1
         self._update_lag()
+        self._check_stalled_ahead(batches)
         return out
+
+    def _target(self, tp: TopicPartition) -> int:
+        if self.cfg.auto_offset_reset == "earliest":
+            return self.consumer.beginning_offsets([tp])[tp]
+        return self.consumer.end_offsets([tp])[tp]
+
+    def _place_new(self, partitions) -> None:
+        """Partitions with no checkpoint and no committed offset start per auto_offset_reset."""
+        for tp in partitions:
+            target = self._target(tp)
+            self.consumer.seek(tp, target)
+            self._position[tp.partition] = target
+            log.info(
+                "partition %d has no offset; starting at %d (auto_offset_reset=%s)",
+                tp.partition,
+                target,
+                self.cfg.auto_offset_reset,
+                extra={"event": "rebalance"},
+            )
+
+    def _reposition(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Count an out-of-range position and move per auto_offset_reset; never silently."""
+        for tp, position in offsets.items():
+            target = self._target(tp)
+            gap = out_of_range_gap(position, target)
+            self.out_of_range_resets += 1
+            self.skipped_records += gap
+            self.consumer.seek(tp, target)
+            self._position[tp.partition] = target
+            self._ahead_since.pop(tp.partition, None)
+            log.error(
+                "partition %d: offset %d is out of range; moved to %d (auto_offset_reset=%s), "
+                "%d records skipped",
+                tp.partition,
+                position,
+                target,
+                self.cfg.auto_offset_reset,
+                gap,
+                extra={
+                    "event": "offset_out_of_range",
+                    "partition": tp.partition,
+                    "position": position,
+                    "target": target,
+                    "skipped": gap,
+                },
+            )
+
+    def _check_stalled_ahead(self, batches) -> None:
+        now = time.monotonic()
+        for tp in self.consumer.assignment():
+            hw = self.consumer.highwater(tp)
+            pos = self._position.get(tp.partition)
+            if batches.get(tp) or hw is None or pos is None or pos <= hw:
+                self._ahead_since.pop(tp.partition, None)
+                continue
+            since = self._ahead_since.setdefault(tp.partition, now)
+            if now - since >= STALLED_AHEAD_S:
+                self._reposition({tp: pos})
 
     def _update_lag(self) -> None:
         # highwater() is the high watermark from the last fetch response: no broker round trip.
@@ -141,6 +238,10 @@ class KafkaEventSource:
 
     def lag(self) -> Mapping[int, int]:
         return dict(self._lag)
+
+    def take_revoked(self) -> bool:
+        revoked, self.revoked = self.revoked, False
+        return revoked
 
     def connected(self) -> bool:
         metrics = self.consumer.metrics().get("consumer-metrics", {})

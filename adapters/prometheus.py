@@ -11,7 +11,6 @@ from __future__ import annotations
 import hmac
 import math
 import threading
-from collections.abc import Callable, Mapping
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import (
@@ -28,16 +27,17 @@ from prometheus_client.registry import Collector
 
 from daemon.events import Reason
 from daemon.pipeline import Pipeline
+from daemon.ports import EventSource
 from daemon.service import Health
 
 SERVING_OPS = ("predict", "predict_many", "health", "info", "unknown")
 
 
 class LearndCollector(Collector):
-    def __init__(self, pipeline: Pipeline, health: Health, lag: Callable[[], Mapping[int, int]]):
+    def __init__(self, pipeline: Pipeline, health: Health, source: EventSource):
         self.pipeline = pipeline
         self.health = health
-        self.lag = lag
+        self.source = source
 
     def collect(self):
         p = self.pipeline
@@ -135,10 +135,20 @@ class LearndCollector(Collector):
             "Records behind the log end, per partition.",
             labels=["partition"],
         )
-        for part, n in sorted(self.lag().items()):
+        for part, n in sorted(self.source.lag().items()):
             lag.add_metric([str(part)], n)
         yield lag
 
+        yield CounterMetricFamily(
+            "learnd_offset_out_of_range",
+            "Positions found out of range and moved per auto_offset_reset.",
+            value=getattr(self.source, "out_of_range_resets", 0),
+        )
+        yield CounterMetricFamily(
+            "learnd_offset_skipped_records",
+            "Records skipped by out-of-range repositioning (never silently).",
+            value=getattr(self.source, "skipped_records", 0),
+        )
         h = self.health
         ck = CounterMetricFamily(
             "learnd_checkpoints", "Checkpoint attempts, by outcome.", labels=["outcome"]

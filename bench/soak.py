@@ -64,10 +64,13 @@ def daemon_env(bootstrap, topic, state, port, metrics_port=None, **extra):
     return env
 
 
-def produce(bootstrap, topic, events, partitions, start_id=0):
+def produce(bootstrap, topic, events, partitions, start_id=0, rate=None):
     p = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=10)
+    t0 = time.monotonic()
     for i, e in enumerate(events):
         p.send(topic, orjson.dumps({**e, "id": start_id + i}), partition=(start_id + i) % partitions)
+        if rate and (ahead := (i + 1) / rate - (time.monotonic() - t0)) > 0.005:
+            time.sleep(ahead)
     p.flush(60)
     p.close()
 
@@ -170,16 +173,23 @@ def kills(args):
     cfg = build_config(environ=env)
     ensure_topics(cfg.kafka, partitions=args.partitions)
     n = args.events
+    # paced so that the kills fall all along the stream (a restart takes ~10 s: group rejoin)
     feeder = threading.Thread(
-        target=produce, args=(broker.bootstrap, "kills", list(DriftingSEA(seed=3).take(n)), args.partitions))
+        target=produce, args=(broker.bootstrap, "kills", list(DriftingSEA(seed=3).take(n)),
+                              args.partitions, 0, n / (args.kills * 10)))
     feeder.start()
     rng = random.Random(args.seed)
     t0 = time.monotonic()
     for k in range(args.kills):
+        before = LocalCheckpointStore(tmp / "state").load_latest()
+        base = int(before["learner"]["events_learned"]) if before else 0
         proc = subprocess.Popen([LEARND, "run"], env=env, stderr=subprocess.DEVNULL)
-        while info(port) is None and proc.poll() is None:
-            time.sleep(0.2)
-        time.sleep(rng.uniform(0.5, 4.0))
+        # kill while learning is under way: once the restarted process learns past its checkpoint
+        deadline = time.monotonic() + 30
+        while (proc.poll() is None and time.monotonic() < deadline
+               and ((i := info(port)) is None or i["trained_events"] <= base)):
+            time.sleep(0.1)
+        time.sleep(rng.uniform(0.0, 2.0))
         proc.kill()
         proc.wait()
         got = LocalCheckpointStore(tmp / "state").load_latest()

@@ -41,6 +41,10 @@ class EventSource(Protocol):
         """Records behind the end of the log, per assigned partition (never negative)."""
         ...
 
+    def take_revoked(self) -> bool:
+        """True once after partitions were revoked by a rebalance (then False until the next)."""
+        ...
+
     def connected(self) -> bool:
         """False while no broker connection is up (the source keeps retrying by itself)."""
         ...

@@ -115,8 +115,8 @@ class Service:
         if records:
             self.pipeline.process(records)
         self.pipeline.tick()
-        if self._checkpoint_due():
-            self.checkpoint()
+        if self.source.take_revoked() or self._checkpoint_due():
+            self.checkpoint()  # after a revocation: record what the model reflects at once
 
     def stop(self) -> None:
         self.stop_event.set()

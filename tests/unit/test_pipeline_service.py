@@ -178,7 +178,7 @@ def test_metrics_series_stay_bounded_with_100k_random_ids(tmp_path):
     cfg = sea_config(tmp_path)
     svc, pipe, src, _ = build(cfg)
     registry = CollectorRegistry()
-    registry.register(LearndCollector(pipe, svc.health, src.lag))
+    registry.register(LearndCollector(pipe, svc.health, src))
     svc.restore()
 
     def series():

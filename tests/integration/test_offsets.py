@@ -1,0 +1,48 @@
+"""RELIABILITY test 6: a checkpointed offset that no longer exists is counted, never skipped silently.
+
+The topic is deleted and recreated with fewer records behind learnd's back, so the checkpointed
+position lies beyond the new log end. (tansu does not implement DeleteRecords, the other way to
+put a position out of range; the repositioning arithmetic for that case is a doctest of
+``adapters.kafka_source.out_of_range_gap``.)
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+
+from adapters.kafka_common import client_options
+from daemon.synthetic import DriftingSEA
+
+from .conftest import wait_for
+from .test_kafka_daemon import learned, produce
+
+pytestmark = pytest.mark.integration
+
+
+def test_position_beyond_a_recreated_log_is_counted_and_repositioned(start_daemon, kafka_section):
+    bootstrap, topic = kafka_section["bootstrap_servers"], kafka_section["topic"]
+    produce(bootstrap, topic, list(DriftingSEA(seed=81).take(1000)), partitions=1)
+    d1 = start_daemon()
+    wait_for(learned(d1, 1000), 60, what="1000 learned")
+    d1.stop()
+    d1.join(30)
+
+    admin = KafkaAdminClient(**client_options(d1.cfg.kafka))
+    admin.delete_topics([topic])
+    wait_for(lambda: topic not in admin.list_topics(), 10, what="topic deleted")
+    time.sleep(0.5)
+    admin.create_topics([NewTopic(topic, 1, 1)])
+    admin.close()
+    produce(bootstrap, topic, list(DriftingSEA(seed=82).take(300)), partitions=1)
+
+    d2 = start_daemon()
+    assert d2.pipeline.positions == {0: 1000}, "restored from the checkpoint"
+    wait_for(lambda: d2.source.out_of_range_resets >= 1, 30, what="out of range noticed")
+    wait_for(learned(d2, 1300), 30, what="the recreated log learned")
+    assert d2.source.out_of_range_resets == 1
+    assert d2.source.skipped_records == 0  # auto_offset_reset=earliest rewinds: nothing skipped
+    assert d2.pipeline.positions == {0: 300}
