@@ -51,6 +51,9 @@ class ListSource:
     def take_revoked(self) -> bool:
         return False
 
+    def assigned(self) -> int:
+        return len(self.log)
+
     def remaining(self) -> int:
         return sum(self.lag().values())
 

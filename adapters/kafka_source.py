@@ -239,6 +239,9 @@ class KafkaEventSource:
     def lag(self) -> Mapping[int, int]:
         return dict(self._lag)
 
+    def assigned(self) -> int:
+        return len(self.consumer.assignment())
+
     def take_revoked(self) -> bool:
         revoked, self.revoked = self.revoked, False
         return revoked

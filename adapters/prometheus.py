@@ -103,6 +103,7 @@ class LearndCollector(Collector):
         )
         pub.add_metric(["published"], p.published)
         pub.add_metric(["rejected_nonfinite"], p.publish_failures)
+        pub.add_metric(["rejected_gate"], p.gate_rejected)
         yield pub
         yield GaugeMetricFamily(
             "learnd_model_size_bytes",
@@ -113,6 +114,17 @@ class LearndCollector(Collector):
             "learnd_model_sparsity",
             "Share of the served model's weights that are zero.",
             value=snap.sparsity if snap else 0,
+        )
+        verdict = p.last_verdict
+        yield GaugeMetricFamily(
+            "learnd_gate_candidate_score",
+            "Score of the last candidate on its fresh window (accuracy, or -MAE).",
+            value=verdict.candidate_score if verdict else math.nan,
+        )
+        yield GaugeMetricFamily(
+            "learnd_gate_served_score",
+            "Score of the served model on that same window.",
+            value=verdict.served_score if verdict else math.nan,
         )
         form = GaugeMetricFamily(
             "learnd_model_form", "1 for the form of the served model.", labels=["form"]

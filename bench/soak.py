@@ -68,7 +68,9 @@ def produce(bootstrap, topic, events, partitions, start_id=0, rate=None):
     p = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=10)
     t0 = time.monotonic()
     for i, e in enumerate(events):
-        p.send(topic, orjson.dumps({**e, "id": start_id + i}), partition=(start_id + i) % partitions)
+        p.send(
+            topic, orjson.dumps({**e, "id": start_id + i}), partition=(start_id + i) % partitions
+        )
         if rate and (ahead := (i + 1) / rate - (time.monotonic() - t0)) > 0.005:
             time.sleep(ahead)
     p.flush(60)
@@ -76,9 +78,10 @@ def produce(bootstrap, topic, events, partitions, start_id=0, rate=None):
 
 
 def info(port):
+    """The daemon's health answer (``events_learned``: what the learner holds), or None."""
     try:
         with LearndClient.tcp("127.0.0.1", port, timeout=2) as c:
-            return c.info()
+            return c.health()
     except OSError:
         return None
 
@@ -145,8 +148,11 @@ def leak(args):
             rss, fds = proc_stats(proc.pid)
             i = info(port) or {}
             rows.append((time.monotonic() - t0, rss, fds))
-            print(f"{(time.monotonic() - t0) / 60:7.1f} {sent[0]:>11,} {i.get('trained_events', 0):>11,} "
-                  f"{rss / 2**20:8.1f} {fds:>4} {i.get('version', 0):>8}", flush=True)
+            print(
+                f"{(time.monotonic() - t0) / 60:7.1f} {sent[0]:>11,} {i.get('events_learned', 0):>11,} "
+                f"{rss / 2**20:8.1f} {fds:>4} {i.get('version', 0):>8}",
+                flush=True,
+            )
     finally:
         stop.set()
         for t in threads:
@@ -156,8 +162,10 @@ def leak(args):
         broker.stop()
     warm = [r for r in rows if r[0] >= 300] or rows  # after 5 minutes of warm-up
     first, last = warm[0], warm[-1]
-    print(f"\nRSS after warm-up {first[1] / 2**20:.1f} MiB -> end {last[1] / 2**20:.1f} MiB "
-          f"({100 * (last[1] - first[1]) / first[1]:+.1f}%), max {max(r[1] for r in rows) / 2**20:.1f} MiB")
+    print(
+        f"\nRSS after warm-up {first[1] / 2**20:.1f} MiB -> end {last[1] / 2**20:.1f} MiB "
+        f"({100 * (last[1] - first[1]) / first[1]:+.1f}%), max {max(r[1] for r in rows) / 2**20:.1f} MiB"
+    )
     print(f"fds after warm-up {first[2]} -> end {last[2]} (max {max(r[2] for r in rows)})")
     print(f"client connection errors: {errors[0]}; daemon exit code {rc}")
 
@@ -167,16 +175,30 @@ def kills(args):
     tmp = Path(tempfile.mkdtemp(prefix="learnd-kills-"))
     broker = EmbeddedBroker(log_path=tmp / "tansu.log").start()
     port = free_port()
-    env = daemon_env(broker.bootstrap, "kills", tmp / "state", port,
-                     LEARND_CHECKPOINT__AUDIT_IDS="true", LEARND_CHECKPOINT__EVERY_EVENTS="2000",
-                     LEARND_KAFKA__MAX_POLL_RECORDS="500")
+    env = daemon_env(
+        broker.bootstrap,
+        "kills",
+        tmp / "state",
+        port,
+        LEARND_CHECKPOINT__AUDIT_IDS="true",
+        LEARND_CHECKPOINT__EVERY_EVENTS="2000",
+        LEARND_KAFKA__MAX_POLL_RECORDS="500",
+    )
     cfg = build_config(environ=env)
     ensure_topics(cfg.kafka, partitions=args.partitions)
     n = args.events
     # paced so that the kills fall all along the stream (a restart takes ~10 s: group rejoin)
     feeder = threading.Thread(
-        target=produce, args=(broker.bootstrap, "kills", list(DriftingSEA(seed=3).take(n)),
-                              args.partitions, 0, n / (args.kills * 10)))
+        target=produce,
+        args=(
+            broker.bootstrap,
+            "kills",
+            list(DriftingSEA(seed=3).take(n)),
+            args.partitions,
+            0,
+            n / (args.kills * 10),
+        ),
+    )
     feeder.start()
     rng = random.Random(args.seed)
     t0 = time.monotonic()
@@ -186,8 +208,11 @@ def kills(args):
         proc = subprocess.Popen([LEARND, "run"], env=env, stderr=subprocess.DEVNULL)
         # kill while learning is under way: once the restarted process learns past its checkpoint
         deadline = time.monotonic() + 30
-        while (proc.poll() is None and time.monotonic() < deadline
-               and ((i := info(port)) is None or i["trained_events"] <= base)):
+        while (
+            proc.poll() is None
+            and time.monotonic() < deadline
+            and ((i := info(port)) is None or i["events_learned"] <= base)
+        ):
             time.sleep(0.1)
         time.sleep(rng.uniform(0.0, 2.0))
         proc.kill()
@@ -197,7 +222,7 @@ def kills(args):
         print(f"kill {k + 1:2d}/{args.kills}: checkpoint holds {learned:,} events", flush=True)
     feeder.join()
     proc = subprocess.Popen([LEARND, "run"], env=env, stderr=subprocess.DEVNULL)
-    while (i := info(port)) is None or i["trained_events"] < n:
+    while (i := info(port)) is None or i["events_learned"] < n:
         time.sleep(0.5)
     time.sleep(2)
     proc.send_signal(signal.SIGTERM)
@@ -205,10 +230,14 @@ def kills(args):
     state = LocalCheckpointStore(tmp / "state").load_latest()
     audit = state["audit"].numpy()[:n]
     broker.stop()
-    print(f"\n{n:,} events, {args.partitions} partitions, {args.kills} SIGKILLs, "
-          f"{time.monotonic() - t0:.0f} s; final exit code {rc}")
-    print(f"ids applied once: {(audit == 1).sum():,}   lost (0): {(audit == 0).sum()}   "
-          f"twice or more: {(audit > 1).sum()}")
+    print(
+        f"\n{n:,} events, {args.partitions} partitions, {args.kills} SIGKILLs, "
+        f"{time.monotonic() - t0:.0f} s; final exit code {rc}"
+    )
+    print(
+        f"ids applied once: {(audit == 1).sum():,}   lost (0): {(audit == 0).sum()}   "
+        f"twice or more: {(audit > 1).sum()}"
+    )
 
 
 # ---------------------------------------------------------------- swaps
@@ -221,17 +250,27 @@ def swaps(args):
 
     schema = SchemaConfig(task="binary", n_features=3)
     rng = np.random.default_rng(0)
-    drafts = {}
 
     def draft(v):
-        w = DenseWeights((rng.normal(size=(3, 16)).astype(np.float32), rng.normal(size=(16, 1)).astype(np.float32)),
-                         (np.zeros(16, np.float32), np.zeros(1, np.float32)), "relu",
-                         np.zeros(3, np.float32), np.ones(3, np.float32), 0.0, 1.0)
+        w = DenseWeights(
+            (
+                rng.normal(size=(3, 16)).astype(np.float32),
+                rng.normal(size=(16, 1)).astype(np.float32),
+            ),
+            (np.zeros(16, np.float32), np.zeros(1, np.float32)),
+            "relu",
+            np.zeros(3, np.float32),
+            np.ones(3, np.float32),
+            0.0,
+            1.0,
+        )
         return Draft("binary", (0, 1), None, w, v, {})
 
     ref = SnapshotRef(keep=args.swaps + 2)
     ref.publish(draft(1))
-    server = PredictionServer(RequestHandler(ref, schema), ServingConfig(tcp_port=0, max_connections=512))
+    server = PredictionServer(
+        RequestHandler(ref, schema), ServingConfig(tcp_port=0, max_connections=512)
+    )
     server.start()
     x = [1.0, 2.0, 3.0]
     stop = threading.Event()
@@ -244,8 +283,16 @@ def swaps(args):
             while not stop.is_set():
                 t = time.perf_counter()
                 ans = c.request({"op": "predict", "features": x}, check=False)
-                out.append((tid, t, ans.get("version"), ans.get("scores", {}).get("1"),
-                            time.perf_counter() - t, ans.get("ok")))
+                out.append(
+                    (
+                        tid,
+                        t,
+                        ans.get("version"),
+                        ans.get("scores", {}).get("1"),
+                        time.perf_counter() - t,
+                        ans.get("ok"),
+                    )
+                )
         with lock:
             results.extend(out)
 
@@ -281,12 +328,18 @@ def swaps(args):
     def p99(v):
         return statistics.quantiles(v, n=100)[98] * 1e6
 
-    print(f"{args.threads} client threads, {args.swaps} swaps in {swap_end - steady_end:.1f} s, "
-          f"{len(results):,} requests")
-    print(f"failed: {failed}   answers not matching their version's reference: {mismatched}   "
-          f"versions going backwards on a connection: {backwards}")
-    print(f"p99 steady {p99(steady):.0f} us   p99 during swaps {p99(during):.0f} us   "
-          f"ratio {p99(during) / p99(steady):.2f}")
+    print(
+        f"{args.threads} client threads, {args.swaps} swaps in {swap_end - steady_end:.1f} s, "
+        f"{len(results):,} requests"
+    )
+    print(
+        f"failed: {failed}   answers not matching their version's reference: {mismatched}   "
+        f"versions going backwards on a connection: {backwards}"
+    )
+    print(
+        f"p99 steady {p99(steady):.0f} us   p99 during swaps {p99(during):.0f} us   "
+        f"ratio {p99(during) / p99(steady):.2f}"
+    )
 
 
 # ---------------------------------------------------------------- disk full
@@ -301,11 +354,17 @@ def disk_full(args):
     env = daemon_env(broker.bootstrap, "disk", state, port, mport, LEARND_CHECKPOINT__EVERY_S="1")
     cfg = build_config(environ=env)
     ensure_topics(cfg.kafka, partitions=1)
-    script = (f"mount -t tmpfs -o size=1m tmpfs {state} && "
-              f"head -c 700000 /dev/zero > {state}/filler && exec {LEARND} run")
-    proc = subprocess.Popen(["unshare", "-rm", "sh", "-c", script], env=env, stderr=open(tmp / "learnd.log", "wb"))
-    feeder = threading.Thread(target=produce, args=(broker.bootstrap, "disk",
-                                                    list(DriftingSEA(seed=9).take(args.events)), 1))
+    script = (
+        f"mount -t tmpfs -o size=1m tmpfs {state} && "
+        f"head -c 700000 /dev/zero > {state}/filler && exec {LEARND} run"
+    )
+    proc = subprocess.Popen(
+        ["unshare", "-rm", "sh", "-c", script], env=env, stderr=open(tmp / "learnd.log", "wb")
+    )
+    feeder = threading.Thread(
+        target=produce,
+        args=(broker.bootstrap, "disk", list(DriftingSEA(seed=9).take(args.events)), 1),
+    )
     feeder.start()
     ok = failed = 0
     t0 = time.monotonic()
@@ -335,7 +394,9 @@ def disk_full(args):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("leak")
     p.add_argument("--minutes", type=float, default=60)

@@ -157,6 +157,16 @@ class DriftConfig(_Section):
     reset_optimizer: bool = False
 
 
+class GateConfig(_Section):
+    """The publish gate (see daemon/gate.py): candidates are scored on fresh events first."""
+
+    enabled: bool = True
+    window: int = Field(500, ge=10, le=1_000_000)
+    # How much worse than the served model a candidate may score: accuracy points (0.005 = 0.5
+    # points) for classification, a fraction of the served MAE for regression.
+    tolerance: float = Field(0.005, ge=0, le=1)
+
+
 class LearningConfig(_Section):
     device: Device = "auto"
     threads: int = Field(1, ge=1, le=256)
@@ -169,6 +179,7 @@ class LearningConfig(_Section):
     publish_every_s: float = Field(1.0, gt=0)
     deterministic: bool = False
     drift: DriftConfig = DriftConfig()
+    gate: GateConfig = GateConfig()
     # Guards: a step whose loss is non-finite or above loss_explosion_factor x its running
     # average is "bad"; after rollback_after_bad_steps bad steps in a row (or at once, when the
     # weights turn non-finite) the learner returns to its last good state, kept every

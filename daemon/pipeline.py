@@ -22,10 +22,11 @@ from daemon.drift import DriftMonitor
 from daemon.errors import StartupError
 from daemon.events import EventBatch, EventDecoder, Reason
 from daemon.failpoints import NONE, Failpoints
+from daemon.gate import Gate, Verdict, judge
 from daemon.learner import Learner, StepResult
 from daemon.ports import Clock, DeadLetterSink, Record
 from daemon.prequential import RollingMetrics
-from daemon.snapshot import Draft, SnapshotRef
+from daemon.snapshot import Draft, Snapshot, SnapshotRef
 
 log = logging.getLogger("learnd.pipeline")
 
@@ -55,6 +56,10 @@ class Pipeline:
         self.valid = 0
         self.rejected: Counter[str] = Counter()
         self.batches = 0
+        gate = cfg.learning.gate
+        self.gate = Gate(gate.window, gate.tolerance) if gate.enabled else None
+        self.gate_rejected = 0
+        self.last_verdict: Verdict | None = None
         self.learn_failures = 0
         self._rollbacks_seen = 0
         self.published = 0
@@ -137,6 +142,10 @@ class Pipeline:
             self.audit = _audit(self.audit, batch)
         self.failpoints.hit("after_learn")
         self.metrics.update(result.outputs, batch.y)
+        if self.gate is not None and self.gate.waiting:
+            held = self.gate.observe(batch.X, batch.y)
+            if held is not None:
+                self._decide(*held)
         for at in self.drift.update_many(result.errors, start):
             log.warning(
                 "drift alarm",
@@ -153,28 +162,65 @@ class Pipeline:
             )
 
     def publish(self) -> None:
-        """Publish a copy of the current model unless nothing was learned since the last one."""
+        """Publish a copy of the current model, through the gate once a model is served."""
         self._last_publish = self.clock()
         learned = self.learner.events_learned
         if learned == self._learned_at_publish and self.ref.current is not None:
             return
+        if self.gate is not None and self.gate.waiting:
+            return  # one candidate at a time: it is still collecting fresh events
         weights = self.learner.export()
         if not weights.is_finite():
             self.publish_failures += 1
             log.error("model has non-finite weights; not published", extra={"event": "publish"})
             return
         schema = self.cfg.schema_
-        snap = self.ref.publish(
-            Draft(
-                schema.task,
-                schema.class_values,
-                schema.features,
-                weights,
-                learned,
-                self.metrics.summary(),
-            )
+        draft = Draft(
+            schema.task,
+            schema.class_values,
+            schema.features,
+            weights,
+            learned,
+            self.metrics.summary(),
         )
         self._learned_at_publish = learned
+        if self.gate is None or self.ref.current is None:
+            self._publish(draft)
+        else:
+            self.gate.offer(draft)
+
+    def _decide(self, X: np.ndarray, y: np.ndarray) -> None:
+        """Score the waiting candidate and the served model on the same fresh events."""
+        assert self.gate is not None
+        draft = self.gate.candidate
+        self.gate.clear()
+        served = self.ref.current
+        candidate = Snapshot.from_draft(draft, version=-1)
+        verdict = judge(
+            self.cfg.schema_.task,
+            candidate.predict_many(X),
+            served.predict_many(X) if served is not None else None,
+            y,
+            self.gate.tolerance,
+        )
+        self.last_verdict = verdict
+        if verdict.publish:
+            self._publish(draft)
+            return
+        self.gate_rejected += 1
+        log.warning(
+            "candidate rejected by the gate",
+            extra={
+                "event": "gate_rejected",
+                "reason": verdict.reason,
+                "candidate_score": verdict.candidate_score,
+                "served_score": verdict.served_score,
+                "window": len(y),
+            },
+        )
+
+    def _publish(self, draft: Draft) -> None:
+        snap = self.ref.publish(draft)
         self.published += 1
         self.failpoints.hit("after_publish")
         log.debug("published", extra={"event": "publish", "version": snap.version})

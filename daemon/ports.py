@@ -41,6 +41,10 @@ class EventSource(Protocol):
         """Records behind the end of the log, per assigned partition (never negative)."""
         ...
 
+    def assigned(self) -> int:
+        """How many partitions this consumer holds now (0 while a group join is pending)."""
+        ...
+
     def take_revoked(self) -> bool:
         """True once after partitions were revoked by a rebalance (then False until the next)."""
         ...

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from daemon.config import CheckpointConfig
@@ -27,26 +28,32 @@ class Health:
     alive: bool = True
     consuming: bool = False
     broker_connected: bool = True
+    assigned: int = 0
+    ever_assigned: bool = False
     checkpoint_failures: int = 0
     checkpoint_failing: bool = False
     checkpoints: int = 0
     last_checkpoint_unix: float = 0.0
     restored_from: str | None = None
+    progress: Callable[[], dict] | None = None
 
     def as_dict(self) -> dict:
         problems = []
+        if self.ever_assigned and self.assigned == 0:
+            problems.append("no partitions assigned")
         if not self.broker_connected:
             problems.append("broker unreachable")
         if self.checkpoint_failing:
             problems.append("checkpoints failing")
-        if not self.consuming:
+        if not self.consuming or not self.ever_assigned:
             status = "starting"
         elif problems:
             status = "degraded"
         else:
             status = "ready"
-        ready = self.consuming and self.broker_connected
-        return {"alive": self.alive, "ready": ready, "status": status, "problems": problems}
+        ready = self.consuming and self.broker_connected and self.assigned > 0
+        out = {"alive": self.alive, "ready": ready, "status": status, "problems": problems}
+        return {**out, **self.progress()} if self.progress is not None else out
 
 
 class Service:
@@ -68,6 +75,7 @@ class Service:
         self.poll_timeout_s = poll_timeout_s
         self.failpoints = failpoints
         self.health = Health()
+        self.health.progress = lambda: {"events_learned": pipeline.learner.events_learned}
         self.stop_event = threading.Event()
         self._ckpt_events = 0
         self._ckpt_time = clock()
@@ -104,6 +112,8 @@ class Service:
         if records:
             self.failpoints.hit("after_poll")
         self.health.consuming = True
+        self.health.assigned = self.source.assigned()
+        self.health.ever_assigned = self.health.ever_assigned or self.health.assigned > 0
         was = self.health.broker_connected
         self.health.broker_connected = bool(records) or self.source.connected()
         if was != self.health.broker_connected:

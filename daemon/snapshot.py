@@ -128,7 +128,7 @@ class Snapshot:
             if i < last:
                 z = act(z)
         if self.task == "binary":
-            p = 1.0 / (1.0 + np.exp(-z[:, 0]))
+            p = 0.5 * (1.0 + np.tanh(0.5 * z[:, 0]))  # the logistic, without overflow
             return np.stack([1.0 - p, p], axis=1)
         if self.task == "multiclass":
             z -= z.max(axis=1, keepdims=True)

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -82,10 +83,22 @@ def test_run_predict_health_and_graceful_sigterm(tmp_path, broker):
     cfg = build_config(file=cfg_path, environ={})
     ensure_topics(cfg.kafka, partitions=2)
     producer = KafkaProducer(bootstrap_servers=broker, acks="all")
-    for i, e in enumerate(DriftingSEA(seed=21).take(3000)):
-        producer.send(cfg.kafka.topic, orjson.dumps(e), partition=i % 2)
+    stream = iter(DriftingSEA(seed=21))
+    for i in range(3000):
+        producer.send(cfg.kafka.topic, orjson.dumps(next(stream)), partition=i % 2)
     producer.flush(30)
-    producer.close()
+    stop = threading.Event()
+
+    def trickle():  # a live stream: the publish gate scores candidates on fresh events
+        i = 3000
+        while not stop.is_set():
+            for _ in range(50):
+                producer.send(cfg.kafka.topic, orjson.dumps(next(stream)), partition=i % 2)
+                i += 1
+            time.sleep(0.05)
+
+    feeder = threading.Thread(target=trickle)
+    feeder.start()
 
     env = {**os.environ, "LEARND_CONFIG": str(cfg_path), "LEARND_LOG__FORMAT": "json"}
     proc = subprocess.Popen(
@@ -109,6 +122,9 @@ def test_run_predict_health_and_graceful_sigterm(tmp_path, broker):
         health = run("health", "--tcp", f"127.0.0.1:{port}")
         assert health.returncode == 0 and json.loads(health.stdout)["status"] == "ready"
     finally:
+        stop.set()
+        feeder.join(10)
+        producer.close()
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err[-2000:]
