@@ -75,9 +75,14 @@ class LocalCheckpointStore:
             self.failpoints.hit("after_temp_write")
             os.replace(tmp, final)
             self.failpoints.hit("after_rename")
-        except BaseException:
+        except OSError:
             tmp.unlink(missing_ok=True)
             raise
+        except Exception as e:
+            # torch reports a full disk as RuntimeError ("unexpected pos ..."): any failed write
+            # is an OSError to the caller, which counts it and keeps serving.
+            tmp.unlink(missing_ok=True)
+            raise OSError(f"checkpoint write failed: {type(e).__name__}: {e}") from e
         dir_fd = os.open(self.dir, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
