@@ -1,4 +1,4 @@
-"""Full-size reliability soaks (RELIABILITY.md tests 3, 5, 8) and a long memory/fd leak check.
+"""Full-size reliability soaks (RELIABILITY.md tests 3, 5, 8, 15) and a long memory/fd leak check.
 
 Not part of CI: run by hand and read the tables.
 
@@ -6,6 +6,7 @@ Not part of CI: run by hand and read the tables.
     .venv/bin/python bench/soak.py kills            # 50k events, 4 partitions, 20 seeded SIGKILLs
     .venv/bin/python bench/soak.py swaps            # 32 client threads, 500 hot swaps
     .venv/bin/python bench/soak.py disk-full        # checkpoints on a 1 MiB tmpfs (needs unshare)
+    .venv/bin/python bench/soak.py poison           # 30% flipped labels for 3k events vs the gate
 """
 
 from __future__ import annotations
@@ -437,8 +438,101 @@ def main():
     p.add_argument("--events", type=int, default=20_000)
     p.add_argument("--seconds", type=float, default=20)
     p.set_defaults(func=disk_full)
+    p = sub.add_parser("poison")
+    p.add_argument("--before", type=int, default=20_000)
+    p.add_argument("--poisoned", type=int, default=3_000)
+    p.add_argument("--after", type=int, default=15_000)
+    p.add_argument("--seed", type=int, default=15)
+    p.add_argument("--window", type=int, default=2000)
+    p.set_defaults(func=poison)
     args = ap.parse_args()
     args.func(args)
+
+
+# ---------------------------------------------------------------- label poisoning
+def poison(args):
+    """RELIABILITY test 15: 30% flipped labels for 3k events, in-process with fakes."""
+    from adapters.fakes import ListDeadLetters, ListSource, ManualClock, MemoryCheckpointStore
+    from daemon.config import LearndConfig
+    from daemon.learner import Learner
+    from daemon.pipeline import Pipeline
+    from daemon.service import Service
+    from daemon.snapshot import Snapshot
+
+    cfg = LearndConfig.model_validate(
+        {
+            "schema": {"task": "binary", "features": ["x1", "x2", "x3"]},
+            "learning": {"publish_every_s": 0.2, "gate": {"window": args.window}},
+        }
+    )
+    clock = ManualClock()
+    learner = Learner(cfg.schema_, cfg.model, cfg.learning, "cpu")
+    pipe = Pipeline(cfg, learner, ListDeadLetters(), clock)
+    src = ListSource(batch=100)
+    svc = Service(pipe, src, MemoryCheckpointStore(), cfg.checkpoint, clock=clock)
+    stream = list(
+        DriftingSEA(seed=args.seed, switch_every=10**9).take(
+            args.before + args.poisoned + args.after
+        )
+    )
+    rng = random.Random(args.seed)
+    for i in range(args.before, args.before + args.poisoned):
+        if rng.random() < 0.3:
+            stream[i] = {**stream[i], "label": 1 - stream[i]["label"]}
+    ref = list(DriftingSEA(seed=args.seed + 1000, switch_every=10**9).take(5000))
+    Xr = np.array([[e["features"][k] for k in ("x1", "x2", "x3")] for e in ref], np.float32)
+    yr = np.array([e["label"] for e in ref])
+
+    def acc(snap):
+        return float((snap.predict_many(Xr).argmax(axis=1) == yr).mean())
+
+    decisions = []  # (events_learned, candidate acc, served acc, published)
+    decide = pipe._decide
+
+    def recording_decide(X, y):
+        cand, served = pipe.gate.candidate, pipe.ref.current
+        before = pipe.published
+        decide(X, y)
+        decisions.append(
+            (
+                learner.events_learned,
+                acc(Snapshot.from_draft(cand, -1)),
+                acc(served),
+                pipe.published > before,
+            )
+        )
+
+    pipe._decide = recording_decide
+    served_acc = []  # (events_learned, served acc) after every step
+    src.append(stream)
+    svc.restore()
+    while src.remaining():
+        svc.step()
+        clock.advance(0.05)
+        served_acc.append((learner.events_learned, acc(pipe.ref.current)))
+    b, p = args.before, args.before + args.poisoned
+    pre = max(a for n, a in served_acc if b - 2000 <= n <= b)
+    during_after = [a for n, a in served_acc if n > b]
+    worst = min(during_after)
+    bad_published = [d for d in decisions if d[3] and d[1] < d[2] - 0.01]
+    blocked_bad = [d for d in decisions if not d[3] and d[1] < d[2] - 0.01]
+    recovered_at = next((n for n, a in served_acc if n > p and a >= pre - 0.01), None)
+    print(
+        f"{args.before:,} clean, {args.poisoned:,} with 30% flipped labels, {args.after:,} clean; "
+        f"accuracy on a clean reference set of 5,000"
+    )
+    print(
+        f"served before poisoning {pre:.4f}; lowest served afterwards {worst:.4f} "
+        f"({100 * (worst - pre):+.2f} pp)"
+    )
+    print(
+        f"gate decisions: {len(decisions)}; candidates >1pp worse than served (on the clean set): "
+        f"blocked {len(blocked_bad)}, published {len(bad_published)}"
+    )
+    print(
+        "served back within 1 pp after "
+        + (f"{recovered_at - p:,} clean events" if recovered_at else "never")
+    )
 
 
 if __name__ == "__main__":

@@ -161,7 +161,9 @@ class GateConfig(_Section):
     """The publish gate (see daemon/gate.py): candidates are scored on fresh events first."""
 
     enabled: bool = True
-    window: int = Field(500, ge=10, le=1_000_000)
+    # 2000: with 30% flipped labels a candidate 8 points worse measures only ~3 points worse;
+    # 500 events let such candidates through (bench/soak.py poison), 2000 does not.
+    window: int = Field(2000, ge=10, le=1_000_000)
     # How much worse than the served model a candidate may score: accuracy points (0.005 = 0.5
     # points) for classification, a fraction of the served MAE for regression.
     tolerance: float = Field(0.005, ge=0, le=1)

@@ -50,7 +50,7 @@ def learned(d, n):
 
 
 def test_produce_learn_predict_over_socket(start_daemon, kafka_section):
-    events = list(DriftingSEA(seed=11).take(4600))
+    events = list(DriftingSEA(seed=11).take(6200))  # 4000, then a fresh gate window
     produce(kafka_section["bootstrap_servers"], kafka_section["topic"], events[:4000])
     d = start_daemon()
     wait_for(learned(d, 4000), 60, what="4000 events learned")
@@ -77,7 +77,7 @@ def test_produce_learn_predict_over_socket(start_daemon, kafka_section):
     )
     committed = {p: consumer.committed(TopicPartition(kafka_section["topic"], p)) for p in (0, 1)}
     consumer.close()
-    assert committed == {0: 2300, 1: 2300}
+    assert committed == {0: 3100, 1: 3100}
 
 
 BAD = {
