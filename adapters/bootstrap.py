@@ -42,9 +42,7 @@ class Daemon:
         self.pipeline = Pipeline(
             cfg, self.learner, self.dead_letters, time.monotonic, failpoints=failpoints
         )
-        self.store = store or LocalCheckpointStore(
-            cfg.checkpoint.dir, cfg.checkpoint.keep, failpoints
-        )
+        self.store = store or _checkpoint_store(cfg, failpoints)
         self.source = source or KafkaEventSource(cfg.kafka)
         self.service = Service(
             self.pipeline,
@@ -116,3 +114,14 @@ class Daemon:
         if self._own_dead_letters:
             self.dead_letters.close()
         log.info("learnd stopped", extra={"event": "stop"})
+
+
+def _checkpoint_store(cfg: LearndConfig, failpoints):
+    ck = cfg.checkpoint
+    if ck.store == "s3":
+        from adapters.s3_storage import S3CheckpointStore
+
+        return S3CheckpointStore(
+            ck.s3_bucket, ck.s3_prefix, ck.keep, endpoint_url=ck.s3_endpoint_url
+        )
+    return LocalCheckpointStore(ck.dir, ck.keep, failpoints)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -93,33 +93,44 @@ class LocalCheckpointStore:
         return final.name
 
     def load_latest(self) -> dict[str, Any] | None:
-        existing = self._existing()
-        for _, path in reversed(existing):
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as e:  # noqa: BLE001 - any unreadable file means: try the older one
-                self.fallbacks += 1
-                log.error(
-                    "checkpoint %s is unreadable (%s: %s); falling back to the previous one",
-                    path.name,
-                    type(e).__name__,
-                    e,
-                    extra={"event": "checkpoint_corrupt"},
-                )
-                continue
-            if not isinstance(state, dict) or state.get("format") != 1:
-                self.fallbacks += 1
-                log.error(
-                    "checkpoint %s has an unknown format; skipping it",
-                    path.name,
-                    extra={"event": "checkpoint_corrupt"},
-                )
-                continue
-            state["id"] = path.name
-            return state
-        if existing:
-            raise CheckpointError(
-                f"none of the {len(existing)} checkpoints in {self.dir} could be read; refusing to "
-                "start from scratch over them (move them away to start a new model)"
+        names = [path.name for _, path in reversed(self._existing())]
+        state, skipped = load_newest(names, lambda name: self.dir / name, str(self.dir))
+        self.fallbacks += skipped
+        return state
+
+
+def load_newest(
+    names: list[str], source: Callable[[str], Any], where: str
+) -> tuple[dict[str, Any] | None, int]:
+    """Load the first readable checkpoint of ``names`` (newest first); return it and how many
+    unreadable ones were skipped, each loudly. Raise if there were some but none is readable."""
+    skipped = 0
+    for name in names:
+        try:
+            state = torch.load(source(name), map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint means: try the older one
+            skipped += 1
+            log.error(
+                "checkpoint %s is unreadable (%s: %s); falling back to the previous one",
+                name,
+                type(e).__name__,
+                e,
+                extra={"event": "checkpoint_corrupt"},
             )
-        return None
+            continue
+        if not isinstance(state, dict) or state.get("format") != 1:
+            skipped += 1
+            log.error(
+                "checkpoint %s has an unknown format; skipping it",
+                name,
+                extra={"event": "checkpoint_corrupt"},
+            )
+            continue
+        state["id"] = name
+        return state, skipped
+    if names:
+        raise CheckpointError(
+            f"none of the {len(names)} checkpoints in {where} could be read; refusing to "
+            "start from scratch over them (move them away to start a new model)"
+        )
+    return None, skipped

@@ -223,7 +223,20 @@ def kills(args):
         print(f"kill {k + 1:2d}/{args.kills}: checkpoint holds {learned:,} events", flush=True)
     feeder.join()
     proc = subprocess.Popen([LEARND, "run"], env=env, stderr=subprocess.DEVNULL)
+    stalled_since, last, fresh_group = time.monotonic(), -1, False
     while (i := info(port)) is None or i["events_learned"] < n:
+        learned = i["events_learned"] if i else -1
+        if learned != last:
+            stalled_since, last = time.monotonic(), learned
+        elif time.monotonic() - stalled_since > 60 and not fresh_group:
+            # tansu's group coordinator was seen to stop completing joins after many abrupt
+            # member deaths; positions come from the checkpoint, so a fresh group is safe.
+            print("no progress for 60 s (group join stuck at the broker): fresh group id")
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+            env["LEARND_KAFKA__GROUP_ID"] = "kills-fresh"
+            proc = subprocess.Popen([LEARND, "run"], env=env, stderr=subprocess.DEVNULL)
+            fresh_group = True
         time.sleep(0.5)
     time.sleep(2)
     proc.send_signal(signal.SIGTERM)

@@ -236,13 +236,23 @@ class MetricsConfig(_Section):
 
 
 class CheckpointConfig(_Section):
+    store: Literal["local", "s3"] = "local"
     dir: Path = Path("learnd-state")
+    s3_bucket: str | None = None
+    s3_prefix: str = "learnd/"
+    s3_endpoint_url: str | None = None  # MinIO, Ceph, R2...; None: AWS
     every_events: int = Field(50_000, ge=1)
     every_s: float = Field(30.0, gt=0)
     keep: int = Field(3, ge=1, le=1000)
     # Count, per integer event id, how often it was learned, and keep the counts in the
     # checkpoint: proves exactly-once application across crashes. Grows with the id range.
     audit_ids: bool = False
+
+    @model_validator(mode="after")
+    def _store(self) -> CheckpointConfig:
+        if self.store == "s3" and not self.s3_bucket:
+            raise ValueError("checkpoint.store 's3' needs checkpoint.s3_bucket")
+        return self
 
 
 class LogConfig(_Section):

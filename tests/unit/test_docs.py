@@ -23,7 +23,7 @@ def _keys(model, prefix=""):
 def test_every_config_key_is_documented():
     documented = set()
     for cell in re.findall(r"^\| (`[^|]+`) \|", README, re.M):
-        documented |= set(re.findall(r"`([a-z_.]+)`", cell))
+        documented |= set(re.findall(r"`([a-z0-9_.]+)`", cell))
     missing = [k for k in _keys(LearndConfig) if k not in documented]
     assert not missing, f"README config table lacks {missing}"
 
