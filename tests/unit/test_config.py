@@ -130,3 +130,29 @@ def test_schema_validation_rules():
         LearndConfig.model_validate(
             {"schema": {"task": "binary", "n_features": 2, "classes": ["a", "b", "c"]}}
         )
+
+
+def test_kafka_security_options_reach_the_clients_and_secrets_stay_hidden():
+    from adapters.kafka_common import client_options
+
+    cfg = build_config(
+        environ={
+            **MIN_ENV,
+            "LEARND_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
+            "LEARND_KAFKA__SASL_MECHANISM": "SCRAM-SHA-256",
+            "LEARND_KAFKA__SASL_USERNAME": "svc",
+            "LEARND_KAFKA__SASL_PASSWORD": "pa55word",
+            "LEARND_KAFKA__SSL_CAFILE": "/etc/ca.pem",
+            "LEARND_KAFKA__BOOTSTRAP_SERVERS": "b1:9093,b2:9093",
+        }
+    )
+    opts = client_options(cfg.kafka)
+    assert opts["security_protocol"] == "SASL_SSL" and opts["sasl_mechanism"] == "SCRAM-SHA-256"
+    assert opts["sasl_plain_username"] == "svc" and opts["sasl_plain_password"] == "pa55word"
+    assert opts["ssl_cafile"] == "/etc/ca.pem" and opts["bootstrap_servers"] == [
+        "b1:9093",
+        "b2:9093",
+    ]
+    assert "pa55word" not in repr(cfg) and "pa55word" not in str(cfg.redacted())
+    with pytest.raises(ConfigError, match="SASL_\\* needs kafka.sasl_mechanism"):
+        build_config(environ={**MIN_ENV, "LEARND_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT"})
