@@ -1,0 +1,267 @@
+"""End-to-end speed: from a Kafka topic to a served prediction, measured in one run.
+
+    .venv/bin/python bench/e2e.py                 # 200k events; the full table
+    .venv/bin/python bench/e2e.py --events 50000  # quicker
+
+Fills a topic (embedded tansu) with the drifting SEA stream, then prints side by side: the raw
+kafka-python consume rate (no decoding), consume + decode, and learnd end to end (consume,
+validate, learn, gate, checkpoint, commit) with prediction latency sampled during the run, RSS at
+start and end, checkpoint time, and how throughput changes with model size, batch size and
+partitions. Last, the time from `learnd run` starting to its first served prediction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import orjson  # noqa: E402
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
+
+from adapters.bootstrap import Daemon  # noqa: E402
+from adapters.broker import EmbeddedBroker, free_port  # noqa: E402
+from adapters.client import LearndClient  # noqa: E402
+from adapters.kafka_topics import ensure_topics  # noqa: E402
+from adapters.settings import build_config  # noqa: E402
+from daemon.events import EventDecoder  # noqa: E402
+from daemon.model import build_model, count_parameters  # noqa: E402
+from daemon.ports import Record  # noqa: E402
+from daemon.synthetic import DriftingSEA  # noqa: E402
+
+HIDDEN = {"10k": (96, 96), "100k": (310, 310), "1M": (1000, 1000)}
+
+
+def rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def fill(bootstrap, topic, n, partitions):
+    cfg = build_config(
+        environ={},
+        defaults={
+            "schema": {"n_features": 3},
+            "kafka": {
+                "bootstrap_servers": bootstrap,
+                "topic": topic,
+                "dead_letter_topic": topic + "-dlq",
+            },
+        },
+    )
+    ensure_topics(cfg.kafka, partitions=partitions)
+    p = KafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024, compression_type=None
+    )
+    for i, e in enumerate(DriftingSEA(seed=7, switch_every=50_000).take(n)):
+        p.send(topic, orjson.dumps(e), partition=i % partitions)
+    p.flush(120)
+    p.close()
+
+
+def raw_consume(bootstrap, topic, n, partitions, decode=False):
+    decoder = EventDecoder(
+        build_config(environ={}, defaults={"schema": {"features": ["x1", "x2", "x3"]}}).schema_
+    )
+    c = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        max_poll_records=2000,
+        fetch_max_bytes=50 * 2**20,
+        max_partition_fetch_bytes=10 * 2**20,
+    )
+    c.assign([TopicPartition(topic, p) for p in range(partitions)])
+    c.seek_to_beginning()
+    got, t0 = 0, time.perf_counter()
+    while got < n:
+        for recs in c.poll(500).values():
+            got += len(recs)
+            if decode:
+                decoder.decode_many([Record(r.topic, r.partition, r.offset, r.value) for r in recs])
+    dt = time.perf_counter() - t0
+    c.close()
+    return n / dt
+
+
+def learnd_run(bootstrap, topic, n, tmp, hidden=(64, 64), batch=32, tag=""):
+    port = free_port()
+    cfg = build_config(
+        environ={},
+        defaults={
+            "schema": {"task": "binary", "features": ["x1", "x2", "x3"]},
+            "kafka": {
+                "bootstrap_servers": bootstrap,
+                "topic": topic,
+                "dead_letter_topic": topic + "-dlq",
+                "group_id": f"bench-{tag}-{time.monotonic_ns()}",
+                "session_timeout_ms": 6000,
+                "heartbeat_interval_ms": 1000,
+                "max_poll_interval_ms": 10000,
+            },
+            "model": {"hidden": list(hidden)},
+            "learning": {"batch_size": batch},
+            "checkpoint": {"dir": str(tmp / f"ck-{tag}-{time.monotonic_ns()}"), "every_s": 10},
+            "serving": {"tcp_port": port},
+            "metrics": {"enabled": False},
+        },
+    )
+    d = Daemon(cfg)
+    saves = []
+    save = d.store.save
+
+    def timed_save(state):
+        t = time.perf_counter()
+        out = save(state)
+        saves.append(time.perf_counter() - t)
+        return out
+
+    d.store.save = timed_save
+    rss0 = rss()
+    d.start()
+    latencies, stop = [], threading.Event()
+
+    def sample():
+        with LearndClient.tcp("127.0.0.1", port) as c:
+            while not stop.is_set():
+                t = time.perf_counter()
+                c.predict([5.0, 4.0, 1.0])
+                latencies.append(time.perf_counter() - t)
+                time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    d.run_in_thread()
+    while d.pipeline.learner.events_learned == 0:
+        time.sleep(0.001)
+    t0, n0 = time.perf_counter(), d.pipeline.learner.events_learned
+    while d.pipeline.learner.events_learned < n:
+        time.sleep(0.01)
+    dt = time.perf_counter() - t0
+    rate = (n - n0) / dt
+    stop.set()
+    sampler.join()
+    d.stop()
+    d.join(60)
+    rss1 = rss()
+    lat = sorted(latencies)
+    return {
+        "rate": rate,
+        "p50_us": statistics.median(lat) * 1e6 if lat else float("nan"),
+        "p99_us": lat[int(0.99 * (len(lat) - 1))] * 1e6 if lat else float("nan"),
+        "rss0": rss0,
+        "rss1": rss1,
+        "ckpt_ms": 1000 * statistics.median(saves) if saves else float("nan"),
+        "params": count_parameters(build_model(cfg.model, 3, 1)),
+    }
+
+
+def first_prediction(bootstrap, topic, tmp):
+    port = free_port()
+    env = {
+        **os.environ,
+        "LEARND_CONFIG": "",
+        "LEARND_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "LEARND_KAFKA__TOPIC": topic,
+        "LEARND_KAFKA__DEAD_LETTER_TOPIC": topic + "-dlq",
+        "LEARND_KAFKA__GROUP_ID": f"first-{time.monotonic_ns()}",
+        "LEARND_SCHEMA__FEATURES": '["x1","x2","x3"]',
+        "LEARND_CHECKPOINT__DIR": str(tmp / "first"),
+        "LEARND_SERVING__TCP_PORT": str(port),
+        "LEARND_METRICS__ENABLED": "false",
+    }
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "learnd"), "run"], env=env, stderr=subprocess.DEVNULL
+    )
+    while True:
+        try:
+            with LearndClient.tcp("127.0.0.1", port, timeout=1) as c:
+                if c.predict([1.0, 2.0, 3.0])["ok"]:
+                    break
+        except OSError:
+            time.sleep(0.02)
+    dt = time.perf_counter() - t0
+    proc.terminate()
+    proc.wait(60)
+    return dt
+
+
+def main():
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument(
+        "--quick", action="store_true", help="skip the model-size / batch / partition sweep"
+    )
+    args = ap.parse_args()
+    n = args.events
+    tmp = Path(tempfile.mkdtemp(prefix="learnd-bench-"))
+    broker = EmbeddedBroker(log_path=tmp / "tansu.log").start()
+    try:
+        t = time.perf_counter()
+        fill(broker.bootstrap, "bench1", n, 1)
+        print(
+            f"filled 1 partition with {n:,} events in {time.perf_counter() - t:.1f} s", flush=True
+        )
+        raw = raw_consume(broker.bootstrap, "bench1", n, 1)
+        dec = raw_consume(broker.bootstrap, "bench1", n, 1, decode=True)
+        base = learnd_run(broker.bootstrap, "bench1", n, tmp, tag="base")
+        print(f"\n{'path (1 partition)':<40}{'events/s':>12}")
+        print(f"{'kafka-python consume, no decoding':<40}{raw:>12,.0f}")
+        print(f"{'consume + decode/validate':<40}{dec:>12,.0f}")
+        print(
+            f"{'learnd end to end (default model)':<40}{base['rate']:>12,.0f}"
+            f"   = {100 * base['rate'] / dec:.0f}% of consume+decode"
+        )
+        print(
+            f"\nserving while learning at full speed: p50 {base['p50_us']:.0f} us, "
+            f"p99 {base['p99_us']:.0f} us; RSS {base['rss0'] / 2**20:.0f} -> "
+            f"{base['rss1'] / 2**20:.0f} MiB; checkpoint {base['ckpt_ms']:.1f} ms"
+        )
+        if not args.quick:
+            print(
+                f"\n{'model':<8}{'params':>10}{'batch':>7}{'events/s':>12}{'p99 us':>9}{'ckpt ms':>9}"
+            )
+            rows = [
+                ("64x64", (64, 64), 32),
+                *((k, h, 32) for k, h in HIDDEN.items()),
+                ("64x64", (64, 64), 256),
+                ("1M", HIDDEN["1M"], 256),
+            ]
+            for name, hidden, batch in rows:
+                r = learnd_run(
+                    broker.bootstrap, "bench1", n, tmp, hidden, batch, tag=f"{name}-{batch}"
+                )
+                print(
+                    f"{name:<8}{r['params']:>10,}{batch:>7}{r['rate']:>12,.0f}{r['p99_us']:>9.0f}"
+                    f"{r['ckpt_ms']:>9.1f}",
+                    flush=True,
+                )
+            fill(broker.bootstrap, "bench4", n, 4)
+            r4 = learnd_run(broker.bootstrap, "bench4", n, tmp, tag="p4")
+            raw4 = raw_consume(broker.bootstrap, "bench4", n, 4)
+            print(
+                f"\n4 partitions: raw consume {raw4:,.0f}/s, learnd end to end {r4['rate']:,.0f}/s"
+            )
+        print(
+            f"\ntime from `learnd run` to its first served prediction: "
+            f"{first_prediction(broker.bootstrap, 'bench1', tmp):.2f} s"
+        )
+    finally:
+        broker.stop()
+
+
+if __name__ == "__main__":
+    main()
