@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import math
 import threading
+from collections.abc import Mapping
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import (
@@ -33,6 +34,14 @@ from daemon.service import Health
 SERVING_OPS = ("predict", "predict_many", "health", "info", "unknown")
 
 
+def _counter(name: str, doc: str, label: str, values: Mapping[str, float]) -> CounterMetricFamily:
+    """A counter family with one label and a sample per ``values`` item."""
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for value, count in values.items():
+        family.add_metric([value], count)
+    return family
+
+
 class LearndCollector(Collector):
     def __init__(self, pipeline: Pipeline, health: Health, source: EventSource):
         self.pipeline = pipeline
@@ -44,26 +53,29 @@ class LearndCollector(Collector):
         learner = p.learner
         rejected = dict(p.rejected)  # one C-level copy: safe against the learning thread
 
-        events = CounterMetricFamily(
-            "learnd_events", "Records consumed, by outcome.", labels=["outcome"]
+        yield _counter(
+            "learnd_events",
+            "Records consumed, by outcome.",
+            "outcome",
+            {"valid": p.valid, "invalid": sum(rejected.values())},
         )
-        events.add_metric(["valid"], p.valid)
-        events.add_metric(["invalid"], sum(rejected.values()))
-        yield events
-        dead = CounterMetricFamily(
-            "learnd_dead_letters", "Records dead-lettered, by reason.", labels=["reason"]
+        yield _counter(
+            "learnd_dead_letters",
+            "Records dead-lettered, by reason.",
+            "reason",
+            {r.value: rejected.get(r.value, 0) for r in Reason},
         )
-        for reason in Reason:
-            dead.add_metric([reason.value], rejected.get(reason.value, 0))
-        yield dead
         yield CounterMetricFamily("learnd_batches", "Micro-batches learned.", value=p.batches)
-        steps = CounterMetricFamily(
-            "learnd_learn_steps", "Optimizer steps, by outcome.", labels=["outcome"]
+        yield _counter(
+            "learnd_learn_steps",
+            "Optimizer steps, by outcome.",
+            "outcome",
+            {
+                "applied": learner.steps,
+                "skipped_nonfinite": learner.skipped_steps,
+                "failed": p.learn_failures,
+            },
         )
-        steps.add_metric(["applied"], learner.steps)
-        steps.add_metric(["skipped_nonfinite"], learner.skipped_steps)
-        steps.add_metric(["failed"], p.learn_failures)
-        yield steps
         yield CounterMetricFamily(
             "learnd_rollbacks", "Returns to the last good model state.", value=learner.rollbacks
         )
@@ -98,13 +110,16 @@ class LearndCollector(Collector):
             "Unix time the served model was published.",
             value=snap.published_unix if snap else 0,
         )
-        pub = CounterMetricFamily(
-            "learnd_publishes", "Publish attempts, by outcome.", labels=["outcome"]
+        yield _counter(
+            "learnd_publishes",
+            "Publish attempts, by outcome.",
+            "outcome",
+            {
+                "published": p.published,
+                "rejected_nonfinite": p.publish_failures,
+                "rejected_gate": p.gate_rejected,
+            },
         )
-        pub.add_metric(["published"], p.published)
-        pub.add_metric(["rejected_nonfinite"], p.publish_failures)
-        pub.add_metric(["rejected_gate"], p.gate_rejected)
-        yield pub
         yield GaugeMetricFamily(
             "learnd_model_size_bytes",
             "Bytes of the served model's arrays.",
@@ -162,12 +177,12 @@ class LearndCollector(Collector):
             value=getattr(self.source, "skipped_records", 0),
         )
         h = self.health
-        ck = CounterMetricFamily(
-            "learnd_checkpoints", "Checkpoint attempts, by outcome.", labels=["outcome"]
+        yield _counter(
+            "learnd_checkpoints",
+            "Checkpoint attempts, by outcome.",
+            "outcome",
+            {"ok": h.checkpoints, "failed": h.checkpoint_failures},
         )
-        ck.add_metric(["ok"], h.checkpoints)
-        ck.add_metric(["failed"], h.checkpoint_failures)
-        yield ck
         yield GaugeMetricFamily(
             "learnd_checkpoint_last_success_timestamp_seconds",
             "Unix time of the last good checkpoint (0: none yet).",
