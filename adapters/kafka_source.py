@@ -73,17 +73,41 @@ class KafkaEventSource:
         self.out_of_range_resets = 0
         self.skipped_records = 0
         self.revoked = False
-        self.consumer = KafkaConsumer(
-            **client_options(cfg),
-            group_id=cfg.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="none",
-            max_poll_records=cfg.max_poll_records,
-            session_timeout_ms=cfg.session_timeout_ms,
-            heartbeat_interval_ms=cfg.heartbeat_interval_ms,
-            max_poll_interval_ms=cfg.max_poll_interval_ms,
-        )
-        self.consumer.subscribe([cfg.topic], listener=_Listener(self))
+        # Created on the learning thread's first poll, and again until it succeeds: a broker
+        # that is down at start must not stop learnd from serving its checkpointed model.
+        self.consumer: KafkaConsumer | None = None
+        self._retry_at = 0.0
+        self._backoff = 0.5
+
+    def _connect(self) -> bool:
+        if self.consumer is not None:
+            return True
+        if time.monotonic() < self._retry_at:
+            return False
+        try:
+            consumer = KafkaConsumer(
+                **client_options(self.cfg),
+                group_id=self.cfg.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="none",
+                max_poll_records=self.cfg.max_poll_records,
+                session_timeout_ms=self.cfg.session_timeout_ms,
+                heartbeat_interval_ms=self.cfg.heartbeat_interval_ms,
+                max_poll_interval_ms=self.cfg.max_poll_interval_ms,
+            )
+        except KafkaError as e:
+            self._retry_at = time.monotonic() + self._backoff
+            log.warning(
+                "cannot reach the brokers (%s); retrying in %.1f s",
+                e,
+                self._backoff,
+                extra={"event": "broker_down"},
+            )
+            self._backoff = min(self._backoff * 2, self.cfg.reconnect_backoff_max_ms / 1000)
+            return False
+        consumer.subscribe([self.cfg.topic], listener=_Listener(self))
+        self.consumer = consumer
+        return True
 
     def _on_revoked(self, revoked) -> None:
         if revoked:
@@ -109,6 +133,10 @@ class KafkaEventSource:
             )
 
     def poll(self, timeout_s: float) -> Sequence[Record]:
+        if not self._connect():
+            time.sleep(timeout_s)  # waiting for the broker: do not spin
+            return []
+        assert self.consumer is not None
         try:
             batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000))
         except OffsetOutOfRangeError as e:
@@ -213,11 +241,13 @@ class KafkaEventSource:
 
     def seek(self, positions: Mapping[int, int]) -> None:
         self._position.update(positions)
-        for tp in self.consumer.assignment():
+        for tp in self.consumer.assignment() if self.consumer else ():
             if tp.partition in positions:
                 self.consumer.seek(tp, positions[tp.partition])
 
     def commit(self, positions: Mapping[int, int]) -> None:
+        if self.consumer is None:
+            return
         owned = {tp.partition for tp in self.consumer.assignment()}
         offsets = {
             TopicPartition(self.cfg.topic, p): OffsetAndMetadata(o, "", -1)
@@ -240,15 +270,18 @@ class KafkaEventSource:
         return dict(self._lag)
 
     def assigned(self) -> int:
-        return len(self.consumer.assignment())
+        return len(self.consumer.assignment()) if self.consumer else 0
 
     def take_revoked(self) -> bool:
         revoked, self.revoked = self.revoked, False
         return revoked
 
     def connected(self) -> bool:
+        if self.consumer is None:
+            return False
         metrics = self.consumer.metrics().get("consumer-metrics", {})
         return metrics.get("connection-count", 0) > 0
 
     def close(self) -> None:
-        self.consumer.close(autocommit=False)
+        if self.consumer is not None:
+            self.consumer.close(autocommit=False)

@@ -27,7 +27,7 @@ class Health:
 
     alive: bool = True
     consuming: bool = False
-    broker_connected: bool = True
+    broker_connected: bool = False  # until a poll proves otherwise
     assigned: int = 0
     ever_assigned: bool = False
     checkpoint_failures: int = 0

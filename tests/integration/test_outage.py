@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 def produce(bootstrap, topic, events, start):
     p = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     for i, e in enumerate(events, start):
-        p.send(topic, orjson.dumps(e), partition=i % 2)
+        p.send(topic, e if isinstance(e, bytes) else orjson.dumps(e), partition=i % 2)
     p.flush(30)
     p.close()
 
@@ -107,3 +107,46 @@ def test_broker_outage_is_survived_without_loss_or_failed_predictions(tmp_path):
     state = LocalCheckpointStore(tmp_path / "ckpt").load_latest()
     assert state["positions"] == {0: 2000, 1: 2000}
     assert (state["audit"].numpy()[:4000] == 1).all()
+
+
+def test_starting_while_the_broker_is_down_serves_and_then_consumes(tmp_path):
+    proxy_port = free_port()
+    broker = EmbeddedBroker(log_path=tmp_path / "tansu.log", advertised_port=proxy_port).start()
+    proxy = OutageProxy(proxy_port, broker.port).start()
+    cfg = sea_config(
+        tmp_path,
+        kafka={
+            "bootstrap_servers": broker.bootstrap,
+            "topic": "late",
+            "dead_letter_topic": "late-dlq",
+            "group_id": "late",
+            "session_timeout_ms": 6000,
+            "heartbeat_interval_ms": 1000,
+            "max_poll_interval_ms": 10000,
+        },
+    )
+    daemon = None
+    try:
+        ensure_topics(cfg.kafka, partitions=2)
+        produce(broker.bootstrap, "late", [*DriftingSEA(seed=62).take(500), b"junk"], 0)
+        proxy.cut()  # the broker is unreachable before learnd starts
+        daemon = Daemon(cfg)
+        daemon.start()
+        daemon.run_in_thread()
+        with LearndClient.tcp(*daemon.server.tcp_address) as c:
+            assert c.predict([1, 2, 3])["ok"], "the (initial) model is served without a broker"
+            health = c.health()
+        assert health["ready"] is False and "broker unreachable" in health["problems"]
+        time.sleep(2)
+        proxy.restore()
+        wait_for(lambda: daemon.pipeline.learner.events_learned >= 500, 60, what="consumed")
+        wait_for(lambda: daemon.service.health.as_dict()["ready"], 10, what="ready")
+        daemon.service.checkpoint()
+        assert dict(daemon.pipeline.rejected) == {"not_json": 1}
+        assert daemon.dead_letters.flush() is None  # the queued dead letter went out
+    finally:
+        if daemon is not None:
+            daemon.stop()
+            daemon.join(30)
+        proxy.stop()
+        broker.stop()
