@@ -8,6 +8,7 @@ restores state and opens the listeners in :meth:`Daemon.start`, and releases the
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
@@ -35,6 +36,8 @@ class Daemon:
         self.cfg = cfg
         torch.set_num_threads(cfg.learning.threads)
         if cfg.learning.deterministic:
+            # cuBLAS is deterministic only with a fixed workspace, set before its first use.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         self.learner = Learner(cfg.schema_, cfg.model, cfg.learning, cfg.learning.device)
         self._own_dead_letters = dead_letters is None
@@ -61,6 +64,7 @@ class Daemon:
             cfg.schema_,
             cfg.serving.max_batch,
             health=self.service.health.as_dict,
+            allow_rollback=cfg.serving.allow_rollback,
         )
         self.server = PredictionServer(handler, cfg.serving, self.serving_metrics.observe)
         self.metrics_server: MetricsServer | None = None

@@ -1,4 +1,4 @@
-"""The `learnd` command line: run, demo, predict, health, config show."""
+"""The `learnd` command line: run, demo, predict, health, versions, rollback, config show."""
 
 from __future__ import annotations
 
@@ -161,6 +161,30 @@ def cmd_health(args) -> int:
     return 0 if answer.get("ready") else 1
 
 
+def _admin(args, req: dict) -> int:
+    try:
+        with _connect(args) as client:
+            answer = client.request(req, check=False)
+    except OSError as e:
+        print(f"learnd {args.command}: cannot connect: {e}", file=sys.stderr)
+        return 1
+    print(orjson.dumps(answer).decode())
+    return 0 if answer.get("ok") else 1
+
+
+def cmd_versions(args) -> int:
+    return _admin(args, {"op": "versions"})
+
+
+def cmd_rollback(args) -> int:
+    if args.unpin:
+        return _admin(args, {"op": "unpin"})
+    if args.version is None:
+        print("learnd rollback: give a VERSION (see `learnd versions`) or --unpin", file=sys.stderr)
+        return 2
+    return _admin(args, {"op": "rollback", "version": args.version})
+
+
 def cmd_config_show(args) -> int:
     print(json.dumps(_load(args).redacted(), indent=2))
     return 0
@@ -199,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, helptext in (
         ("predict", cmd_predict, "ask the daemon for a prediction"),
         ("health", cmd_health, "exit 0 when the daemon is ready"),
+        ("versions", cmd_versions, "list the served versions kept for rollback"),
+        ("rollback", cmd_rollback, "serve a kept version again and pause publishing"),
     ):
         p = sub.add_parser(name, help=helptext)
         where = p.add_mutually_exclusive_group()
@@ -212,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
                 "features",
                 nargs="?",
                 help="features as JSON (object or list); default: one per stdin line",
+            )
+        if name == "rollback":
+            p.add_argument("version", nargs="?", type=int, help="a kept version to serve again")
+            p.add_argument(
+                "--unpin", action="store_true", help="resume publishing after a rollback"
             )
         p.set_defaults(func=func)
 

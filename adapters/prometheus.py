@@ -30,8 +30,9 @@ from daemon.events import Reason
 from daemon.pipeline import Pipeline
 from daemon.ports import EventSource
 from daemon.service import Health
+from daemon.serving import OPS
 
-SERVING_OPS = ("predict", "predict_many", "health", "info", "unknown")
+SERVING_OPS = (*OPS, "unknown")
 
 
 def _counter(name: str, doc: str, label: str, values: Mapping[str, float]) -> CounterMetricFamily:
@@ -118,7 +119,27 @@ class LearndCollector(Collector):
                 "published": p.published,
                 "rejected_nonfinite": p.publish_failures,
                 "rejected_gate": p.gate_rejected,
+                "pinned": p.publish_pinned,
             },
+        )
+        forms = CounterMetricFamily(
+            "learnd_compression_forms",
+            "Compressed forms checked at publish, by form and outcome (served, plain, passed, "
+            "slower, worse, nonfinite, unavailable, skipped_drift).",
+            labels=["form", "outcome"],
+        )
+        for (name, outcome), count in sorted(p.compression.items()):
+            forms.add_metric([name, outcome], count)
+        yield forms
+        yield GaugeMetricFamily(
+            "learnd_model_forward_seconds",
+            "Measured batch-1 forward time of the served form at publish.",
+            value=snap.latency_us / 1e6 if snap and math.isfinite(snap.latency_us) else math.nan,
+        )
+        yield GaugeMetricFamily(
+            "learnd_serving_pinned",
+            "1 while a rollback pins serving (publishing paused until unpinned).",
+            value=1.0 if p.ref.pinned else 0.0,
         )
         yield GaugeMetricFamily(
             "learnd_model_size_bytes",

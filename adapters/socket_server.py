@@ -22,7 +22,7 @@ from pathlib import Path
 import orjson
 
 from daemon.config import ServingConfig
-from daemon.serving import RequestHandler
+from daemon.serving import OPS, RequestHandler
 
 log = logging.getLogger("learnd.serving")
 
@@ -187,7 +187,7 @@ class PredictionServer:
                 {"ok": False, "error": "bad_request", "detail": "request is not valid JSON"}
             )
         op = req.get("op", "predict") if isinstance(req, dict) else "unknown"
-        op = op if op in ("predict", "predict_many", "health", "info") else "unknown"
+        op = op if op in OPS else "unknown"
         if self._token is not None:
             given = req.pop("token", None) if isinstance(req, dict) else None
             given_b = given.encode() if isinstance(given, str) else b""

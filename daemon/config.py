@@ -169,6 +169,29 @@ class GateConfig(_Section):
     tolerance: float = Field(0.005, ge=0, le=1)
 
 
+CompressionForm = Literal["numpy", "torch", "prune", "prune-units", "int8", "fp16", "bf16"]
+
+
+class CompressionConfig(_Section):
+    """Compressed copies for serving (see daemon/compress.py), checked on the gate's window."""
+
+    enabled: bool = True
+    # Forms tried at each publish besides the plain numpy copy. The fastest at batch 1 that
+    # scores within ``tolerance`` of the plain copy is served; CUDA-only forms (fp16, bf16,
+    # int8 through torchao) are skipped, and counted as unavailable, without a GPU.
+    forms: tuple[CompressionForm, ...] = ("prune-units", "int8", "fp16")
+    prune_amount: float = Field(0.5, gt=0, lt=1)  # "prune": share of all weights zeroed
+    units_amount: float = Field(0.25, gt=0, lt=1)  # "prune-units": share of hidden units removed
+    # Accuracy points (0.005 = 0.5) a form may lose against the plain copy on the same window;
+    # for regression a fraction of the plain copy's MAE.
+    tolerance: float = Field(0.005, ge=0, le=1)
+    # A form must be this much faster than the plain copy to replace it (timing noise).
+    min_speedup: float = Field(1.1, ge=1.0)
+    # No compression for this many events after a drift alarm: the plain copy is served
+    # while the model recovers.
+    after_drift_events: int = Field(5000, ge=0)
+
+
 class LearningConfig(_Section):
     device: Device = "auto"
     threads: int = Field(1, ge=1, le=256)
@@ -179,6 +202,7 @@ class LearningConfig(_Section):
     batch_max_age_s: float = Field(0.2, gt=0, le=60)
     metrics_window: int = Field(1000, ge=10, le=1_000_000)
     publish_every_s: float = Field(1.0, gt=0)
+    publish_every_events: int | None = Field(None, ge=1)  # also publish after this many events
     deterministic: bool = False
     drift: DriftConfig = DriftConfig()
     gate: GateConfig = GateConfig()
@@ -200,6 +224,8 @@ class ServingConfig(_Section):
     token: SecretStr | None = None
     max_request_bytes: int = Field(1 << 20, ge=256)
     max_batch: int = Field(10_000, ge=1)
+    keep_versions: int = Field(5, ge=1, le=1000)  # served versions kept for rollback
+    allow_rollback: bool = True  # the "rollback" and "unpin" socket operations
     max_connections: int = Field(256, ge=1)
     idle_timeout_s: float = Field(300.0, gt=0)
     # At the connection cap, a new client replaces the connection idle longest if it has been
@@ -268,10 +294,20 @@ class LearndConfig(_Section):
     schema_: SchemaConfig = Field(alias="schema")
     model: ModelConfig = ModelConfig()
     learning: LearningConfig = LearningConfig()
+    compression: CompressionConfig = CompressionConfig()
     serving: ServingConfig = ServingConfig()
     metrics: MetricsConfig = MetricsConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     log: LogConfig = LogConfig()
+
+    @model_validator(mode="after")
+    def _compression_needs_the_gate(self) -> LearndConfig:
+        if self.compression.enabled and not self.learning.gate.enabled:
+            raise ValueError(
+                "compression.enabled needs learning.gate.enabled: compressed copies are checked "
+                "on the gate's fresh window; set compression.enabled false or enable the gate"
+            )
+        return self
 
     def redacted(self) -> dict:
         """The effective config as plain data with every secret replaced by ``'**********'``."""

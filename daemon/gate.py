@@ -82,6 +82,22 @@ def judge(
     return Verdict(ok, "passed" if ok else "worse", c, s)
 
 
+def within(
+    task: str, form_out: np.ndarray, plain_out: np.ndarray, y: np.ndarray, tolerance: float
+) -> Verdict:
+    """Is a compressed form as good as the plain copy it was made from, on the same events?
+
+    Unlike :func:`judge` there is no sampling allowance: both are the same model, so any loss
+    beyond ``tolerance`` is the compression's doing.
+    """
+    if not np.isfinite(form_out).all():
+        return Verdict(False, "nonfinite", float("nan"), float("nan"))
+    c, p = score(task, form_out, y), score(task, plain_out, y)
+    allowed = tolerance * abs(p) if task == "regression" else tolerance
+    ok = p - c <= allowed + 1e-12
+    return Verdict(ok, "passed" if ok else "worse", c, p)
+
+
 class Gate:
     """Holds at most one candidate and the fresh events collected since it was frozen."""
 

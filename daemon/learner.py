@@ -88,6 +88,17 @@ def _make_optimizer(name: str, params, lr: float, weight_decay: float, device: t
         return cls(params, lr=lr, weight_decay=weight_decay)
 
 
+def _on_cpu(obj):
+    """A deep copy of a (nested) optimizer state with every tensor on the CPU."""
+    if torch.is_tensor(obj):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_on_cpu(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
 class Learner:
     """A torch model, its optimizer, learning-rate policy and online input standardisation."""
 
@@ -281,9 +292,10 @@ class Learner:
     def state_dict(self) -> dict:
         return {
             "model": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()},
-            # state_dict() references the live moment tensors: copy, or a caller holding this
-            # dict would see it change under it (and a learner loading it would share them).
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            # state_dict() references the live moment tensors: copy (to the CPU, so that a
+            # checkpoint written on a GPU loads anywhere), or a caller holding this dict would
+            # see it change under it (and a learner loading it would share them).
+            "optimizer": _on_cpu(self.optimizer.state_dict()),
             "schedule": self.schedule.state_dict(),
             "x_scaler": self.x_scaler.state_dict(),
             "y_scaler": self.y_scaler.state_dict(),

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from daemon.batching import MicroBatcher
+from daemon.compress import select_form
 from daemon.config import LearndConfig
 from daemon.drift import DriftMonitor
 from daemon.errors import StartupError
@@ -45,7 +46,7 @@ class Pipeline:
         self.learner = learner
         self.dead_letters = dead_letters
         self.clock = clock
-        self.ref = ref if ref is not None else SnapshotRef()
+        self.ref = ref if ref is not None else SnapshotRef(keep=cfg.serving.keep_versions)
         self.failpoints = failpoints
         self.audit = np.zeros(0, np.int32) if cfg.checkpoint.audit_ids else None
         self.decoder = EventDecoder(cfg.schema_)
@@ -64,6 +65,12 @@ class Pipeline:
         self._rollbacks_seen = 0
         self.published = 0
         self.publish_failures = 0
+        self.publish_pinned = 0
+        # (form, outcome) -> count; outcome: served | passed | worse | nonfinite | slower |
+        # unavailable | skipped_drift
+        self.compression: Counter[tuple[str, str]] = Counter()
+        self.last_forms: list[dict[str, Any]] = []
+        self._last_alarm_at = -(10**18)
         self._last_publish = float("-inf")
         self._learned_at_publish = -1
 
@@ -85,7 +92,11 @@ class Pipeline:
         now = self.clock()
         for batch in self.batcher.ready(now):
             self._learn(batch)
-        if now - self._last_publish >= self.cfg.learning.publish_every_s:
+        every_events = self.cfg.learning.publish_every_events
+        if now - self._last_publish >= self.cfg.learning.publish_every_s or (
+            every_events is not None
+            and self.learner.events_learned - self._learned_at_publish >= every_events
+        ):
             self.publish()
 
     def flush(self) -> None:
@@ -152,6 +163,7 @@ class Pipeline:
                 extra={"event": "drift_alarm", "at_event": at, "detector": self.drift.name},
             )
             self.learner.on_drift()
+            self._last_alarm_at = at
             log.info(
                 "drift reaction: learning rate boosted",
                 extra={
@@ -166,6 +178,10 @@ class Pipeline:
         self._last_publish = self.clock()
         learned = self.learner.events_learned
         if learned == self._learned_at_publish and self.ref.current is not None:
+            return
+        if self.ref.pinned:  # an operator rolled back: serving stays put until unpinned
+            self.publish_pinned += 1
+            self._learned_at_publish = learned
             return
         if self.gate is not None and self.gate.waiting:
             return  # one candidate at a time: it is still collecting fresh events
@@ -205,7 +221,7 @@ class Pipeline:
         )
         self.last_verdict = verdict
         if verdict.publish:
-            self._publish(draft)
+            self._publish(self._compressed(draft, X, y))
             return
         self.gate_rejected += 1
         log.warning(
@@ -219,8 +235,31 @@ class Pipeline:
             },
         )
 
+    def _compressed(self, draft: Draft, X: np.ndarray, y: np.ndarray) -> Draft:
+        """The form of ``draft`` to serve, chosen on the fresh window ``X, y``; the plain copy
+        when compression is off, when no form helps, or right after a drift alarm."""
+        c = self.cfg.compression
+        if not c.enabled or not c.forms:
+            return draft
+        if draft.trained_events - self._last_alarm_at < c.after_drift_events:
+            self.compression[("all", "skipped_drift")] += 1
+            return draft
+        chosen, table = select_form(draft, X, y, c)
+        for row in table:
+            self.compression[(row["name"], row["outcome"])] += 1
+        self.last_forms = table
+        log.info(
+            "compression: serving %s",
+            chosen.forward.form if chosen.forward is not None else "numpy-fp32",
+            extra={"event": "compression", "forms": table},
+        )
+        return chosen
+
     def _publish(self, draft: Draft) -> None:
         snap = self.ref.publish(draft)
+        if snap is None:  # pinned by a rollback meanwhile
+            self.publish_pinned += 1
+            return
         self.published += 1
         self.failpoints.hit("after_publish")
         log.debug("published", extra={"event": "publish", "version": snap.version})

@@ -33,7 +33,7 @@ from daemon.config import SchemaConfig
 from daemon.events import FeatureParser
 from daemon.snapshot import Snapshot, SnapshotRef
 
-OPS = ("predict", "predict_many", "health", "info")
+OPS = ("predict", "predict_many", "health", "info", "versions", "rollback", "unpin")
 
 
 def _error(code: str, detail: str, req_id: Any = None) -> dict:
@@ -52,10 +52,12 @@ class RequestHandler:
         schema: SchemaConfig,
         max_batch: int = 10_000,
         health: Callable[[], Mapping[str, Any]] | None = None,
+        allow_rollback: bool = True,
     ):
         self.ref = ref
         self.parser = FeatureParser(schema)
         self.max_batch = max_batch
+        self.allow_rollback = allow_rollback
         self._health = health or (lambda: {"alive": True, "ready": True, "status": "ready"})
 
     def handle(self, req: Any) -> dict:
@@ -75,11 +77,50 @@ class RequestHandler:
             out = self._predict_one(req.get("features"))
         elif op == "predict_many":
             out = self._predict_many(req.get("instances"))
+        elif op == "versions":
+            out = self._versions()
+        elif op in ("rollback", "unpin"):
+            out = self._rollback(req.get("version")) if op == "rollback" else self._unpin()
         else:
             return _error("unknown_op", f"op must be one of {', '.join(OPS)}; got {op!r}", req_id)
         if req_id is not None:
             out["id"] = req_id
         return out
+
+    def _versions(self) -> dict:
+        snap = self.ref.current
+        kept = [
+            {k: s.info()[k] for k in ("version", "form", "trained_events", "published_unix")}
+            | {"rolled_back_from": s.rolled_back_from}
+            for s in self.ref.history()
+        ]
+        return {
+            "ok": True,
+            "current": snap.version if snap else None,
+            "pinned": self.ref.pinned,
+            "versions": kept,
+        }
+
+    def _rollback(self, version: Any) -> dict:
+        if not self.allow_rollback:
+            return _error("forbidden", "rollback is disabled (serving.allow_rollback)")
+        if not isinstance(version, int) or isinstance(version, bool):
+            return _error("wrong_type", "rollback needs an integer 'version'")
+        try:
+            snap = self.ref.rollback(version)
+        except LookupError as e:
+            return _error("unknown_version", str(e))
+        return {
+            "ok": True,
+            "version": snap.version,
+            "rolled_back_from": snap.rolled_back_from,
+            "pinned": True,
+        }
+
+    def _unpin(self) -> dict:
+        if not self.allow_rollback:
+            return _error("forbidden", "unpin is disabled (serving.allow_rollback)")
+        return {"ok": True, "was_pinned": self.ref.unpin(), "pinned": False}
 
     def _rows(self, instances: list) -> tuple[np.ndarray | None, dict | None]:
         rows = []

@@ -24,11 +24,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 import numpy as np
 
+from daemon.forms import Forward, NumpyForward
 from daemon.learner import DenseWeights
 
 
@@ -38,15 +39,10 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _activation(name: str):
-    if name == "relu":
-        return lambda z: np.maximum(z, 0.0, out=z)
-    return lambda z: np.tanh(z, out=z)
-
-
 @dataclass(frozen=True, slots=True)
 class Draft:
-    """A model ready to publish, before it has a version."""
+    """A model ready to publish, before it has a version. ``forward`` is the served form
+    (:mod:`daemon.compress`); None serves ``weights`` as dense numpy float32."""
 
     task: str
     classes: tuple
@@ -54,7 +50,8 @@ class Draft:
     weights: DenseWeights
     trained_events: int
     metrics: Mapping[str, float]
-    form: str = "dense-fp32"
+    forward: Forward | None = None
+    latency_us: float = float("nan")  # measured batch-1 forward time of that form
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,22 +62,21 @@ class Snapshot:
     feature_names: tuple[str, ...] | None
     trained_events: int
     metrics: Mapping[str, float]
-    form: str
     published_unix: float
-    weights: tuple[np.ndarray, ...]
-    biases: tuple[np.ndarray, ...]
-    activation: str
+    forward: Forward
     x_mean: np.ndarray
     x_inv_std: np.ndarray
     y_mean: float
     y_std: float
-    n_parameters: int = field(default=0)
+    latency_us: float = float("nan")
+    rolled_back_from: int | None = None
 
     @classmethod
     def from_draft(cls, draft: Draft, version: int) -> Snapshot:
         w = draft.weights
-        weights = tuple(_frozen(a) for a in w.weights)
-        biases = tuple(_frozen(b) for b in w.biases)
+        forward = draft.forward
+        if forward is None:
+            forward = NumpyForward(w.weights, w.biases, w.activation)
         return cls(
             version=version,
             task=draft.task,
@@ -88,30 +84,32 @@ class Snapshot:
             feature_names=draft.feature_names,
             trained_events=draft.trained_events,
             metrics=MappingProxyType(dict(draft.metrics)),
-            form=draft.form,
             published_unix=time.time(),
-            weights=weights,
-            biases=biases,
-            activation=w.activation,
+            forward=forward,
             x_mean=_frozen(w.x_mean),
             x_inv_std=_frozen(w.x_inv_std),
             y_mean=float(w.y_mean),
             y_std=float(w.y_std),
-            n_parameters=sum(a.size for a in weights) + sum(b.size for b in biases),
+            latency_us=draft.latency_us,
         )
 
     @property
+    def form(self) -> str:
+        return self.forward.form
+
+    @property
+    def n_parameters(self) -> int:
+        return self.forward.n_parameters
+
+    @property
     def size_bytes(self) -> int:
-        """Bytes of the served arrays (weights, biases, input scaling)."""
-        arrays = (*self.weights, *self.biases, self.x_mean, self.x_inv_std)
-        return int(sum(a.nbytes for a in arrays))
+        """Bytes of the served parameters and input scaling."""
+        return int(self.forward.size_bytes + self.x_mean.nbytes + self.x_inv_std.nbytes)
 
     @property
     def sparsity(self) -> float:
         """Share of weight entries that are exactly zero."""
-        total = sum(w.size for w in self.weights)
-        zeros = sum(int(w.size - np.count_nonzero(w)) for w in self.weights)
-        return zeros / total if total else 0.0
+        return self.forward.sparsity
 
     @property
     def dim(self) -> int:
@@ -119,19 +117,12 @@ class Snapshot:
 
     def predict_many(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities ``(n, k)`` for classification, values ``(n,)`` for regression."""
-        z = (np.asarray(X, np.float32) - self.x_mean) * self.x_inv_std
-        act = _activation(self.activation)
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            z = z @ w
-            z += b
-            if i < last:
-                z = act(z)
+        z = self.forward((np.asarray(X, np.float32) - self.x_mean) * self.x_inv_std)
         if self.task == "binary":
             p = 0.5 * (1.0 + np.tanh(0.5 * z[:, 0]))  # the logistic, without overflow
             return np.stack([1.0 - p, p], axis=1)
         if self.task == "multiclass":
-            z -= z.max(axis=1, keepdims=True)
+            z = z - z.max(axis=1, keepdims=True)
             np.exp(z, out=z)
             z /= z.sum(axis=1, keepdims=True)
             return z
@@ -146,21 +137,31 @@ class Snapshot:
             "n_features": self.dim,
             "form": self.form,
             "n_parameters": self.n_parameters,
+            "size_bytes": self.size_bytes,
+            "sparsity": round(self.sparsity, 4),
+            "latency_us": None if np.isnan(self.latency_us) else round(self.latency_us, 1),
             "trained_events": self.trained_events,
             "published_unix": self.published_unix,
+            "rolled_back_from": self.rolled_back_from,
             "metrics": dict(self.metrics),
         }
 
 
 class SnapshotRef:
     """Holds the served snapshot. Readers take ``current`` (one attribute read, atomic);
-    publishers serialise on a lock so versions only ever increase."""
+    publishers serialise on a lock so versions only ever increase.
+
+    :meth:`rollback` serves an earlier kept snapshot again *under a new version number* (versions
+    never go backwards, on a connection or anywhere) and pins it: publishing is refused until
+    :meth:`unpin`, so the next scheduled publish does not undo the operator's decision.
+    """
 
     def __init__(self, keep: int = 5, first_version: int = 1):
         self._current: Snapshot | None = None
         self._lock = threading.Lock()
         self._history: deque[Snapshot] = deque(maxlen=keep)
         self._next_version = first_version
+        self._pinned = False
 
     @property
     def current(self) -> Snapshot | None:
@@ -170,21 +171,56 @@ class SnapshotRef:
     def next_version(self) -> int:
         return self._next_version
 
+    @property
+    def pinned(self) -> bool:
+        return self._pinned
+
     def continue_from(self, next_version: int) -> None:
         """After a restart, keep numbering where the checkpointed run stopped."""
         with self._lock:
             self._next_version = max(self._next_version, next_version)
 
-    def publish(self, draft: Draft) -> Snapshot:
-        """Freeze ``draft`` as the next version and make it the served one."""
+    def publish(self, draft: Draft) -> Snapshot | None:
+        """Freeze ``draft`` as the next version and serve it; None (nothing changes) while a
+        rollback pins serving."""
         if not draft.weights.is_finite():
             raise ValueError("refusing to publish a model with non-finite weights")
         with self._lock:
-            snap = Snapshot.from_draft(draft, self._next_version)
-            self._next_version += 1
-            self._history.append(snap)
-            self._current = snap
-            return snap
+            if self._pinned:
+                return None
+            return self._serve(Snapshot.from_draft(draft, self._next_version))
+
+    def _serve(self, snap: Snapshot) -> Snapshot:
+        self._next_version = snap.version + 1
+        self._history.append(snap)
+        self._current = snap
+        return snap
+
+    def rollback(self, version: int) -> Snapshot:
+        """Serve kept ``version`` again as a new version, and pin serving to it."""
+        with self._lock:
+            kept = {s.version: s for s in self._history}
+            old = kept.get(version)
+            if old is None:
+                raise LookupError(
+                    f"version {version} is not kept; kept versions: {sorted(kept) or 'none'}"
+                )
+            if old.rolled_back_from is not None:
+                version = old.rolled_back_from
+            snap = replace(
+                old,
+                version=self._next_version,
+                published_unix=time.time(),
+                rolled_back_from=version,
+            )
+            self._pinned = True
+            return self._serve(snap)
+
+    def unpin(self) -> bool:
+        """Let publishing resume after a rollback; returns whether serving was pinned."""
+        with self._lock:
+            was, self._pinned = self._pinned, False
+            return was
 
     def history(self) -> tuple[Snapshot, ...]:
         return tuple(self._history)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+import torch
 
 from daemon.config import LearndConfig
 from daemon.synthetic import FEATURES
@@ -26,3 +27,21 @@ def sea_config(tmp_path, **sections) -> LearndConfig:
 def unique():
     """A short unique suffix for topic and group names."""
     return uuid.uuid4().hex[:10]
+
+
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(
+            not torch.cuda.is_available(),
+            reason="no CUDA device here: the CUDA path runs only where torch sees a GPU",
+        ),
+    ),
+]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> str:
+    """Runs a test once on the CPU and once on CUDA where torch sees a GPU (skipped otherwise)."""
+    return request.param

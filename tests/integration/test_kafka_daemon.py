@@ -147,7 +147,9 @@ def test_metrics_scrape(start_daemon, kafka_section):
         kafka_section["topic"],
         [*DriftingSEA(seed=14).take(1000), b"junk"],
     )
-    d = start_daemon(learning={"gate": {"enabled": False}})  # publish() swaps at once here
+    d = start_daemon(
+        learning={"gate": {"enabled": False}}, compression={"enabled": False}
+    )  # publish() swaps at once here
     wait_for(learned(d, 1000), 60, what="1000 learned")
     d.pipeline.publish()
     with LearndClient.tcp(*d.server.tcp_address) as c:

@@ -50,7 +50,11 @@ def test_yaml_file_and_json_values(tmp_path):
             "kafka.auto_offset_reset: Input should be 'earliest' or 'latest' (got 'newest')",
         ),
         ({"LEARND_KAFKA__TOPICC": "x"}, [], "kafka.topicc: unknown key; valid keys here:"),
-        ({"LEARND_NOPE__X": "1"}, [], "nope: unknown key; valid keys here: checkpoint, kafka"),
+        (
+            {"LEARND_NOPE__X": "1"},
+            [],
+            "nope: unknown key; valid keys here: checkpoint, compression, kafka",
+        ),
         (
             {"LEARND_KAFKA_TOPIC": "t"},
             [],

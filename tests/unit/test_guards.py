@@ -65,7 +65,9 @@ def test_non_finite_inputs_and_a_learning_rate_spike_never_reach_serving_or_chec
         assert all(bool(np.isfinite(t.numpy()).all()) for t in state["learner"]["model"].values())
     published = pipe.ref.history()
     assert len(published) >= 3 and pipe.gate_rejected >= 1, "the gate held back spiked models"
-    assert all(np.isfinite(w).all() for s in published for w in (*s.weights, *s.biases))
+    assert all(
+        np.isfinite(w).all() for s in published for w in (*s.forward.weights, *s.forward.biases)
+    )
     assert pipe.metrics.accuracy > 0.85, "learning recovered after the spike"
 
 

@@ -24,9 +24,9 @@ def learn(learner, X, y, bs=32):
     return [learner.learn_many(X[i : i + bs], y[i : i + bs]) for i in range(0, len(y), bs)]
 
 
-def test_learns_sea_to_high_prequential_accuracy():
+def test_learns_sea_to_high_prequential_accuracy(device):
     X, y = sea_arrays(20_000)
-    lrn = Learner(SEA, ModelConfig(), LearningConfig(), "cpu")
+    lrn = Learner(SEA, ModelConfig(), LearningConfig(), device)
     results = learn(lrn, X, y)
     errs = np.concatenate([r.errors for r in results])
     assert errs[:1000].mean() > errs[-5000:].mean()
@@ -34,9 +34,9 @@ def test_learns_sea_to_high_prequential_accuracy():
     assert lrn.events_learned == 20_000 and lrn.steps == 625
 
 
-def test_outputs_are_predictions_made_before_the_update():
+def test_outputs_are_predictions_made_before_the_update(device):
     X, y = sea_arrays(64)
-    lrn = Learner(SEA, ModelConfig(), LearningConfig(), "cpu")
+    lrn = Learner(SEA, ModelConfig(), LearningConfig(), device)
     lrn.x_scaler.update_many(X[:32])
     before = lrn.predict_many(X[:32])
     lrn.x_scaler = type(lrn.x_scaler)(3)  # learn_many updates the scaler itself
@@ -45,12 +45,12 @@ def test_outputs_are_predictions_made_before_the_update():
     assert not np.allclose(lrn.predict_many(X[:32]), before)
 
 
-def test_state_dict_round_trip_continues_identically():
+def test_state_dict_round_trip_continues_identically(device):
     X, y = sea_arrays(6_000)
-    a = Learner(SEA, ModelConfig(), LearningConfig(), "cpu")
+    a = Learner(SEA, ModelConfig(), LearningConfig(), device)
     learn(a, X[:3000], y[:3000])
     a.on_drift()
-    b = Learner(SEA, ModelConfig(seed=99), LearningConfig(), "cpu")
+    b = Learner(SEA, ModelConfig(seed=99), LearningConfig(), device)
     b.load_state_dict(a.state_dict())
     ra, rb = learn(a, X[3000:], y[3000:]), learn(b, X[3000:], y[3000:])
     for x, z in zip(ra, rb, strict=True):
@@ -60,9 +60,9 @@ def test_state_dict_round_trip_continues_identically():
     assert a.lr == b.lr and a.steps == b.steps
 
 
-def test_non_finite_loss_skips_the_step():
+def test_non_finite_loss_skips_the_step(device):
     lrn = Learner(
-        SchemaConfig(task="regression", n_features=1), ModelConfig(), LearningConfig(), "cpu"
+        SchemaConfig(task="regression", n_features=1), ModelConfig(), LearningConfig(), device
     )
     X = np.ones((4, 1), np.float32)
     lrn.learn_many(X, np.ones(4, np.float32))
@@ -73,7 +73,7 @@ def test_non_finite_loss_skips_the_step():
 
 
 @pytest.mark.parametrize("task,classes", [("multiclass", ("a", "b", "c")), ("regression", None)])
-def test_other_tasks_learn(task, classes):
+def test_other_tasks_learn(task, classes, device):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(6000, 2)).astype(np.float32)
     if task == "multiclass":
@@ -84,22 +84,22 @@ def test_other_tasks_learn(task, classes):
         SchemaConfig(task=task, n_features=2, classes=classes),
         ModelConfig(),
         LearningConfig(lr=0.01),
-        "cpu",
+        device,
     )
     errs = np.concatenate([r.errors for r in learn(lrn, X, y)])
     assert errs[-1000:].mean() < errs[:200].mean() / 2
 
 
-def test_snapshot_forward_matches_torch_and_is_a_copy():
+def test_snapshot_forward_matches_torch_and_is_a_copy(device):
     X, y = sea_arrays(3000)
-    lrn = Learner(SEA, ModelConfig(), LearningConfig(), "cpu")
+    lrn = Learner(SEA, ModelConfig(), LearningConfig(), device)
     learn(lrn, X, y)
     snap = SnapshotRef().publish(Draft("binary", (0, 1), FEATURES, lrn.export(), 3000, {}))
     np.testing.assert_allclose(snap.predict_many(X[:100]), lrn.predict_many(X[:100]), atol=1e-5)
     frozen = snap.predict_many(X[:100]).copy()
     learn(lrn, X, y)  # more training must not touch the served copy
     np.testing.assert_array_equal(snap.predict_many(X[:100]), frozen)
-    assert not snap.weights[0].flags.writeable
+    assert not snap.forward.weights[0].flags.writeable
 
 
 def test_device_resolution():
@@ -110,9 +110,28 @@ def test_device_resolution():
             resolve_device("cuda")
 
 
-def test_optimizer_choices_and_fused_adam():
+def test_optimizer_choices_and_fused_adam(device):
     for name in ("adam", "adamw", "sgd", "adagrad"):
-        lrn = Learner(SEA, ModelConfig(kind="linear"), LearningConfig(optimizer=name), "cpu")
+        lrn = Learner(SEA, ModelConfig(kind="linear"), LearningConfig(optimizer=name), device)
         assert len(list(lrn.net.parameters())) == 2
-    lrn = Learner(SEA, ModelConfig(), LearningConfig(optimizer="adam"), "cpu")
+    lrn = Learner(SEA, ModelConfig(), LearningConfig(optimizer="adam"), device)
     assert lrn.optimizer.defaults.get("fused") is True
+
+
+def test_a_checkpoint_moves_between_devices(device):
+    """State written by a learner on one device loads on the CPU (and back) and predicts alike."""
+    X, y = sea_arrays(4_000)
+    a = Learner(SEA, ModelConfig(), LearningConfig(), device)
+    learn(a, X[:3000], y[:3000])
+    state = a.state_dict()
+    tensors = [v for v in state["model"].values()] + [
+        t for s in state["optimizer"]["state"].values() for t in s.values() if torch.is_tensor(t)
+    ]
+    assert tensors and all(t.device.type == "cpu" for t in tensors)
+    cpu = Learner(SEA, ModelConfig(seed=5), LearningConfig(), "cpu")
+    cpu.load_state_dict(state)
+    np.testing.assert_allclose(cpu.predict_many(X[3000:]), a.predict_many(X[3000:]), atol=1e-5)
+    back = Learner(SEA, ModelConfig(seed=6), LearningConfig(), device)
+    back.load_state_dict(cpu.state_dict())
+    ra, rb = learn(a, X[3000:], y[3000:]), learn(back, X[3000:], y[3000:])
+    np.testing.assert_allclose(ra[-1].outputs, rb[-1].outputs, atol=1e-4)

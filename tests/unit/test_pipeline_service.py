@@ -13,9 +13,9 @@ from daemon.synthetic import DriftingSEA
 from tests.conftest import sea_config
 
 
-def build(cfg, source=None, store=None, clock=None):
+def build(cfg, source=None, store=None, clock=None, device="cpu"):
     clock = clock or ManualClock()
-    learner = Learner(cfg.schema_, cfg.model, cfg.learning, "cpu")
+    learner = Learner(cfg.schema_, cfg.model, cfg.learning, device)
     dead = ListDeadLetters()
     pipe = Pipeline(cfg, learner, dead, clock)
     source = source or ListSource()
@@ -59,13 +59,13 @@ def test_partial_batch_is_learned_after_max_age(tmp_path):
     assert pipe.learner.events_learned == 10
 
 
-def test_restart_resumes_from_checkpoint_nothing_lost_nothing_twice(tmp_path):
-    cfg = sea_config(tmp_path)
+def test_restart_resumes_from_checkpoint_nothing_lost_nothing_twice(tmp_path, device):
+    cfg = sea_config(tmp_path, learning={"device": device})
     events = list(DriftingSEA(seed=4).take(3000))
     store = LocalCheckpointStore(tmp_path / "ck")
     src = ListSource()
     src.append(events[:2000])
-    svc, pipe, _, _ = build(cfg, src, store)
+    svc, pipe, _, _ = build(cfg, src, store, device=device)
     svc.restore()
     drain(svc, src)
     svc.checkpoint()
@@ -73,7 +73,7 @@ def test_restart_resumes_from_checkpoint_nothing_lost_nothing_twice(tmp_path):
     # the log grows while we are down; a new process starts on the same log
     src.append(events[2000:])
     src.next = {0: 0}  # a fresh consumer would start anywhere: the checkpoint must decide
-    svc2, pipe2, _, _ = build(cfg, src, store)
+    svc2, pipe2, _, _ = build(cfg, src, store, device="cpu")  # a GPU checkpoint loads anywhere
     svc2.restore()
     assert src.next == {0: 2000}
     assert pipe2.ref.current.version == v_before + 1

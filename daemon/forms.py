@@ -1,0 +1,113 @@
+"""Served forward passes: the same network in different forms (numpy fp32, torch int8, fp16...).
+
+A form maps *standardised* inputs ``(n, d)`` to raw network outputs ``(n, k)`` (logits, or the
+scaled regression value). Scaling in and the link function out stay in
+:class:`daemon.snapshot.Snapshot`, so every form shares them. A form is immutable once built:
+serving threads call it concurrently while the learner trains other tensors.
+
+Examples
+--------
+>>> import numpy as np
+>>> f = NumpyForward((np.eye(2, dtype=np.float32),), (np.ones(2, np.float32),), "relu")
+>>> f(np.array([[1.0, -3.0]], np.float32)).tolist()
+[[2.0, -2.0]]
+>>> f.form, f.n_parameters, f.size_bytes
+('numpy-fp32', 6, 24)
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class Forward(Protocol):
+    form: str
+    n_parameters: int
+    size_bytes: int
+    sparsity: float
+
+    def __call__(self, Z: np.ndarray) -> np.ndarray: ...
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a = np.array(a, dtype=np.float32, copy=True)
+    a.flags.writeable = False
+    return a
+
+
+class NumpyForward:
+    """Dense float32 layers evaluated with numpy: the fastest form for small models at batch 1
+    (no dispatcher, no autograd bookkeeping)."""
+
+    def __init__(
+        self,
+        weights: tuple[np.ndarray, ...],
+        biases: tuple[np.ndarray, ...],
+        activation: str,
+        form: str = "numpy-fp32",
+    ):
+        self.weights = tuple(_frozen(w) for w in weights)  # each (in, out)
+        self.biases = tuple(_frozen(b) for b in biases)
+        self.activation = activation
+        self.form = form
+        self.n_parameters = sum(a.size for a in (*self.weights, *self.biases))
+        self.size_bytes = sum(a.nbytes for a in (*self.weights, *self.biases))
+        total = sum(w.size for w in self.weights)
+        zeros = sum(int(w.size - np.count_nonzero(w)) for w in self.weights)
+        self.sparsity = zeros / total if total else 0.0
+
+    def __call__(self, Z: np.ndarray) -> np.ndarray:
+        z = np.asarray(Z, np.float32)
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            z = z @ w
+            z += b
+            if i < last:
+                if self.activation == "relu":
+                    np.maximum(z, 0.0, out=z)
+                else:
+                    np.tanh(z, out=z)
+        return z
+
+
+def _module_size(module: nn.Module) -> tuple[int, int, float]:
+    """(parameters, bytes, sparsity of the weight matrices) of a float or quantized module."""
+    n = size = total = zeros = 0
+    for m in module.modules():
+        weight = getattr(m, "weight", None)
+        if callable(weight):  # dynamically quantized Linear: weight() is a packed int8 tensor
+            weight = weight()
+        if not torch.is_tensor(weight):
+            continue
+        w = weight.dequantize() if weight.is_quantized else weight
+        bias = m.bias() if callable(getattr(m, "bias", None)) else getattr(m, "bias", None)
+        n += w.numel() + (bias.numel() if torch.is_tensor(bias) else 0)
+        size += weight.numel() * weight.element_size()
+        size += bias.numel() * bias.element_size() if torch.is_tensor(bias) else 0
+        total += w.numel()
+        zeros += int((w == 0).sum())
+    return n, size, (zeros / total if total else 0.0)
+
+
+class TorchForward:
+    """A torch module in inference mode on a given device and dtype (fp32, dynamic int8 on the
+    CPU, fp16/bf16 on CUDA)."""
+
+    def __init__(self, module: nn.Module, device: torch.device, dtype: torch.dtype, form: str):
+        self.module = module.eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.device = device
+        self.dtype = dtype
+        self.form = form
+        self.n_parameters, self.size_bytes, self.sparsity = _module_size(self.module)
+
+    def __call__(self, Z: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(Z, np.float32))
+            x = x.to(self.device, self.dtype, non_blocking=False)
+            return self.module(x).float().cpu().numpy()
