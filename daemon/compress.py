@@ -143,7 +143,12 @@ def _quantize_torchao(net: nn.Module) -> nn.Module:
         from torchao.quantization import Int8WeightOnlyConfig, quantize_
     except ImportError as e:
         raise Unavailable("int8 on CUDA needs torchao (pip install torchao)") from e
-    quantize_(net, Int8WeightOnlyConfig())
+    except Exception as e:  # noqa: BLE001 - a torchao that does not import here is just absent
+        raise Unavailable(f"torchao does not import here: {type(e).__name__}: {e}") from e
+    try:
+        quantize_(net, Int8WeightOnlyConfig())
+    except Exception as e:  # noqa: BLE001 - e.g. a torchao built for another torch
+        raise Unavailable(f"torchao quantize_ failed: {type(e).__name__}: {e}") from e
     return net
 
 
@@ -212,6 +217,8 @@ def build_forms(
             out.append(Built(name, build_form(name, w, prune_amount, units_amount)))
         except Unavailable as e:
             out.append(Built(name, None, str(e)))
+        except Exception as e:  # noqa: BLE001 - a broken optional form never stops learning
+            out.append(Built(name, None, f"failed: {type(e).__name__}: {e}"))
     return out
 
 

@@ -74,6 +74,17 @@ class NumpyForward:
         return z
 
 
+def _plain(weight: torch.Tensor) -> torch.Tensor | None:
+    """A plain float tensor of a (possibly quantized or tensor-subclass) weight; None when its
+    layout cannot be read back (its size is still reported, its sparsity not)."""
+    if weight.is_quantized or type(weight) not in (torch.Tensor, nn.Parameter):
+        try:
+            return weight.dequantize()
+        except (AttributeError, NotImplementedError, RuntimeError):
+            return None
+    return weight
+
+
 def _module_size(module: nn.Module) -> tuple[int, int, float]:
     """(parameters, bytes, sparsity of the weight matrices) of a float or quantized module."""
     n = size = total = zeros = 0
@@ -83,13 +94,13 @@ def _module_size(module: nn.Module) -> tuple[int, int, float]:
             weight = weight()
         if not torch.is_tensor(weight):
             continue
-        w = weight.dequantize() if weight.is_quantized else weight
+        w = _plain(weight)
         bias = m.bias() if callable(getattr(m, "bias", None)) else getattr(m, "bias", None)
-        n += w.numel() + (bias.numel() if torch.is_tensor(bias) else 0)
+        n += weight.numel() + (bias.numel() if torch.is_tensor(bias) else 0)
         size += weight.numel() * weight.element_size()
         size += bias.numel() * bias.element_size() if torch.is_tensor(bias) else 0
-        total += w.numel()
-        zeros += int((w == 0).sum())
+        total += weight.numel()
+        zeros += int((w == 0).sum()) if w is not None else 0
     return n, size, (zeros / total if total else 0.0)
 
 

@@ -287,7 +287,9 @@ class Learner:
         )
 
     def is_finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.net.parameters())
+        # One device sync for all parameters (on CUDA each bool() would wait on its own).
+        flags = [torch.isfinite(p.detach()).all() for p in self.net.parameters()]
+        return bool(torch.stack(flags).all())
 
     def state_dict(self) -> dict:
         return {

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from daemon.compress import (
+    Unavailable,
     build_form,
     build_forms,
     prune_global,
@@ -105,7 +106,12 @@ def test_int8_form_matches_the_plain_copy_and_its_deprecation_is_handled(trained
     draft, X, y = trained
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing may leak: the deprecation is caught inside
-        form = build_form("int8", draft.weights, 0.5, 0.25)
+        try:
+            form = build_form("int8", draft.weights, 0.5, 0.25)
+        except Unavailable as e:
+            if not torch.cuda.is_available():
+                raise
+            pytest.skip(f"int8 on CUDA needs a working torchao: {e}")
     assert form.form == ("cuda-int8" if torch.cuda.is_available() else "torch-int8")
     plain = build_form("numpy", draft.weights, 0.5, 0.25)
     a, b = outputs(draft, form, X), outputs(draft, plain, X)
@@ -218,3 +224,19 @@ def test_the_pipeline_compresses_through_the_gate_skips_after_drift_and_respects
     src.append(list(DriftingSEA(seed=5).take(3000)))
     drain(svc, src)
     assert pipe.ref.current.version == pinned_at and pipe.publish_pinned >= 2
+
+
+def test_a_form_that_breaks_is_reported_and_never_stops_learning(trained, monkeypatch):
+    import daemon.compress as compress
+
+    def broken(net):
+        raise RuntimeError("kernel exploded")
+
+    monkeypatch.setattr(compress, "_quantize_dynamic", broken)
+    monkeypatch.setattr(compress, "_quantize_torchao", broken)
+    draft, X, y = trained
+    served, rows = select_form(draft, X, y, CompressionConfig(forms=("int8",)))
+    by = {r["name"]: r for r in rows}
+    assert by["int8"]["outcome"] == "unavailable"
+    assert by["int8"]["reason"] == "failed: RuntimeError: kernel exploded"
+    assert by["numpy"]["outcome"] == "served" and served.forward.form == "numpy-fp32"
