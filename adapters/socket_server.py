@@ -44,7 +44,8 @@ class PredictionServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._servers: list[asyncio.base_events.Server] = []
-        self._last_seen: dict[asyncio.StreamWriter, float] = {}
+        self._last_seen: dict[_Connection, float] = {}
+        self._reaper: asyncio.Task | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self.tcp_address: tuple[str, int] | None = None
@@ -83,10 +84,11 @@ class PredictionServer:
             loop.run_forever()
         for s in self._servers:
             s.close()
-        for w in list(self._last_seen):
-            w.close()
-        # Closed transports give each handler EOF, so it returns by itself; only stragglers
-        # are cancelled (asyncio logs a cancelled connection handler as an error).
+        for conn in list(self._last_seen):
+            conn.close()
+        if self._reaper is not None:
+            self._reaper.cancel()
+        loop.run_until_complete(asyncio.sleep(0))  # let the closed transports finish
         pending = asyncio.all_tasks(loop)
         if pending:
             _, stragglers = loop.run_until_complete(asyncio.wait(pending, timeout=2.0))
@@ -96,10 +98,13 @@ class PredictionServer:
         loop.close()
 
     async def _open(self) -> None:
-        limit = self.cfg.max_request_bytes
+        loop = asyncio.get_running_loop()
         if self.cfg.tcp_port is not None:
-            srv = await asyncio.start_server(
-                self._client, self.cfg.tcp_host, self.cfg.tcp_port, limit=limit, reuse_address=True
+            srv = await loop.create_server(
+                lambda: _Connection(self),
+                self.cfg.tcp_host,
+                self.cfg.tcp_port,
+                reuse_address=True,
             )
             self._servers.append(srv)
             self.tcp_address = srv.sockets[0].getsockname()[:2]
@@ -110,35 +115,31 @@ class PredictionServer:
                     raise OSError(f"serving.unix_path {path} exists and is not a socket")
                 path.unlink()  # a stale socket from a previous run
             path.parent.mkdir(parents=True, exist_ok=True)
-            srv = await asyncio.start_unix_server(self._client, str(path), limit=limit)
+            srv = await loop.create_unix_server(lambda: _Connection(self), str(path))
             os.chmod(path, 0o660)
             self._servers.append(srv)
             self.unix_path = path
+        self._reaper = loop.create_task(self._reap_idle())
 
-    # ---- one connection ----
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _reap_idle(self) -> None:
+        """Close connections idle for ``idle_timeout_s`` (one timer for all of them, rather
+        than one per request)."""
+        period = min(1.0, self.cfg.idle_timeout_s / 4)
+        while True:
+            await asyncio.sleep(period)
+            cutoff = time.monotonic() - self.cfg.idle_timeout_s
+            for conn, seen in list(self._last_seen.items()):
+                if seen < cutoff:
+                    conn.close()
+
+    # ---- connections ----
+    def _admit(self, conn: _Connection) -> bool:
         if len(self._last_seen) >= self.cfg.max_connections and not self._evict_idlest():
             self.refused_connections += 1
-            writer.write(
-                _dumps(
-                    {
-                        "ok": False,
-                        "error": "too_many_connections",
-                        "detail": f"at most {self.cfg.max_connections} connections",
-                    }
-                )
-            )
-            await self._close(writer)
-            return
-        self._last_seen[writer] = time.monotonic()
+            return False
+        self._last_seen[conn] = time.monotonic()
         self.connections += 1
-        try:
-            await self._serve(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass  # the client went away mid-request: nothing to answer
-        finally:
-            self._last_seen.pop(writer, None)
-            await self._close(writer)
+        return True
 
     def _evict_idlest(self) -> bool:
         """Close the connection idle longest, if idle for ``evict_idle_after_s``."""
@@ -150,32 +151,15 @@ class PredictionServer:
         idlest.close()
         return True
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                line = await asyncio.wait_for(reader.readline(), self.cfg.idle_timeout_s)
-            except TimeoutError:
-                return
-            except (asyncio.LimitOverrunError, ValueError):
-                self.observe("unknown", "too_large", 0.0)
-                writer.write(
-                    _dumps(
-                        {
-                            "ok": False,
-                            "error": "too_large",
-                            "detail": f"a request line may hold at most {self.cfg.max_request_bytes} bytes",
-                        }
-                    )
-                )
-                await writer.drain()
-                return
-            if not line:
-                return
-            if not line.strip():
-                continue
-            self._last_seen[writer] = time.monotonic()
-            writer.write(self._answer(line))
-            await writer.drain()  # returns at once unless the peer stopped reading
+    def _too_large(self) -> bytes:
+        self.observe("unknown", "too_large", 0.0)
+        return _dumps(
+            {
+                "ok": False,
+                "error": "too_large",
+                "detail": f"a request line may hold at most {self.cfg.max_request_bytes} bytes",
+            }
+        )
 
     def _answer(self, line: bytes) -> bytes:
         t0 = time.perf_counter()
@@ -201,10 +185,76 @@ class PredictionServer:
         self.observe(op, outcome, time.perf_counter() - t0)
         return _dumps(answer)
 
-    @staticmethod
-    async def _close(writer: asyncio.StreamWriter) -> None:
-        try:
-            writer.close()
-            await writer.wait_closed()
-        except ConnectionError:
-            pass  # already reset by the peer
+
+class _Connection(asyncio.Protocol):
+    """One client. Every complete line that arrives in one read is answered in order and the
+    answers go out in one write, so pipelined requests cost one syscall per batch, not per
+    request. A partial line is kept until its newline comes, but never beyond the size limit."""
+
+    def __init__(self, server: PredictionServer):
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.limit = server.cfg.max_request_bytes
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        if not self.server._admit(self):
+            transport.write(
+                _dumps(
+                    {
+                        "ok": False,
+                        "error": "too_many_connections",
+                        "detail": f"at most {self.server.cfg.max_connections} connections",
+                    }
+                )
+            )
+            transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        server = self.server
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.buffer += data
+        end = self.buffer.rfind(b"\n")
+        if end < 0:
+            if len(self.buffer) > self.limit:
+                self._refuse()
+            return
+        lines = bytes(self.buffer[: end + 1]).split(b"\n")
+        del self.buffer[: end + 1]
+        out = []
+        for line in lines[:-1]:
+            if len(line) > self.limit:
+                out.append(server._too_large())
+                self.transport.write(b"".join(out))
+                self.transport.close()
+                return
+            if line.strip():
+                out.append(server._answer(line))
+        server._last_seen[self] = time.monotonic()
+        if out:
+            self.transport.write(b"".join(out))
+        if len(self.buffer) > self.limit:
+            self._refuse()
+
+    def _refuse(self) -> None:
+        assert self.transport is not None
+        self.buffer.clear()
+        self.transport.write(self.server._too_large())
+        self.transport.close()
+
+    def pause_writing(self) -> None:  # the peer stopped reading: stop reading its requests
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server._last_seen.pop(self, None)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()

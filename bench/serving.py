@@ -1,0 +1,163 @@
+"""Prediction latency and throughput of a real `learnd run`, idle and while it learns flat out.
+
+    .venv/bin/python bench/serving.py                  # 300k events of backlog
+    .venv/bin/python bench/serving.py --events 100000  # quicker
+
+Fills a topic (embedded tansu) with the drifting SEA stream, then starts `learnd run` as its own
+process. While it works through the backlog at full speed, one client (this process) sends
+sequential single predictions over loopback TCP; once the backlog is learned and the daemon is
+idle, the same client measures again, then N client processes measure throughput together.
+Every client is a separate process from the daemon, as in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from adapters.broker import EmbeddedBroker, free_port  # noqa: E402
+from adapters.client import LearndClient  # noqa: E402
+from adapters.kafka_topics import ensure_topics  # noqa: E402
+from adapters.settings import build_config  # noqa: E402
+from bench.soak import LEARND, daemon_env, info, produce  # noqa: E402
+from daemon.synthetic import DriftingSEA  # noqa: E402
+
+X = [5.0, 4.0, 1.0]
+
+
+def pct(values, q):
+    v = sorted(values)
+    return v[min(len(v) - 1, int(q * (len(v) - 1)))] * 1e6
+
+
+def sequential(port, seconds=None, until=None, n=None):
+    """Sequential predictions; returns latencies (s). Stops after ``seconds``, ``n`` requests,
+    or when ``until()`` is true (checked every 200 requests)."""
+    lat = []
+    end = time.monotonic() + seconds if seconds else None
+    with LearndClient.tcp("127.0.0.1", port) as c:
+        for _ in range(50):  # warm the connection
+            c.predict(X)
+        while True:
+            t = time.perf_counter()
+            c.request({"op": "predict", "features": X})
+            lat.append(time.perf_counter() - t)
+            if n and len(lat) >= n:
+                break
+            if end and time.monotonic() > end:
+                break
+            if until and len(lat) % 200 == 0 and until():
+                break
+    return lat
+
+
+def _client(port, barrier, seconds, depth, results):
+    from bench._clients import run
+
+    barrier.wait()  # every client process imported, connected... and starts together
+    results.put(run(port, time.time() + 0.5, seconds, depth))
+
+
+def concurrent(port, clients, seconds, depth):
+    """``clients`` processes, started together; returns (answers/s, batch latencies)."""
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(clients), ctx.Queue()
+    procs = [
+        ctx.Process(target=_client, args=(port, barrier, seconds, depth, results))
+        for _ in range(clients)
+    ]
+    for p in procs:
+        p.start()
+    out = [results.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join()
+    total = sum(r[0] for r in out)
+    return total / seconds, [x for r in out for x in r[1]]
+
+
+def learned(port):
+    h = info(port)
+    return (h or {}).get("events_learned", 0)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--events", type=int, default=300_000)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument(
+        "--depth", type=int, default=32, help="requests in flight per pipelining client"
+    )
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="learnd-serving-"))
+    with EmbeddedBroker(log_path=tmp / "broker.log") as broker:
+        topic = f"serving-{time.monotonic_ns()}"
+        cfg = build_config(
+            environ={},
+            defaults={
+                "schema": {"n_features": 3},
+                "kafka": {"bootstrap_servers": broker.bootstrap, "topic": topic},
+            },
+        )
+        ensure_topics(cfg.kafka, partitions=2)
+        t0 = time.monotonic()
+        produce(broker.bootstrap, topic, DriftingSEA(seed=3).take(args.events), 2)
+        print(f"filled {topic} with {args.events:,} events in {time.monotonic() - t0:.1f} s")
+        port = free_port()
+        env = daemon_env(broker.bootstrap, topic, tmp / "state", port)
+        proc = subprocess.Popen([LEARND, "run"], env=env)
+        try:
+            while not (info(port) or {}).get("version"):
+                time.sleep(0.05)
+            n0, t0 = learned(port), time.monotonic()
+            busy = sequential(port, until=lambda: learned(port) >= args.events * 0.95)
+            n1, t1 = learned(port), time.monotonic()
+            while learned(port) < args.events:
+                time.sleep(0.2)
+            time.sleep(1.0)
+            idle = sequential(port, n=5000)
+            many_rate, many = concurrent(port, args.clients, args.seconds, 1)
+            piped_rate, piped = concurrent(port, args.clients, args.seconds, args.depth)
+            with LearndClient.tcp("127.0.0.1", port) as c:
+                form = c.info()["form"]
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    print(
+        f"\nlearnd run, default model (served form {form}), 1 torch thread; clients in "
+        "separate processes over loopback TCP\n"
+    )
+    print("| phase | requests | p50 us | p99 us | max us | other |")
+    print("|---|---|---|---|---|---|")
+    rate = (n1 - n0) / (t1 - t0)
+    print(
+        f"| learning at full speed | {len(busy):,} | {pct(busy, 0.5):.0f} | {pct(busy, 0.99):.0f} "
+        f"| {max(busy) * 1e6:.0f} | learner {rate:,.0f} events/s meanwhile |"
+    )
+    print(
+        f"| idle, 1 client | {len(idle):,} | {pct(idle, 0.5):.0f} | {pct(idle, 0.99):.0f} "
+        f"| {max(idle) * 1e6:.0f} | {len(idle) / sum(idle):,.0f} predictions/s |"
+    )
+    print(
+        f"| idle, {args.clients} clients | {len(many):,} | {pct(many, 0.5):.0f} | "
+        f"{pct(many, 0.99):.0f} | {max(many) * 1e6:.0f} | {many_rate:,.0f} predictions/s |"
+    )
+    print(
+        f"| idle, {args.clients} clients pipelining {args.depth} | {len(piped) * args.depth:,} | "
+        f"{pct(piped, 0.5):.0f} | {pct(piped, 0.99):.0f} | {max(piped) * 1e6:.0f} | "
+        f"{piped_rate:,.0f} predictions/s (latency per batch of {args.depth}) |"
+    )
+    print(f"\nmean of busy latencies {statistics.mean(busy) * 1e6:.0f} us")
+
+
+if __name__ == "__main__":
+    main()
