@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 
@@ -16,7 +17,9 @@ import torch
 
 from adapters.kafka_sink import KafkaDeadLetters
 from adapters.kafka_source import KafkaEventSource
-from adapters.prometheus import LearndCollector, MetricsServer, ServingMetrics, make_registry
+from adapters.prometheus import LearndCollector, MetricsServer, make_registry
+from adapters.serving_metrics import ServingMetrics
+from adapters.serving_processes import ServingProcesses, SummedServingCollector
 from adapters.socket_server import PredictionServer
 from adapters.storage import LocalCheckpointStore
 from daemon.config import LearndConfig
@@ -35,6 +38,7 @@ class Daemon:
     ):
         self.cfg = cfg
         torch.set_num_threads(cfg.learning.threads)
+        sys.setswitchinterval(cfg.serving.gil_switch_interval_s)
         if cfg.learning.deterministic:
             # cuBLAS is deterministic only with a fixed workspace, set before its first use.
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -58,7 +62,6 @@ class Daemon:
         self.registry = make_registry(
             LearndCollector(self.pipeline, self.service.health, self.source)
         )
-        self.serving_metrics = ServingMetrics(self.registry)
         handler = RequestHandler(
             self.pipeline.ref,
             cfg.schema_,
@@ -66,7 +69,15 @@ class Daemon:
             health=self.service.health.as_dict,
             allow_rollback=cfg.serving.allow_rollback,
         )
-        self.server = PredictionServer(handler, cfg.serving, self.serving_metrics.observe)
+        self.server: PredictionServer | ServingProcesses
+        if cfg.serving.processes:
+            self.server = ServingProcesses(
+                cfg, self.pipeline.ref, handler, self.service.health.as_dict
+            )
+            self.registry.register(SummedServingCollector(self.server))
+        else:
+            self.serving_metrics = ServingMetrics(self.registry)
+            self.server = PredictionServer(handler, cfg.serving, self.serving_metrics.observe)
         self.metrics_server: MetricsServer | None = None
         self._thread: threading.Thread | None = None
 

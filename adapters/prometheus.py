@@ -16,8 +16,6 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import (
     CollectorRegistry,
-    Counter,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
     make_wsgi_app,
@@ -30,9 +28,6 @@ from daemon.events import Reason
 from daemon.pipeline import Pipeline
 from daemon.ports import EventSource
 from daemon.service import Health
-from daemon.serving import OPS
-
-SERVING_OPS = (*OPS, "unknown")
 
 
 def _counter(name: str, doc: str, label: str, values: Mapping[str, float]) -> CounterMetricFamily:
@@ -225,30 +220,6 @@ class LearndCollector(Collector):
             "1 when checkpoints are failing.",
             value=1 if state["status"] == "degraded" else 0,
         )
-
-
-class ServingMetrics:
-    """Counters and a latency histogram for prediction requests, labelled by op and outcome."""
-
-    def __init__(self, registry: CollectorRegistry):
-        self.requests = Counter(
-            "learnd_prediction_requests",
-            "Prediction-socket requests.",
-            ["op", "outcome"],
-            registry=registry,
-        )
-        self.latency = Histogram(
-            "learnd_prediction_latency_seconds",
-            "Time to answer one request (parse to answer).",
-            ["op"],
-            registry=registry,
-            buckets=(25e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 0.01, 0.05, 0.25, 1.0),
-        )
-        self._children = {op: self.latency.labels(op) for op in SERVING_OPS}
-
-    def observe(self, op: str, outcome: str, seconds: float) -> None:
-        self.requests.labels(op, outcome).inc()
-        self._children[op].observe(seconds)
 
 
 def make_registry(collector: Collector | None = None) -> CollectorRegistry:

@@ -13,10 +13,11 @@ import asyncio
 import hmac
 import logging
 import os
+import socket
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
@@ -33,11 +34,48 @@ def _dumps(obj: dict) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
 
 
+def bind_sockets(cfg: ServingConfig) -> tuple[socket.socket, ...]:
+    """The listening sockets ``cfg`` asks for: TCP and/or a Unix socket (mode 0660, replacing a
+    stale socket file, refusing to replace anything else)."""
+    out = []
+    try:
+        if cfg.tcp_port is not None:
+            tcp = socket.create_server((cfg.tcp_host, cfg.tcp_port), backlog=1024)
+            tcp.setblocking(False)
+            out.append(tcp)
+        if cfg.unix_path is not None:
+            path = Path(cfg.unix_path)
+            if path.exists():
+                if not stat.S_ISSOCK(path.stat().st_mode):
+                    raise OSError(f"serving.unix_path {path} exists and is not a socket")
+                path.unlink()  # a stale socket from a previous run
+            path.parent.mkdir(parents=True, exist_ok=True)
+            unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            unix.bind(str(path))
+            os.chmod(path, 0o660)
+            unix.listen(1024)
+            unix.setblocking(False)
+            out.append(unix)
+    except OSError:
+        for sock in out:
+            sock.close()
+        raise
+    return tuple(out)
+
+
 class PredictionServer:
     def __init__(
-        self, handler: RequestHandler, cfg: ServingConfig, observe: Observer | None = None
+        self,
+        handler: RequestHandler,
+        cfg: ServingConfig,
+        observe: Observer | None = None,
+        sockets: Sequence[socket.socket] = (),
     ):
+        """``sockets``: listening sockets bound elsewhere (a serving process gets them from the
+        daemon, which binds them once for all its serving processes); none: bind from ``cfg``."""
         self.handler = handler
+        self._sockets = tuple(sockets)
+        self._own_sockets = False
         self.cfg = cfg
         self.observe = observe or (lambda op, outcome, s: None)
         self._token = cfg.token.get_secret_value().encode() if cfg.token else None
@@ -68,7 +106,7 @@ class PredictionServer:
             return
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout_s)
-        if self.unix_path is not None:
+        if self.unix_path is not None and self._own_sockets:  # the binder removes its own
             self.unix_path.unlink(missing_ok=True)
 
     def _run(self) -> None:
@@ -99,26 +137,17 @@ class PredictionServer:
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
-        if self.cfg.tcp_port is not None:
-            srv = await loop.create_server(
-                lambda: _Connection(self),
-                self.cfg.tcp_host,
-                self.cfg.tcp_port,
-                reuse_address=True,
-            )
+        if not self._sockets:
+            self._sockets = bind_sockets(self.cfg)
+            self._own_sockets = True
+        for sock in self._sockets:
+            if sock.family == socket.AF_UNIX:
+                srv = await loop.create_unix_server(lambda: _Connection(self), sock=sock)
+                self.unix_path = Path(sock.getsockname())
+            else:
+                srv = await loop.create_server(lambda: _Connection(self), sock=sock)
+                self.tcp_address = sock.getsockname()[:2]
             self._servers.append(srv)
-            self.tcp_address = srv.sockets[0].getsockname()[:2]
-        if self.cfg.unix_path is not None:
-            path = Path(self.cfg.unix_path)
-            if path.exists():
-                if not stat.S_ISSOCK(path.stat().st_mode):
-                    raise OSError(f"serving.unix_path {path} exists and is not a socket")
-                path.unlink()  # a stale socket from a previous run
-            path.parent.mkdir(parents=True, exist_ok=True)
-            srv = await loop.create_unix_server(lambda: _Connection(self), str(path))
-            os.chmod(path, 0o660)
-            self._servers.append(srv)
-            self.unix_path = path
         self._reaper = loop.create_task(self._reap_idle())
 
     async def _reap_idle(self) -> None:

@@ -39,9 +39,9 @@ def pct(values, q):
     return v[min(len(v) - 1, int(q * (len(v) - 1)))] * 1e6
 
 
-def sequential(port, seconds=None, until=None, n=None):
-    """Sequential predictions; returns latencies (s). Stops after ``seconds``, ``n`` requests,
-    or when ``until()`` is true (checked every 200 requests)."""
+def sequential(port, seconds=None, until=None, n=None, pace=None):
+    """Sequential predictions, ``pace`` seconds apart if given; returns latencies (s). Stops after
+    ``seconds``, ``n`` requests, or when ``until()`` is true (checked every 200 requests)."""
     lat = []
     end = time.monotonic() + seconds if seconds else None
     with LearndClient.tcp("127.0.0.1", port) as c:
@@ -51,6 +51,8 @@ def sequential(port, seconds=None, until=None, n=None):
             t = time.perf_counter()
             c.request({"op": "predict", "features": X})
             lat.append(time.perf_counter() - t)
+            if pace and (rest := pace - (time.perf_counter() - t)) > 0:
+                time.sleep(rest)
             if n and len(lat) >= n:
                 break
             if end and time.monotonic() > end:
@@ -93,6 +95,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--paced", type=float, default=1000.0, help="paced client's requests/s")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument(
         "--depth", type=int, default=32, help="requests in flight per pipelining client"
@@ -119,8 +122,15 @@ def main():
             while not (info(port) or {}).get("version"):
                 time.sleep(0.05)
             n0, t0 = learned(port), time.monotonic()
-            busy = sequential(port, until=lambda: learned(port) >= args.events * 0.95)
+            while learned(port) < args.events * 0.3:
+                time.sleep(0.25)
             n1, t1 = learned(port), time.monotonic()
+            paced = sequential(
+                port, until=lambda: learned(port) >= args.events * 0.6, pace=1 / args.paced
+            )
+            n2, t2 = learned(port), time.monotonic()
+            busy = sequential(port, until=lambda: learned(port) >= args.events * 0.95)
+            n3, t3 = learned(port), time.monotonic()
             while learned(port) < args.events:
                 time.sleep(0.2)
             time.sleep(1.0)
@@ -138,10 +148,18 @@ def main():
     )
     print("| phase | requests | p50 us | p99 us | max us | other |")
     print("|---|---|---|---|---|---|")
-    rate = (n1 - n0) / (t1 - t0)
     print(
-        f"| learning at full speed | {len(busy):,} | {pct(busy, 0.5):.0f} | {pct(busy, 0.99):.0f} "
-        f"| {max(busy) * 1e6:.0f} | learner {rate:,.0f} events/s meanwhile |"
+        f"| learning, no client | - | - | - | - | learner {(n1 - n0) / (t1 - t0):,.0f} events/s |"
+    )
+    print(
+        f"| learning, 1 client at {args.paced:,.0f} req/s | {len(paced):,} | {pct(paced, 0.5):.0f} "
+        f"| {pct(paced, 0.99):.0f} | {max(paced) * 1e6:.0f} | learner "
+        f"{(n2 - n1) / (t2 - t1):,.0f} events/s meanwhile |"
+    )
+    print(
+        f"| learning, 1 client flat out | {len(busy):,} | {pct(busy, 0.5):.0f} | "
+        f"{pct(busy, 0.99):.0f} | {max(busy) * 1e6:.0f} | learner {(n3 - n2) / (t3 - t2):,.0f} "
+        "events/s meanwhile |"
     )
     print(
         f"| idle, 1 client | {len(idle):,} | {pct(idle, 0.5):.0f} | {pct(idle, 0.99):.0f} "

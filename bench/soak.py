@@ -258,9 +258,9 @@ def kills(args):
 def swaps(args):
     from adapters.socket_server import PredictionServer
     from daemon.config import SchemaConfig, ServingConfig
-    from daemon.learner import DenseWeights
     from daemon.serving import RequestHandler
     from daemon.snapshot import Draft, SnapshotRef
+    from daemon.weights import DenseWeights
 
     schema = SchemaConfig(task="binary", n_features=3)
     rng = np.random.default_rng(0)

@@ -21,7 +21,7 @@ Forms
 Examples
 --------
 >>> import numpy as np
->>> from daemon.learner import DenseWeights
+>>> from daemon.weights import DenseWeights
 >>> rng = np.random.default_rng(0)
 >>> w = DenseWeights((rng.normal(size=(4, 8)).astype(np.float32),
 ...                   rng.normal(size=(8, 1)).astype(np.float32)),
@@ -50,9 +50,9 @@ from torch.nn.utils import prune
 from daemon.config import CompressionConfig
 from daemon.forms import Forward, NumpyForward, TorchForward
 from daemon.gate import within
-from daemon.learner import DenseWeights
 from daemon.model import ACTIVATIONS
 from daemon.snapshot import Draft, Snapshot
+from daemon.weights import DenseWeights
 
 FORMS = ("numpy", "torch", "prune", "prune-units", "int8", "fp16", "bf16")
 

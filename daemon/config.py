@@ -225,6 +225,12 @@ class ServingConfig(_Section):
     max_request_bytes: int = Field(1 << 20, ge=256)
     max_batch: int = Field(10_000, ge=1)
     keep_versions: int = Field(5, ge=1, le=1000)  # served versions kept for rollback
+    # 0: serve from a thread of the daemon process. N >= 1: N serving processes accepting on
+    # the same sockets, reading published snapshots from shared memory (no shared GIL).
+    processes: int = Field(1, ge=0, le=64)
+    # Python's GIL switch interval while serving: a request arriving while the learner holds
+    # the GIL waits up to this long (Python's default, 5 ms, shows up as a 5 ms p99).
+    gil_switch_interval_s: float = Field(0.0005, ge=0.00001, le=0.1)
     allow_rollback: bool = True  # the "rollback" and "unpin" socket operations
     max_connections: int = Field(256, ge=1)
     idle_timeout_s: float = Field(300.0, gt=0)

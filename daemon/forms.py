@@ -17,11 +17,12 @@ Examples
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:  # torch is imported only where a torch form is built or unpickled:
+    import torch  # a serving process that serves numpy forms never loads it
 
 
 class Forward(Protocol):
@@ -60,6 +61,11 @@ class NumpyForward:
         zeros = sum(int(w.size - np.count_nonzero(w)) for w in self.weights)
         self.sparsity = zeros / total if total else 0.0
 
+    def __setstate__(self, state: dict) -> None:  # unpickled in a serving process: freeze again
+        self.__dict__.update(state)
+        self.weights = tuple(_frozen(w) for w in self.weights)
+        self.biases = tuple(_frozen(b) for b in self.biases)
+
     def __call__(self, Z: np.ndarray) -> np.ndarray:
         z = np.asarray(Z, np.float32)
         last = len(self.weights) - 1
@@ -77,6 +83,9 @@ class NumpyForward:
 def _plain(weight: torch.Tensor) -> torch.Tensor | None:
     """A plain float tensor of a (possibly quantized or tensor-subclass) weight; None when its
     layout cannot be read back (its size is still reported, its sparsity not)."""
+    import torch
+    from torch import nn
+
     if weight.is_quantized or type(weight) not in (torch.Tensor, nn.Parameter):
         try:
             return weight.dequantize()
@@ -85,8 +94,10 @@ def _plain(weight: torch.Tensor) -> torch.Tensor | None:
     return weight
 
 
-def _module_size(module: nn.Module) -> tuple[int, int, float]:
+def _module_size(module: Any) -> tuple[int, int, float]:
     """(parameters, bytes, sparsity of the weight matrices) of a float or quantized module."""
+    import torch
+
     n = size = total = zeros = 0
     for m in module.modules():
         weight = getattr(m, "weight", None)
@@ -108,7 +119,7 @@ class TorchForward:
     """A torch module in inference mode on a given device and dtype (fp32, dynamic int8 on the
     CPU, fp16/bf16 on CUDA)."""
 
-    def __init__(self, module: nn.Module, device: torch.device, dtype: torch.dtype, form: str):
+    def __init__(self, module: Any, device: torch.device, dtype: torch.dtype, form: str):
         self.module = module.eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
@@ -118,6 +129,8 @@ class TorchForward:
         self.n_parameters, self.size_bytes, self.sparsity = _module_size(self.module)
 
     def __call__(self, Z: np.ndarray) -> np.ndarray:
+        import torch  # already loaded: this object holds torch tensors
+
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(Z, np.float32))
             x = x.to(self.device, self.dtype, non_blocking=False)

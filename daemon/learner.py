@@ -32,6 +32,7 @@ from daemon.errors import StartupError
 from daemon.model import build_model, count_parameters, linear_layers
 from daemon.normalizer import Standardizer
 from daemon.schedules import DriftBoost
+from daemon.weights import DenseWeights
 
 
 def resolve_device(device: str) -> torch.device:
@@ -54,25 +55,6 @@ class StepResult:
     errors: np.ndarray  # 0/1 misclassification, or absolute error, per example
     loss: float
     applied: bool  # False when the step was skipped because the loss was not finite
-
-
-@dataclass(frozen=True, slots=True)
-class DenseWeights:
-    """A detached float32 copy of the model and its input/target scaling, for serving."""
-
-    weights: tuple[np.ndarray, ...]  # each (in, out)
-    biases: tuple[np.ndarray, ...]
-    activation: str
-    x_mean: np.ndarray
-    x_inv_std: np.ndarray
-    y_mean: float
-    y_std: float
-
-    def is_finite(self) -> bool:
-        arrays = (*self.weights, *self.biases, self.x_mean, self.x_inv_std)
-        return all(bool(np.isfinite(a).all()) for a in arrays) and math.isfinite(
-            self.y_mean * self.y_std
-        )
 
 
 def _make_optimizer(name: str, params, lr: float, weight_decay: float, device: torch.device):

@@ -8,7 +8,7 @@ Examples
 --------
 >>> import numpy as np
 >>> from daemon.config import SchemaConfig
->>> from daemon.learner import DenseWeights
+>>> from daemon.weights import DenseWeights
 >>> from daemon.snapshot import Draft, SnapshotRef
 >>> schema = SchemaConfig(task="binary", features=("a", "b"))
 >>> w = DenseWeights((np.ones((2, 1), np.float32),), (np.zeros(1, np.float32),), "relu",

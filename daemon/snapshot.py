@@ -7,7 +7,7 @@ or breaks a request in flight.
 Examples
 --------
 >>> import numpy as np
->>> from daemon.learner import DenseWeights
+>>> from daemon.weights import DenseWeights
 >>> w = DenseWeights((np.ones((2, 1), np.float32),), (np.zeros(1, np.float32),), "relu",
 ...                  np.zeros(2, np.float32), np.ones(2, np.float32), 0.0, 1.0)
 >>> ref = SnapshotRef(keep=3)
@@ -23,14 +23,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 import numpy as np
 
 from daemon.forms import Forward, NumpyForward
-from daemon.learner import DenseWeights
+from daemon.weights import DenseWeights
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -70,6 +70,13 @@ class Snapshot:
     y_std: float
     latency_us: float = float("nan")
     rolled_back_from: int | None = None
+
+    def __reduce__(self):
+        # Pickled for serving processes (adapters/shared_snapshots.py); a mappingproxy is not
+        # picklable, so the metrics travel as a dict and are wrapped again on arrival.
+        fields = {f: getattr(self, f) for f in self.__slots__}
+        fields["metrics"] = dict(self.metrics)
+        return (_restore, (fields,))
 
     @classmethod
     def from_draft(cls, draft: Draft, version: int) -> Snapshot:
@@ -147,6 +154,13 @@ class Snapshot:
         }
 
 
+def _restore(fields: dict) -> Snapshot:
+    fields["metrics"] = MappingProxyType(fields["metrics"])
+    for name in ("x_mean", "x_inv_std"):
+        fields[name] = _frozen(fields[name])
+    return Snapshot(**fields)
+
+
 class SnapshotRef:
     """Holds the served snapshot. Readers take ``current`` (one attribute read, atomic);
     publishers serialise on a lock so versions only ever increase.
@@ -162,6 +176,7 @@ class SnapshotRef:
         self._history: deque[Snapshot] = deque(maxlen=keep)
         self._next_version = first_version
         self._pinned = False
+        self._listeners: list[Callable[[Snapshot], None]] = []
 
     @property
     def current(self) -> Snapshot | None:
@@ -190,10 +205,29 @@ class SnapshotRef:
                 return None
             return self._serve(Snapshot.from_draft(draft, self._next_version))
 
+    def subscribe(self, listener: Callable[[Snapshot], None]) -> None:
+        """Call ``listener`` with every snapshot served from now on (and the current one), in
+        version order, under the publish lock. Used to mirror serving into other processes."""
+        with self._lock:
+            self._listeners.append(listener)
+            if self._current is not None:
+                listener(self._current)
+
+    def adopt(self, snap: Snapshot) -> bool:
+        """Serve a snapshot versioned elsewhere (a mirror of another process's reference) if it
+        is newer than the current one; older or equal versions are ignored."""
+        with self._lock:
+            if self._current is not None and snap.version <= self._current.version:
+                return False
+            self._serve(snap)
+            return True
+
     def _serve(self, snap: Snapshot) -> Snapshot:
         self._next_version = snap.version + 1
         self._history.append(snap)
         self._current = snap
+        for listener in self._listeners:
+            listener(snap)
         return snap
 
     def rollback(self, version: int) -> Snapshot:

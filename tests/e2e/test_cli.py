@@ -184,3 +184,55 @@ def test_demo_learns_and_stops_cleanly(tmp_path):
     assert accs[-1] > 0.85
     assert versions[-1] > versions[0]
     assert {c for _, _, c, _ in progress} >= {"0", "1"}, "the stream switched concept"
+
+
+def test_serving_processes_exit_with_a_killed_daemon_and_free_the_port(tmp_path):
+    """SIGKILL gives the daemon no chance to stop its serving processes: they must notice and
+    exit by themselves, or a restarted daemon could not bind its port."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "LEARND_CONFIG": "",
+        "LEARND_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",  # no broker: serving only
+        "LEARND_SCHEMA__N_FEATURES": "3",
+        "LEARND_CHECKPOINT__DIR": str(tmp_path / "state"),
+        "LEARND_SERVING__TCP_PORT": str(port),
+        "LEARND_SERVING__PROCESSES": "2",
+        "LEARND_METRICS__ENABLED": "false",
+    }
+    shm_before = set(os.listdir("/dev/shm"))
+    proc = subprocess.Popen([LEARND, "run"], env=env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if run("health", "--tcp", f"127.0.0.1:{port}", timeout=10).stdout:
+                break
+            time.sleep(0.2)
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        # spawn's children run multiprocessing's entry point; the other child is its
+        # resource tracker (which outlives the daemon to remove its shared memory)
+        serving = [int(c) for c in children if "spawn_main" in _cmdline(int(c))]
+        assert len(serving) == 2, [_cmdline(int(c)) for c in children]
+    finally:
+        proc.kill()
+        proc.wait(10)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(Path(f"/proc/{c}").exists() for c in serving):
+        time.sleep(0.05)
+    assert not [c for c in serving if Path(f"/proc/{c}").exists()]
+    import socket
+
+    with socket.create_server(("127.0.0.1", port)):  # free again
+        pass
+    # the daemon's shared-memory segments are removed by its resource tracker
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and set(os.listdir("/dev/shm")) - shm_before:
+        time.sleep(0.1)
+    assert not set(os.listdir("/dev/shm")) - shm_before
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""

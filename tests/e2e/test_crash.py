@@ -56,6 +56,7 @@ def _env(tmp_path, bootstrap, name, port):
         "LEARND_CHECKPOINT__AUDIT_IDS": "true",
         "LEARND_LEARNING__PUBLISH_EVERY_S": "0.2",
         "LEARND_LEARNING__GATE__ENABLED": "false",  # publishes on schedule: a crash point
+        "LEARND_COMPRESSION__ENABLED": "false",
         "LEARND_SERVING__TCP_PORT": str(port),
         "LEARND_METRICS__ENABLED": "false",
         "LEARND_LOG__FORMAT": "json",

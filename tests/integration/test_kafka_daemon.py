@@ -156,11 +156,18 @@ def test_metrics_scrape(start_daemon, kafka_section):
         c.predict([1, 2, 3])
     wait_for(lambda: d.source.lag(), 10, what="lag known")
     host, port = d.metrics_server.address
-    body = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5).read().decode()
-    samples = {}
-    for fam in text_string_to_metric_families(body):
-        for s in fam.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+
+    def scrape():
+        body = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5).read().decode()
+        samples = {}
+        for fam in text_string_to_metric_families(body):
+            for s in fam.samples:
+                samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return samples
+
+    # serving processes report their request metrics every half second
+    key = ("learnd_prediction_requests_total", (("op", "predict"), ("outcome", "ok")))
+    samples = wait_for(lambda: (s := scrape()).get(key) and s, 10, what="request metrics")
     assert samples[("learnd_events_total", (("outcome", "valid"),))] == 1000
     assert samples[("learnd_events_total", (("outcome", "invalid"),))] == 1
     assert samples[("learnd_dead_letters_total", (("reason", "not_json"),))] == 1

@@ -12,12 +12,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from adapters.client import LearndClient, LearndError
-from adapters.prometheus import ServingMetrics
+from adapters.serving_metrics import ServingMetrics
 from adapters.socket_server import PredictionServer
 from daemon.config import SchemaConfig, ServingConfig
-from daemon.learner import DenseWeights
 from daemon.serving import RequestHandler
 from daemon.snapshot import Draft, SnapshotRef
+from daemon.weights import DenseWeights
 
 SCHEMA = SchemaConfig(task="binary", features=("a", "b"))
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from daemon.config import SchemaConfig
-from daemon.learner import DenseWeights
 from daemon.serving import RequestHandler
 from daemon.snapshot import Draft, SnapshotRef
+from daemon.weights import DenseWeights
 
 SCHEMA = SchemaConfig(task="binary", features=("a", "b"))
 
