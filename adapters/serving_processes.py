@@ -264,3 +264,7 @@ class _MirroredHandler:
             return {"ok": False, "error": "unavailable", "detail": "the daemon did not answer"}
         self.mirror.refresh()
         return self.inner.handle(req)
+
+    def handle_many(self, reqs, single=None) -> list[dict]:
+        self.mirror.refresh()
+        return self.inner.handle_many(reqs, single=self.handle)

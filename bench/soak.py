@@ -282,9 +282,31 @@ def swaps(args):
 
     ref = SnapshotRef(keep=args.swaps + 2)
     ref.publish(draft(1))
-    server = PredictionServer(
-        RequestHandler(ref, schema), ServingConfig(tcp_port=0, max_connections=512)
-    )
+    if args.processes:
+        from adapters.serving_processes import ServingProcesses
+        from daemon.config import LearndConfig
+
+        cfg = LearndConfig.model_validate(
+            {
+                "schema": {"task": "binary", "n_features": 3},
+                "serving": {
+                    "tcp_port": 0,
+                    "max_connections": 512,
+                    "processes": args.processes,
+                    "keep_versions": 10,
+                },
+            }
+        )
+        server = ServingProcesses(
+            cfg,
+            ref,
+            RequestHandler(ref, schema),
+            lambda: {"alive": True, "ready": True, "status": "ready"},
+        )
+    else:
+        server = PredictionServer(
+            RequestHandler(ref, schema), ServingConfig(tcp_port=0, max_connections=512)
+        )
     server.start()
     x = [1.0, 2.0, 3.0]
     stop = threading.Event()
@@ -342,8 +364,10 @@ def swaps(args):
     def p99(v):
         return statistics.quantiles(v, n=100)[98] * 1e6
 
+    where = f"{args.processes} serving processes" if args.processes else "in-process serving"
     print(
-        f"{args.threads} client threads, {args.swaps} swaps in {swap_end - steady_end:.1f} s, "
+        f"{where}, {args.threads} client threads, {args.swaps} swaps in "
+        f"{swap_end - steady_end:.1f} s, "
         f"{len(results):,} requests"
     )
     print(
@@ -446,6 +470,7 @@ def main():
     p.add_argument("--threads", type=int, default=32)
     p.add_argument("--swaps", type=int, default=500)
     p.add_argument("--interval", type=float, default=0.01)
+    p.add_argument("--processes", type=int, default=0, help="serving processes (0: in-process)")
     p.set_defaults(func=swaps)
     p = sub.add_parser("disk-full")
     p.add_argument("--events", type=int, default=20_000)

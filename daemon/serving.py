@@ -24,7 +24,7 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -86,6 +86,48 @@ class RequestHandler:
         if req_id is not None:
             out["id"] = req_id
         return out
+
+    def handle_many(
+        self, reqs: Sequence[Any], single: Callable[[Any], dict] | None = None
+    ) -> list[dict]:
+        """Answers to pipelined requests, in order. Runs of plain ``predict`` requests share one
+        vectorised forward pass through the snapshot current when the run ends; any other
+        request goes through ``single`` (default :meth:`handle`). The snapshot reference is
+        read in request order and only moves forward, so versions never go backwards within
+        the answers."""
+        single = single or self.handle
+        out: list[dict | None] = [None] * len(reqs)
+        run_rows: list[np.ndarray] = []
+        run_idx: list[int] = []
+
+        def flush() -> None:
+            snap = self.ref.current
+            if not run_idx:
+                return
+            if snap is None:
+                for i in run_idx:
+                    out[i] = single(reqs[i])
+            else:
+                probs = snap.predict_many(np.asarray(run_rows, np.float32))
+                for k, i in enumerate(run_idx):
+                    answer = {"ok": True, "version": snap.version, **_answer(snap, probs, k)}
+                    if (req_id := reqs[i].get("id")) is not None:
+                        answer["id"] = req_id
+                    out[i] = answer
+            run_rows.clear()
+            run_idx.clear()
+
+        for i, req in enumerate(reqs):
+            if isinstance(req, dict) and req.get("op", "predict") == "predict":
+                row, problem = self.parser.parse(req.get("features"))
+                if problem is None:
+                    run_rows.append(row)
+                    run_idx.append(i)
+                    continue
+            flush()
+            out[i] = single(req)
+        flush()
+        return out  # type: ignore[return-value]
 
     def _versions(self) -> dict:
         snap = self.ref.current

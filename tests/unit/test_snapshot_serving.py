@@ -112,3 +112,33 @@ def test_not_ready_before_the_first_publish():
     h = RequestHandler(SnapshotRef(), SCHEMA)
     assert h.handle({"op": "predict", "features": [1, 1]})["error"] == "not_ready"
     assert h.handle({"op": "health"})["version"] is None
+
+
+def test_pipelined_requests_share_a_forward_pass_in_order_and_never_go_backwards():
+    ref = SnapshotRef()
+    ref.publish(draft())
+    h = RequestHandler(ref, SCHEMA)
+
+    def single(req):  # an operation in the middle of the pipeline meets a publish
+        answer = h.handle(req)
+        ref.publish(draft(weights(sign=-1.0)))
+        return answer
+
+    reqs = [
+        {"op": "predict", "features": [1, 2], "id": 0},
+        {"op": "predict", "features": [1, 2, 3], "id": 1},  # wrong dimension: answered alone
+        {"op": "predict", "features": {"a": 1, "b": 2}, "id": 2},
+        {"op": "info", "id": 3},
+        {"features": [1, 2], "id": 4},
+        "not an object",
+    ]
+    out = h.handle_many(reqs, single=single)
+    assert [a.get("id") for a in out] == [0, 1, 2, 3, 4, None]
+    assert [a["ok"] for a in out] == [True, False, True, True, True, False]
+    assert out[1]["error"] == "wrong_dimension"
+    versions = [a["version"] for a in out if "version" in a]
+    assert versions == sorted(versions) and versions[0] < versions[-1]
+    snaps = {s.version: s for s in ref.history()}
+    for a in (out[0], out[4]):  # each answer is its own version's prediction
+        p = snaps[a["version"]].predict_many(np.array([[1.0, 2.0]]))[0]
+        assert a["scores"] == {"0": round(float(p[0]), 6), "1": round(float(p[1]), 6)}
