@@ -196,6 +196,14 @@ class Learner:
             loss.backward()
             self.optimizer.step()
             self.steps += 1
+            for _ in range(self.learning.steps_per_batch - 1):  # more steps on the same batch
+                again = self._loss(self.net(xb), target)
+                if not math.isfinite(float(again.detach())):
+                    break
+                self.optimizer.zero_grad(set_to_none=True)
+                again.backward()
+                self.optimizer.step()
+                self.steps += 1
         else:
             self.skipped_steps += 1
         self.events_learned += len(y)

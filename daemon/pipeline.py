@@ -10,7 +10,7 @@ pending so that ``positions`` then describes exactly what the model state reflec
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -71,6 +71,7 @@ class Pipeline:
         self.compression: Counter[tuple[str, str]] = Counter()
         self.last_forms: list[dict[str, Any]] = []
         self._last_alarm_at = -(10**18)
+        self.alarms_at: deque[int] = deque(maxlen=1000)  # event positions of recent alarms
         self._last_publish = float("-inf")
         self._learned_at_publish = -1
 
@@ -86,6 +87,20 @@ class Pipeline:
             self._learn(batch)
         for rec in records:
             self.positions[rec.partition] = rec.offset + 1
+
+    def learn_arrays(self, X: np.ndarray, y: np.ndarray) -> None:
+        """Learn already-validated arrays as one micro-batch, exactly as decoded events are
+        learned (guards, metrics, drift detection and reaction, the gate's window): for
+        benchmarks and embedding, without Kafka records or positions."""
+        n = len(y)
+        batch = EventBatch(
+            np.ascontiguousarray(X, np.float32),
+            np.asarray(y),
+            (None,) * n,
+            np.zeros(n, np.int32),
+            np.arange(n, dtype=np.int64),
+        )
+        self._learn(batch)
 
     def tick(self) -> None:
         """Learn a partial batch that has waited long enough; publish when due."""
@@ -164,6 +179,7 @@ class Pipeline:
             )
             self.learner.on_drift()
             self._last_alarm_at = at
+            self.alarms_at.append(at)
             log.info(
                 "drift reaction: learning rate boosted",
                 extra={

@@ -135,3 +135,15 @@ def test_a_checkpoint_moves_between_devices(device):
     back.load_state_dict(cpu.state_dict())
     ra, rb = learn(a, X[3000:], y[3000:]), learn(back, X[3000:], y[3000:])
     np.testing.assert_allclose(ra[-1].outputs, rb[-1].outputs, atol=1e-4)
+
+
+def test_several_steps_per_batch_predict_first_then_step_k_times(device):
+    X, y = sea_arrays(3200)
+    one = Learner(SEA, ModelConfig(), LearningConfig(), device)
+    two = Learner(SEA, ModelConfig(), LearningConfig(steps_per_batch=2), device)
+    r1, r2 = learn(one, X[:32], y[:32]), learn(two, X[:32], y[:32])
+    np.testing.assert_allclose(r1[0].outputs, r2[0].outputs, atol=1e-6)  # same test half
+    assert (one.steps, two.steps) == (1, 2)
+    learn(one, X[32:], y[32:])
+    learn(two, X[32:], y[32:])
+    assert two.steps == 2 * one.steps == 200

@@ -1,0 +1,238 @@
+"""Prediction quality under drift: learnd's learner against river and Vowpal Wabbit, one run.
+
+    .venv/bin/python bench/quality.py            # 100k events per synthetic stream (~10 min)
+    .venv/bin/python bench/quality.py --quick    # 20k events, no ARF on the long streams
+
+Every system sees the same seeded streams, test-then-train, one example at a time for river
+and VW and in learnd's default micro-batches for learnd (through ``Pipeline.learn_arrays``: the
+daemon's own learning path with its guards, drift detection and drift reaction, minus Kafka).
+Printed: prequential accuracy and examples/s per system and stream; for learnd on the streams
+with known switch points, each drift alarm's delay, false alarms, and the events needed after
+each switch to get back within 1 point of the pre-switch accuracy (ARF's alongside).
+VW needs ``pip install vowpalwabbit``; without it its column says so. Single CPU thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from river import datasets, forest, linear_model, multiclass, preprocessing, tree  # noqa: E402
+from river.datasets import synth  # noqa: E402
+
+from adapters.fakes import ListDeadLetters, ManualClock  # noqa: E402
+from daemon.config import LearndConfig  # noqa: E402
+from daemon.learner import Learner  # noqa: E402
+from daemon.pipeline import Pipeline  # noqa: E402
+
+RECOVERY_WINDOW = 500
+
+
+# ---------------------------------------------------------------- streams
+def _arrays(pairs, classes=None):
+    xs, ys = [], []
+    keys = None
+    for x, y in pairs:
+        if keys is None:
+            keys = sorted(x)
+        xs.append([float(x[k]) for k in keys])
+        ys.append(y)
+    X = np.nan_to_num(np.array(xs, np.float32))
+    labels = sorted(set(ys), key=str) if classes is None else classes
+    index = {c: i for i, c in enumerate(labels)}
+    return X, np.array([index[y] for y in ys], np.int64), labels
+
+
+def switching(make, n, parts):
+    """``n`` events from generators ``make(k)`` for k in ``parts``, switching abruptly."""
+    per = n // len(parts)
+    pairs = itertools.chain.from_iterable(itertools.islice(make(k), per) for k in parts)
+    return pairs, [per * i for i in range(1, len(parts))]
+
+
+def streams(n, quick):
+    out = []
+    pairs, sw = switching(lambda v: synth.SEA(variant=v, seed=7, noise=0.05), n, [0, 1, 2, 3])
+    out.append(("SEA, 3 abrupt switches", *_arrays(pairs), sw))
+    hp = synth.Hyperplane(seed=7, n_features=10, mag_change=0.001)
+    out.append(("Hyperplane(10, mag_change .001)", *_arrays(hp.take(n)), []))
+    pairs, sw = switching(lambda f: synth.Agrawal(classification_function=f, seed=7), n, [0, 2, 5])
+    out.append(("Agrawal 0->2->5", *_arrays(pairs), sw))
+    for name, ds in (
+        ("Phishing", datasets.Phishing()),
+        ("Bananas", datasets.Bananas()),
+        ("ImageSegments (7 classes)", datasets.ImageSegments()),
+        ("Shuttle", datasets.Shuttle()),
+    ):
+        out.append((f"{name}", *_arrays(iter(ds)), []))
+    return out
+
+
+# ---------------------------------------------------------------- systems
+def run_learnd_recorded(X, y, labels):
+    """learnd with per-event correctness recorded (the prequential outputs of each step)."""
+    task = "binary" if len(labels) == 2 else "multiclass"
+    schema = {"task": task, "n_features": X.shape[1]}
+    if task == "multiclass":
+        schema["classes"] = [str(c) for c in labels]
+    cfg = LearndConfig.model_validate(
+        {"schema": schema, "checkpoint": {"dir": tempfile.mkdtemp()}, "serving": {"tcp_port": 0}}
+    )
+    learner = Learner(cfg.schema_, cfg.model, cfg.learning, "cpu")
+    pipe = Pipeline(cfg, learner, ListDeadLetters(), ManualClock())
+    errors: list[np.ndarray] = []
+    learn_many = learner.learn_many
+
+    def recording(Xb, yb):
+        result = learn_many(Xb, yb)
+        errors.append(result.errors)
+        return result
+
+    learner.learn_many = recording  # type: ignore[method-assign]
+    b = cfg.learning.batch_size
+    yy = y.astype(np.float32) if task == "binary" else y
+    t0 = time.perf_counter()
+    for i in range(0, len(y), b):
+        pipe.learn_arrays(X[i : i + b], yy[i : i + b])
+    dt = time.perf_counter() - t0
+    correct = np.concatenate(errors) == 0
+    return dt, correct, list(pipe.alarms_at)
+
+
+def run_river(model, X, y):
+    names = [f"x{i}" for i in range(X.shape[1])]
+    rows = [dict(zip(names, map(float, r), strict=True)) for r in X]
+    labels = y.tolist()
+    correct = np.zeros(len(y), bool)
+    t0 = time.perf_counter()
+    for i, (x, t) in enumerate(zip(rows, labels, strict=True)):
+        correct[i] = model.predict_one(x) == t
+        model.learn_one(x, t)
+    return time.perf_counter() - t0, correct
+
+
+def run_vw(X, y, n_classes):
+    try:
+        from vowpalwabbit import Workspace
+    except ImportError:
+        return None
+    if n_classes == 2:
+        ws = Workspace("--loss_function logistic --link logistic --quiet")
+    else:
+        ws = Workspace(f"--oaa {n_classes} --loss_function logistic --quiet")
+    feats = [" ".join(f"f{j}:{v:.6g}" for j, v in enumerate(r)) for r in X]
+    correct = np.zeros(len(y), bool)
+    t0 = time.perf_counter()
+    for i, (f, t) in enumerate(zip(feats, y.tolist(), strict=True)):
+        if n_classes == 2:
+            correct[i] = (ws.predict(f"| {f}") > 0.5) == (t == 1)
+            ws.learn(f"{1 if t == 1 else -1} | {f}")
+        else:
+            correct[i] = ws.predict(f"| {f}") == t + 1
+            ws.learn(f"{t + 1} | {f}")
+    dt = time.perf_counter() - t0
+    ws.finish()
+    return dt, correct
+
+
+def recovery(correct, switches):
+    """Events after each switch until accuracy over the last RECOVERY_WINDOW events is back
+    within 1 point of the 2000 events before the switch (None: never, before the next one)."""
+    out = []
+    bounds = [*switches[1:], len(correct)]
+    for s, end in zip(switches, bounds, strict=True):
+        pre = correct[max(0, s - 2000) : s].mean()
+        csum = np.concatenate([[0], np.cumsum(correct)])
+        found = None
+        for t in range(s + RECOVERY_WINDOW, end + 1, 10):
+            if (csum[t] - csum[t - RECOVERY_WINDOW]) / RECOVERY_WINDOW >= pre - 0.01:
+                found = t - s
+                break
+        out.append(found)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    n = 20_000 if args.quick else args.events
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, 1 thread; synthetic streams {n:,} events, seed 7\n")
+    header = ["learnd (default)", "river LR", "river HATC", "river ARF", "VW logistic"]
+    print("| stream | " + " | ".join(header) + " |")
+    print("|---|" + "---|" * len(header))
+    drift_rows = []
+    for name, X, y, labels, switches in streams(n, args.quick):
+        k = len(labels)
+        cells = []
+        arf_correct = None
+        dt, correct, alarms = run_learnd_recorded(X, y, labels)
+        cells.append(f"{correct.mean():.3f} / {len(y) / dt / 1000:,.0f}k")
+        lr = preprocessing.StandardScaler() | (
+            linear_model.LogisticRegression()
+            if k == 2
+            else multiclass.OneVsRestClassifier(linear_model.LogisticRegression())
+        )
+        for model in (
+            lr,
+            tree.HoeffdingAdaptiveTreeClassifier(seed=7),
+            forest.ARFClassifier(seed=7),
+        ):
+            if isinstance(model, forest.ARFClassifier) and args.quick and len(y) > 10_000:
+                cells.append("skipped (--quick)")
+                continue
+            mdt, mcorrect = run_river(model, X, y)
+            if isinstance(model, forest.ARFClassifier):
+                arf_correct = mcorrect
+            cells.append(f"{mcorrect.mean():.3f} / {_rate(len(y), mdt)}")
+        vw = run_vw(X, y, k)
+        cells.append(
+            "not installed" if vw is None else f"{vw[1].mean():.3f} / {_rate(len(y), vw[0])}"
+        )
+        print(f"| {name} ({len(y):,}) | " + " | ".join(cells) + " |", flush=True)
+        if switches:
+            delays, false = [], 0
+            for a in alarms:
+                after = [s for s in switches if s <= a < s + 5000]
+                if not after:
+                    false += 1
+            for s in switches:
+                hits = [a - s for a in alarms if s <= a < s + 5000]
+                delays.append(hits[0] if hits else None)
+            rec = recovery(correct, switches)
+            rec_arf = recovery(arf_correct, switches) if arf_correct is not None else None
+            drift_rows.append((name, switches, delays, false, rec, rec_arf))
+    print(
+        "\nlearnd's drift alarms and recovery (events; '-' = none within 5,000 / before the next switch)\n"
+    )
+    print("| stream | switches at | alarm delay | false alarms | learnd recovery | ARF recovery |")
+    print("|---|---|---|---|---|---|")
+    for name, switches, delays, false, rec, rec_arf in drift_rows:
+        print(
+            f"| {name} | {', '.join(f'{s:,}' for s in switches)} | {_list(delays)} | {false} | "
+            f"{_list(rec)} | {_list(rec_arf) if rec_arf is not None else 'not run'} |"
+        )
+
+
+def _rate(n, dt):
+    r = n / dt
+    return f"{r / 1000:,.0f}k" if r >= 10_000 else f"{r / 1000:,.1f}k"
+
+
+def _list(values):
+    return ", ".join("-" if v is None else f"{v:,}" for v in values)
+
+
+if __name__ == "__main__":
+    main()
