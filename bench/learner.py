@@ -46,7 +46,11 @@ def rate(device, hidden, batch, n, dim=3):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--hidden", default="64x64,1024x768", help="comma-separated model sizes")
+    ap.add_argument("--batches", default="1,32,256", help="comma-separated batch sizes")
     args = ap.parse_args()
+    sizes = [tuple(int(h) for h in size.split("x")) for size in args.hidden.split(",")]
+    batches = [int(b) for b in args.batches.split(",")]
     torch.set_num_threads(1)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
@@ -54,10 +58,10 @@ def main():
     print("\n| device | model | batch | examples/s | prequential accuracy |")
     print("|---|---|---|---|---|")
     for device in devices:
-        for hidden in ((64, 64), (1024, 768)):
-            for batch in (1, 32, 256):
+        for hidden in sizes:
+            for batch in batches:
                 n = args.events if batch > 1 else args.events // 20
-                if hidden != (64, 64) and device == "cpu" and batch < 32:
+                if hidden[0] > 256 and device == "cpu" and batch < 32:
                     continue
                 r, acc = rate(device, hidden, batch, n)
                 label = "x".join(map(str, hidden))
