@@ -105,6 +105,14 @@ def test_snapshot_forward_matches_torch_and_is_a_copy(device):
 def test_device_resolution():
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("auto", n_parameters=4481).type == "cpu"  # too small to gain
+
+
+def test_auto_device_takes_the_gpu_only_for_models_big_enough(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto", n_parameters=4_481).type == "cpu"
+    assert resolve_device("auto", n_parameters=265_000).type == "cuda"
+    assert resolve_device("cuda", n_parameters=10).type == "cuda"  # explicit wins
     if not torch.cuda.is_available():
         with pytest.raises(StartupError, match="learning.device is 'cuda'"):
             resolve_device("cuda")
