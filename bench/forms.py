@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from daemon.compress import FORMS, Unavailable, build_form  # noqa: E402
+from daemon.compress import FORMS, Unavailable, build_form, call_times  # noqa: E402
 from daemon.config import CompressionConfig, LearningConfig, ModelConfig, SchemaConfig  # noqa: E402
 from daemon.learner import Learner  # noqa: E402
 from daemon.snapshot import Draft, Snapshot  # noqa: E402
@@ -52,15 +52,7 @@ def hyperplane(n, dim, seed=0):
 
 
 def timings(forward, dim, calls):
-    z = np.zeros((1, dim), np.float32)
-    for _ in range(20):
-        forward(z)
-    t = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        forward(z)
-        t.append(time.perf_counter() - t0)
-    t.sort()
+    t = sorted(call_times(forward, dim, calls, warmup=20))
     return statistics.median(t) * 1e6, t[int(0.99 * (len(t) - 1))] * 1e6
 
 

@@ -114,7 +114,8 @@ def prune_units(w: DenseWeights, amount: float) -> DenseWeights:
         if int(round(amount * n_units)) >= n_units:
             raise Unavailable(f"pruning {amount:.0%} would remove every unit of layer {i}")
         prune.ln_structured(lin, "weight", amount=amount, n=2, dim=0)
-        keep = lin.weight_mask.detach().numpy().any(axis=1)  # (out,) rows of the torch weight
+        mask: torch.Tensor = getattr(lin, "weight_mask")  # noqa: B009 - set by the pruning hook
+        keep = mask.detach().numpy().any(axis=1)  # (out,) rows of the torch weight
         prune.remove(lin, "weight")
         weights[i] = weights[i][:, keep]
         biases[i] = biases[i][keep]
@@ -186,16 +187,24 @@ def build_form(name: str, w: DenseWeights, prune_amount: float, units_amount: fl
     raise ValueError(f"unknown form {name!r}; valid: {', '.join(FORMS)}")
 
 
-def latency_us(forward: Callable[[np.ndarray], np.ndarray], dim: int, repeats: int = 30) -> float:
-    """Median wall time of one batch-1 call, in microseconds (after a warm-up call)."""
+def call_times(
+    forward: Callable[[np.ndarray], np.ndarray], dim: int, repeats: int, warmup: int = 1
+) -> list[float]:
+    """Wall times (seconds) of ``repeats`` batch-1 calls, after ``warmup`` untimed ones."""
     z = np.zeros((1, dim), np.float32)
-    forward(z)
+    for _ in range(warmup):
+        forward(z)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         forward(z)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e6
+    return times
+
+
+def latency_us(forward: Callable[[np.ndarray], np.ndarray], dim: int, repeats: int = 30) -> float:
+    """Median wall time of one batch-1 call, in microseconds (after a warm-up call)."""
+    return statistics.median(call_times(forward, dim, repeats)) * 1e6
 
 
 @dataclass(frozen=True, slots=True)

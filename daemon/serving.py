@@ -97,7 +97,7 @@ class RequestHandler:
         the answers."""
         single = single or self.handle
         out: list[dict | None] = [None] * len(reqs)
-        run_rows: list[np.ndarray] = []
+        run_rows: list[Any] = []
         run_idx: list[int] = []
 
         def flush() -> None:
