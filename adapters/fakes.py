@@ -51,6 +51,9 @@ class ListSource:
     def take_revoked(self) -> bool:
         return False
 
+    def on_revoke(self, handler) -> None:
+        self.revoke_handler = handler
+
     def assigned(self) -> int:
         return len(self.log)
 

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import (
     CommitFailedError,
     KafkaError,
@@ -52,15 +52,24 @@ def out_of_range_gap(position: int, target: int) -> int:
     return max(0, target - position)
 
 
-class _Listener(ConsumerRebalanceListener):
+class _Listener(AsyncConsumerRebalanceListener):
+    """kafka-python 3 runs these on its IO thread, while the thread that called ``poll()`` waits
+    for the rebalance to finish: the learner is not touching the model, so the hand-over
+    checkpoint can run here, and the commit is awaited rather than blocked on."""
+
     def __init__(self, source: KafkaEventSource):
         self.source = source
 
-    def on_partitions_revoked(self, revoked):
+    async def on_partitions_revoked(self, revoked):
         self.source._on_revoked(revoked)
+        if revoked:
+            await self.source._hand_over(revoked)
 
-    def on_partitions_assigned(self, assigned):
+    async def on_partitions_assigned(self, assigned):
         self.source._on_assigned(assigned)
+
+    async def on_partitions_lost(self, lost):  # membership lost: others may already own them
+        self.source._on_revoked(lost)
 
 
 class KafkaEventSource:
@@ -73,6 +82,10 @@ class KafkaEventSource:
         self.out_of_range_resets = 0
         self.skipped_records = 0
         self.revoked = False
+        self.handovers = 0
+        self.handover_commit_failures = 0
+        self._revoke_handler: Callable[[], Mapping[int, int] | None] | None = None
+        self._in_poll = False
         # Created on the learning thread's first poll, and again until it succeeds: a broker
         # that is down at start must not stop learnd from serving its checkpointed model.
         self.consumer: KafkaConsumer | None = None
@@ -118,6 +131,45 @@ class KafkaEventSource:
                 extra={"event": "rebalance"},
             )
 
+    def on_revoke(self, handler: Callable[[], Mapping[int, int] | None]) -> None:
+        self._revoke_handler = handler
+
+    async def _hand_over(self, revoked) -> None:
+        """Checkpoint and commit before the revoked partitions go to another member."""
+        if self._revoke_handler is None or not self._in_poll or self.consumer is None:
+            return  # not inside our poll(): the learner may be busy; checkpoint after it
+        positions = self._revoke_handler()
+        if positions is None:
+            return  # the checkpoint failed: commit nothing beyond the last good one
+        offsets = {
+            TopicPartition(self.cfg.topic, p): OffsetAndMetadata(o, "", -1)
+            for p, o in positions.items()
+            if TopicPartition(self.cfg.topic, p) in revoked
+        }
+        commit = getattr(self.consumer._coordinator, "_commit_offsets_sync_async", None)
+        try:
+            if offsets and commit is not None:
+                await commit(offsets, timeout_ms=self.cfg.session_timeout_ms // 2)
+        except KafkaError as e:
+            self.handover_commit_failures += 1
+            log.warning(
+                "checkpointed before the hand-over, but the commit was refused (%s): the next "
+                "owner may re-learn records since the previous commit",
+                e,
+                extra={"event": "rebalance"},
+            )
+            return
+        self.handovers += 1
+        self.revoked = False  # already checkpointed and committed
+        log.info(
+            "checkpointed and committed before handing over partitions %s",
+            sorted(tp.partition for tp in revoked),
+            extra={
+                "event": "rebalance",
+                "positions": {tp.partition: o.offset for tp, o in offsets.items()},
+            },
+        )
+
     def _on_assigned(self, assigned) -> None:
         for tp in assigned:
             if tp.partition in self._position:
@@ -137,6 +189,7 @@ class KafkaEventSource:
             time.sleep(timeout_s)  # waiting for the broker: do not spin
             return []
         assert self.consumer is not None
+        self._in_poll = True
         try:
             batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000))
         except OffsetOutOfRangeError as e:
@@ -145,6 +198,8 @@ class KafkaEventSource:
         except NoOffsetForPartitionError as e:
             self._place_new(e.args[0] if e.args else self.consumer.assignment())
             return []
+        finally:
+            self._in_poll = False
         out: list[Record] = []
         for tp in sorted(batches, key=lambda t: t.partition):
             recs = batches[tp]

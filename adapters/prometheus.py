@@ -192,6 +192,15 @@ class LearndCollector(Collector):
             "Records skipped by out-of-range repositioning (never silently).",
             value=getattr(self.source, "skipped_records", 0),
         )
+        yield _counter(
+            "learnd_rebalance_handovers",
+            "Revocations checkpointed before the hand-over, by whether the commit was accepted.",
+            "outcome",
+            {
+                "committed": getattr(self.source, "handovers", 0),
+                "commit_refused": getattr(self.source, "handover_commit_failures", 0),
+            },
+        )
         h = self.health
         yield _counter(
             "learnd_checkpoints",

@@ -5,7 +5,7 @@ The core never opens a connection or a file; it is handed objects of these shape
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,6 +47,12 @@ class EventSource(Protocol):
 
     def take_revoked(self) -> bool:
         """True once after partitions were revoked by a rebalance (then False until the next)."""
+        ...
+
+    def on_revoke(self, handler: Callable[[], Mapping[int, int] | None]) -> None:
+        """Register what to do *before* revoked partitions are handed over: the source calls
+        ``handler`` from inside :meth:`poll` (so the caller's thread is not touching the model)
+        and commits the positions it returns (None: nothing to commit)."""
         ...
 
     def connected(self) -> bool:

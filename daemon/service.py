@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from daemon.config import CheckpointConfig
@@ -79,6 +79,7 @@ class Service:
         self.stop_event = threading.Event()
         self._ckpt_events = 0
         self._ckpt_time = clock()
+        source.on_revoke(self._hand_over)
 
     def restore(self) -> None:
         """Load the newest good checkpoint (if any), seek the source, publish the model."""
@@ -138,7 +139,14 @@ class Service:
             or self.clock() - self._ckpt_time >= self.policy.every_s
         )
 
-    def checkpoint(self) -> bool:
+    def _hand_over(self) -> Mapping[int, int] | None:
+        """Partitions are being revoked: checkpoint now, before another member takes them, and
+        give the source the positions to commit (it commits them itself, mid-rebalance)."""
+        if not self.checkpoint(commit=False):
+            return None
+        return dict(self.pipeline.positions)
+
+    def checkpoint(self, commit: bool = True) -> bool:
         """Learn what is pending, make dead letters durable, save state, then commit offsets."""
         self._ckpt_time = self.clock()
         self.pipeline.flush()
@@ -159,7 +167,8 @@ class Service:
         self.health.checkpoints += 1
         self.health.checkpoint_failing = False
         self.health.last_checkpoint_unix = time.time()
-        self.source.commit(self.pipeline.positions)
+        if commit:
+            self.source.commit(self.pipeline.positions)
         self.failpoints.hit("after_commit")
         log.info(
             "checkpoint written",

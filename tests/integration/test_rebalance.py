@@ -1,10 +1,8 @@
 """Partition rebalances: a member that takes over a partition learnd never held starts from the
-group's committed offset (written after each checkpoint), so nothing committed is learned twice;
-the revoking member checkpoints right after the rebalance and keeps its remaining partition.
-
-Not covered (and not done): checkpointing and committing *before* the revoked partition is handed
-over. kafka-python 3 runs rebalance callbacks on its network thread, where the synchronous commit
-is refused; doing it there needs its async listener and a hand-off with the learning thread.
+group's committed offset, so nothing committed is learned twice; the revoking member checkpoints
+and commits *before* the partition is handed over (kafka-python 3's async rebalance listener,
+while the learning thread waits in ``poll()``), so even records it learned since its last
+scheduled checkpoint are not learned again by the next owner.
 """
 
 from __future__ import annotations
@@ -47,6 +45,40 @@ def test_second_member_takes_a_partition_after_a_checkpoint(start_daemon, kafka_
         # d2 never held its partition: it starts from the offset d1 committed (1000), not 0
         wait_for(learned(d2, 1000), 60, what="d2 learned its partition's new records")
         wait_for(learned(d1, 3000), 60, what="d1 learned its remaining partition's new records")
+        assert d2.pipeline.learner.events_learned == 1000
+        assert d1.pipeline.learner.events_learned == 3000
+    finally:
+        d2.stop()
+        d2.join(30)
+
+
+def test_revoked_partitions_are_checkpointed_and_committed_before_the_hand_over(
+    start_daemon, kafka_section, tmp_path
+):
+    """No scheduled checkpoint ever runs here: only the hand-over can record d1's progress."""
+    bootstrap, topic = kafka_section["bootstrap_servers"], kafka_section["topic"]
+    ensure_topics(sea_config(tmp_path, kafka=kafka_section).kafka, partitions=2)
+    produce(bootstrap, topic, list(DriftingSEA(seed=103).take(2000)), partitions=2)
+    d1 = start_daemon(checkpoint={"every_s": 3600, "every_events": 10**9})
+    wait_for(learned(d1, 2000), 60, what="d1 learned both partitions")
+    assert d1.service.health.checkpoints == 0
+
+    from adapters.bootstrap import Daemon
+
+    d2 = Daemon(sea_config(tmp_path / "second", kafka=kafka_section))
+    d2.start()
+    d2.run_in_thread()
+    try:
+        wait_for(
+            lambda: d1.source.assigned() == 1 and d2.source.assigned() == 1,
+            60,
+            what="the partitions split between the two members",
+        )
+        assert d1.source.handovers >= 1 and d1.service.health.checkpoints >= 1
+        produce(bootstrap, topic, list(DriftingSEA(seed=104).take(2000)), partitions=2)
+        wait_for(learned(d2, 1000), 60, what="d2 learned its partition's new records")
+        wait_for(learned(d1, 3000), 60, what="d1 learned its remaining partition's new records")
+        # d2 started at d1's hand-over commit (1000), not at the beginning of the partition
         assert d2.pipeline.learner.events_learned == 1000
         assert d1.pipeline.learner.events_learned == 3000
     finally:
