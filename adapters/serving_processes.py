@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
@@ -205,6 +206,7 @@ def worker_main(cfg: LearndConfig, sockets, control: str, health: str, stats: st
     mirror.refresh()
     registry = CollectorRegistry(auto_describe=True)
     metrics = ServingMetrics(registry)
+    registry.register(_MirrorCollector(mirror))
     inner = RequestHandler(
         ref,
         cfg.schema_,
@@ -226,6 +228,21 @@ def worker_main(cfg: LearndConfig, sockets, control: str, health: str, stats: st
         out.write(generate_latest(registry))
         server.stop()
         mirror.close()
+
+
+class _MirrorCollector(Collector):
+    def __init__(self, mirror):
+        self.mirror = mirror
+
+    def collect(self):
+        family = CounterMetricFamily(
+            "learnd_serving_snapshots",
+            "Published snapshots a serving process loaded, or refused as unreadable or malformed.",
+            labels=["outcome"],
+        )
+        family.add_metric(["loaded"], self.mirror.loads)
+        family.add_metric(["rejected"], self.mirror.rejected)
+        yield family
 
 
 def _die_with_parent() -> None:

@@ -1,8 +1,12 @@
 """Served snapshots mirrored into serving processes through POSIX shared memory.
 
 The daemon process owns the :class:`daemon.snapshot.SnapshotRef`. A :class:`SnapshotChannel`
-subscribes to it and writes every served snapshot, pickled, into a shared-memory segment of its
-own, then points a small control block at it. A serving process's :class:`SnapshotMirror`
+subscribes to it and writes every served snapshot into a shared-memory segment of its own, then
+points a small control block at it. A snapshot travels as plain data, never as a pickle: a JSON
+header and float arrays (``numpy.load(allow_pickle=False)``); a torch form travels as the dense
+weights it was made from plus its form name, and is built again on arrival. The reader checks
+what it reads (finite, shapes that chain from the inputs to the task's outputs) and refuses
+anything else, counting it, while it keeps serving what it had. A serving process's :class:`SnapshotMirror`
 checks the control block's sequence number before each request (one 8-byte read) and, when it
 moved, loads the new snapshot into the serving process's own ``SnapshotRef`` with
 :meth:`~daemon.snapshot.SnapshotRef.adopt`: the same hot-swap mechanism, so an answer always
@@ -17,19 +21,25 @@ unlink the daemon's segments when a serving process exits.
 
 from __future__ import annotations
 
+import io
+import logging
 import mmap
 import os
-import pickle
 import struct
 import threading
 import time
-import warnings
 from collections import deque
 from multiprocessing import shared_memory
+from types import MappingProxyType
 
+import numpy as np
 import orjson
 
+from daemon.forms import NumpyForward
 from daemon.snapshot import Snapshot, SnapshotRef
+from daemon.weights import DenseWeights
+
+log = logging.getLogger("learnd.serving")
 
 HEADER = struct.Struct("<QI")  # sequence, payload length
 
@@ -99,6 +109,104 @@ def _map(name: str, writable: bool) -> mmap.mmap:
         os.close(fd)
 
 
+class BadSnapshot(ValueError):
+    """A shared snapshot that cannot be served (truncated, malformed, non-finite...)."""
+
+
+def encode(snap: Snapshot) -> bytes:
+    """A snapshot as bytes: 4-byte header length, JSON header, then an ``.npz`` of its arrays."""
+    fwd = snap.forward
+    recipe = getattr(fwd, "recipe", None)
+    if recipe is not None:  # a torch form: ship what it is built from
+        src: DenseWeights = fwd.source  # type: ignore[attr-defined]
+        weights, biases, activation = src.weights, src.biases, src.activation
+    else:
+        weights, biases = fwd.weights, fwd.biases  # type: ignore[attr-defined]
+        activation = fwd.activation  # type: ignore[attr-defined]
+    header = {
+        "version": snap.version,
+        "task": snap.task,
+        "classes": list(snap.classes),
+        "features": list(snap.feature_names) if snap.feature_names else None,
+        "trained_events": snap.trained_events,
+        "metrics": dict(snap.metrics),
+        "published_unix": snap.published_unix,
+        "latency_us": None if np.isnan(snap.latency_us) else snap.latency_us,
+        "rolled_back_from": snap.rolled_back_from,
+        "y_mean": snap.y_mean,
+        "y_std": snap.y_std,
+        "activation": activation,
+        "form": fwd.form,
+        "recipe": recipe,
+        "layers": len(weights),
+    }
+    arrays = {"x_mean": snap.x_mean, "x_inv_std": snap.x_inv_std}
+    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        arrays[f"w{i}"], arrays[f"b{i}"] = w, b
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    head = orjson.dumps(header)
+    return struct.pack("<I", len(head)) + head + buf.getvalue()
+
+
+def decode(data: bytes) -> Snapshot:
+    """The snapshot in ``data``, checked; raises :class:`BadSnapshot` with the reason."""
+    try:
+        (n,) = struct.unpack_from("<I", data, 0)
+        header = orjson.loads(data[4 : 4 + n])
+        with np.load(io.BytesIO(data[4 + n :]), allow_pickle=False) as npz:
+            arrays = {k: np.asarray(npz[k], np.float32) for k in npz.files}
+        k = int(header["layers"])
+        dense = DenseWeights(
+            tuple(arrays[f"w{i}"] for i in range(k)),
+            tuple(arrays[f"b{i}"] for i in range(k)),
+            str(header["activation"]),
+            arrays["x_mean"],
+            arrays["x_inv_std"],
+            float(header["y_mean"]),
+            float(header["y_std"]),
+        )
+        task, classes = str(header["task"]), tuple(header["classes"])
+    except BadSnapshot:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever is wrong with the bytes, say what
+        raise BadSnapshot(f"unreadable: {type(e).__name__}: {e}") from None
+    if dense.activation not in ("relu", "tanh") or task not in (
+        "binary",
+        "multiclass",
+        "regression",
+    ):
+        raise BadSnapshot(f"unknown activation {dense.activation!r} or task {task!r}")
+    problem = dense.shape_problem(len(classes) if task == "multiclass" else 1)
+    if problem is not None:
+        raise BadSnapshot(f"malformed: {problem}")
+    if not dense.is_finite():
+        raise BadSnapshot("non-finite weights")
+    if header["recipe"] is not None:
+        from daemon.compress import build_form  # torch only for a torch form
+
+        forward = build_form(str(header["recipe"]), dense, 0.5, 0.25)
+    else:
+        forward = NumpyForward(dense.weights, dense.biases, dense.activation, str(header["form"]))
+    latency = header["latency_us"]
+    return Snapshot(
+        version=int(header["version"]),
+        task=task,
+        classes=classes,
+        feature_names=tuple(header["features"]) if header["features"] else None,
+        trained_events=int(header["trained_events"]),
+        metrics=MappingProxyType(dict(header["metrics"])),
+        published_unix=float(header["published_unix"]),
+        forward=forward,
+        x_mean=NumpyForward._freeze(dense.x_mean),
+        x_inv_std=NumpyForward._freeze(dense.x_inv_std),
+        y_mean=dense.y_mean,
+        y_std=dense.y_std,
+        latency_us=float("nan") if latency is None else float(latency),
+        rolled_back_from=header["rolled_back_from"],
+    )
+
+
 class SnapshotChannel:
     """The daemon's side: one segment per served snapshot (the newest ``keep`` kept), a control
     block naming the current one, and a block carrying the daemon's health answer."""
@@ -116,12 +224,15 @@ class SnapshotChannel:
         return self.control.name, self.health.name
 
     def _publish(self, snap: Snapshot) -> None:
-        data = pickle.dumps(snap, protocol=pickle.HIGHEST_PROTOCOL)
+        self.write_blob(snap.version, encode(snap))
+
+    def write_blob(self, version: int, data: bytes) -> None:
+        """Put ``data`` in a new segment and point the control block at it as ``version``."""
         blob = shared_memory.SharedMemory(create=True, size=max(1, len(data)))
         blob.buf[: len(data)] = data
         with self._lock:
             self._blobs.append(blob)
-            pointer = {"version": snap.version, "name": blob.name, "size": len(data)}
+            pointer = {"version": version, "name": blob.name, "size": len(data)}
             self.control.write(orjson.dumps(pointer))
             while len(self._blobs) > self._keep:  # a reader that is this far behind re-reads
                 old = self._blobs.popleft()
@@ -150,6 +261,8 @@ class SnapshotMirror:
         self.ref = ref
         self._seen = -1
         self.loads = 0
+        self.rejected = 0
+        self.last_problem: str | None = None
 
     def refresh(self) -> None:
         """Adopt the daemon's newest snapshot if it changed since the last look."""
@@ -168,9 +281,20 @@ class SnapshotMirror:
             ):  # replaced and removed meanwhile: the next look finds its successor
                 return
             try:
-                with warnings.catch_warnings():  # torch's unpickling of storages is noisy
-                    warnings.simplefilter("ignore", UserWarning)
-                    snap = pickle.loads(blob[: pointer["size"]])
+                snap = decode(blob[: pointer["size"]])
+                if snap.version != pointer["version"]:
+                    raise BadSnapshot(f"holds version {snap.version}, not {pointer['version']}")
+            except BadSnapshot as e:
+                self.rejected += 1
+                self.last_problem = str(e)
+                log.error(
+                    "refused a shared snapshot; still serving version %s: %s",
+                    current.version if current else None,
+                    e,
+                    extra={"event": "snapshot_rejected"},
+                )
+                self._seen = seq
+                return
             finally:
                 blob.close()
             self.ref.adopt(snap)

@@ -61,10 +61,7 @@ class NumpyForward:
         zeros = sum(int(w.size - np.count_nonzero(w)) for w in self.weights)
         self.sparsity = zeros / total if total else 0.0
 
-    def __setstate__(self, state: dict) -> None:  # unpickled in a serving process: freeze again
-        self.__dict__.update(state)
-        self.weights = tuple(_frozen(w) for w in self.weights)
-        self.biases = tuple(_frozen(b) for b in self.biases)
+    _freeze = staticmethod(_frozen)
 
     def __call__(self, Z: np.ndarray) -> np.ndarray:
         z = np.asarray(Z, np.float32)
@@ -127,6 +124,10 @@ class TorchForward:
         self.dtype = dtype
         self.form = form
         self.n_parameters, self.size_bytes, self.sparsity = _module_size(self.module)
+        # How to build this form again elsewhere (a serving process): the compress form name
+        # and the dense weights it was made from. Set by daemon.compress.build_form.
+        self.recipe: str | None = None
+        self.source: Any = None
 
     def __call__(self, Z: np.ndarray) -> np.ndarray:
         import torch  # already loaded: this object holds torch tensors

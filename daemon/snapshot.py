@@ -53,6 +53,10 @@ class Draft:
     forward: Forward | None = None
     latency_us: float = float("nan")  # measured batch-1 forward time of that form
 
+    @property
+    def n_outputs(self) -> int:
+        return len(self.classes) if self.task == "multiclass" else 1
+
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
@@ -70,13 +74,6 @@ class Snapshot:
     y_std: float
     latency_us: float = float("nan")
     rolled_back_from: int | None = None
-
-    def __reduce__(self):
-        # Pickled for serving processes (adapters/shared_snapshots.py); a mappingproxy is not
-        # picklable, so the metrics travel as a dict and are wrapped again on arrival.
-        fields = {f: getattr(self, f) for f in self.__slots__}
-        fields["metrics"] = dict(self.metrics)
-        return (_restore, (fields,))
 
     @classmethod
     def from_draft(cls, draft: Draft, version: int) -> Snapshot:
@@ -154,13 +151,6 @@ class Snapshot:
         }
 
 
-def _restore(fields: dict) -> Snapshot:
-    fields["metrics"] = MappingProxyType(fields["metrics"])
-    for name in ("x_mean", "x_inv_std"):
-        fields[name] = _frozen(fields[name])
-    return Snapshot(**fields)
-
-
 class SnapshotRef:
     """Holds the served snapshot. Readers take ``current`` (one attribute read, atomic);
     publishers serialise on a lock so versions only ever increase.
@@ -200,6 +190,9 @@ class SnapshotRef:
         rollback pins serving."""
         if not draft.weights.is_finite():
             raise ValueError("refusing to publish a model with non-finite weights")
+        problem = draft.weights.shape_problem(draft.n_outputs)
+        if problem is not None:
+            raise ValueError(f"refusing to publish a malformed model: {problem}")
         with self._lock:
             if self._pinned:
                 return None

@@ -29,6 +29,22 @@ class DenseWeights:
     y_mean: float
     y_std: float
 
+    def shape_problem(self, n_outputs: int) -> str | None:
+        """Why these arrays cannot be one network from ``len(x_mean)`` inputs to ``n_outputs``
+        outputs (None when they can)."""
+        if not self.weights or len(self.weights) != len(self.biases):
+            return f"{len(self.weights)} weight matrices for {len(self.biases)} bias vectors"
+        width = len(self.x_mean)
+        if self.x_inv_std.shape != (width,):
+            return f"input scaling of shapes {self.x_mean.shape} and {self.x_inv_std.shape}"
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            if w.ndim != 2 or w.shape[0] != width or b.shape != (w.shape[1],):
+                return f"layer {i}: weights {w.shape} and bias {b.shape} after width {width}"
+            width = w.shape[1]
+        if width != n_outputs:
+            return f"the network ends in {width} outputs; the task needs {n_outputs}"
+        return None
+
     def is_finite(self) -> bool:
         arrays = (*self.weights, *self.biases, self.x_mean, self.x_inv_std)
         return all(bool(np.isfinite(a).all()) for a in arrays) and math.isfinite(
