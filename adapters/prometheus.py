@@ -173,6 +173,23 @@ class LearndCollector(Collector):
             value=p.drift.estimation,
         )
 
+        inputs = p.input_drift
+        alarms = CounterMetricFamily(
+            "learnd_input_drift_alarms",
+            "Shifts detected in a feature's batch mean (input drift, apart from concept drift).",
+            labels=["feature"],
+        )
+        estimate = GaugeMetricFamily(
+            "learnd_input_drift_estimate",
+            "The input-drift detector's estimate of each feature's batch mean.",
+            labels=["feature"],
+        )
+        for name, est in inputs.estimates().items():
+            alarms.add_metric([name], inputs.alarms[name])
+            estimate.add_metric([name], est)
+        yield alarms
+        yield estimate
+
         lag = GaugeMetricFamily(
             "learnd_consumer_lag",
             "Records behind the log end, per partition.",

@@ -150,6 +150,8 @@ class ModelConfig(_Section):
 
 class DriftConfig(_Section):
     detector: Literal["adwin", "page_hinkley", "kswin", "none"] = "adwin"
+    # Input drift: one detector per feature (the first 64) on each micro-batch's mean.
+    input_detector: Literal["adwin", "page_hinkley", "kswin", "none"] = "adwin"
     # Reaction to a concept-drift alarm: multiply the learning rate by lr_boost, then decay
     # back to the base rate with this half-life (in learning steps).
     lr_boost: float = Field(3.0, ge=1.0, le=100.0)

@@ -24,6 +24,7 @@ from daemon.errors import StartupError
 from daemon.events import EventBatch, EventDecoder, Reason
 from daemon.failpoints import NONE, Failpoints
 from daemon.gate import Gate, Verdict, judge
+from daemon.input_drift import InputDriftMonitor
 from daemon.learner import Learner, StepResult
 from daemon.ports import Clock, DeadLetterSink, Record
 from daemon.prequential import RollingMetrics
@@ -52,6 +53,9 @@ class Pipeline:
         self.decoder = EventDecoder(cfg.schema_)
         self.batcher = MicroBatcher(cfg.learning.batch_size, cfg.learning.batch_max_age_s)
         self.drift = DriftMonitor(cfg.learning.drift.detector)
+        schema = cfg.schema_
+        names = schema.features or tuple(f"x{i}" for i in range(schema.dim))
+        self.input_drift = InputDriftMonitor(names, cfg.learning.drift.input_detector)
         self.metrics = RollingMetrics(cfg.schema_.task, cfg.learning.metrics_window)
         self.positions: dict[int, int] = {}
         self.valid = 0
@@ -172,6 +176,7 @@ class Pipeline:
             held = self.gate.observe(batch.X, batch.y)
             if held is not None:
                 self._decide(*held)
+        self.input_drift.update(batch.X, start)
         for at in self.drift.update_many(result.errors, start):
             log.warning(
                 "drift alarm",

@@ -24,6 +24,7 @@ Examples
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -32,6 +33,8 @@ import numpy as np
 from daemon.config import SchemaConfig
 from daemon.events import FeatureParser
 from daemon.snapshot import Snapshot, SnapshotRef
+
+log = logging.getLogger("learnd.serving")
 
 OPS = ("predict", "predict_many", "health", "info", "versions", "rollback", "unpin")
 
@@ -152,6 +155,12 @@ class RequestHandler:
             snap = self.ref.rollback(version)
         except LookupError as e:
             return _error("unknown_version", str(e))
+        log.warning(
+            "rolled back: serving version %d as version %d; publishing paused until unpinned",
+            snap.rolled_back_from,
+            snap.version,
+            extra={"event": "serving_rollback", "version": snap.version},
+        )
         return {
             "ok": True,
             "version": snap.version,
@@ -162,7 +171,10 @@ class RequestHandler:
     def _unpin(self) -> dict:
         if not self.allow_rollback:
             return _error("forbidden", "unpin is disabled (serving.allow_rollback)")
-        return {"ok": True, "was_pinned": self.ref.unpin(), "pinned": False}
+        was = self.ref.unpin()
+        if was:
+            log.warning("unpinned: publishing resumes", extra={"event": "serving_unpin"})
+        return {"ok": True, "was_pinned": was, "pinned": False}
 
     def _rows(self, instances: list) -> tuple[np.ndarray | None, dict | None]:
         rows = []

@@ -72,3 +72,26 @@ def _delays(jump_to):
         delays == [111, 111, 111, 111, 79, 143, 111, 143, 143, 175] + [79] * 4 + [143] + [111] * 5
     )
     assert max(delays) < 500
+
+
+def test_input_drift_is_reported_per_feature_apart_from_concept_drift(tmp_path):
+    """x1 moves by +3 while the labels keep following the same concept: input drift on x1 only."""
+    from adapters.fakes import ListDeadLetters, ManualClock
+    from daemon.learner import Learner
+    from daemon.pipeline import Pipeline
+    from daemon.synthetic import FEATURES, DriftingSEA
+    from tests.conftest import sea_config
+
+    cfg = sea_config(tmp_path)
+    pipe = Pipeline(
+        cfg, Learner(cfg.schema_, cfg.model, cfg.learning, "cpu"), ListDeadLetters(), ManualClock()
+    )
+    events = list(DriftingSEA(seed=21, switch_every=10**9).take(12_000))
+    X = np.array([[e["features"][k] for k in FEATURES] for e in events], np.float32)
+    y = np.array([e["label"] for e in events], np.float32)
+    X[6000:, 0] += 3.0
+    for i in range(0, len(y), 32):
+        pipe.learn_arrays(X[i : i + 32], y[i : i + 32])
+    alarms = pipe.input_drift.alarms
+    assert alarms["x1"] >= 1 and alarms["x2"] == alarms["x3"] == 0
+    assert 6000 <= pipe.input_drift.last_alarm_at["x1"] < 6000 + 32 * 20
