@@ -19,6 +19,33 @@ from .test_kafka_daemon import learned, produce
 pytestmark = pytest.mark.integration
 
 
+def split_with_a_second_member(d1, kafka_section, tmp_path, seed, check=lambda: None):
+    """Start a second member, wait until each holds one of the 2 partitions, run ``check``,
+    produce 2000 more records: the second member must learn exactly its partition's new 1000
+    (it starts from the offset d1 committed, not from the partition's beginning)."""
+    from adapters.bootstrap import Daemon
+
+    bootstrap, topic = kafka_section["bootstrap_servers"], kafka_section["topic"]
+    d2 = Daemon(sea_config(tmp_path / "second", kafka=kafka_section))
+    d2.start()
+    d2.run_in_thread()
+    try:
+        wait_for(
+            lambda: d1.source.assigned() == 1 and d2.source.assigned() == 1,
+            60,
+            what="the partitions split between the two members",
+        )
+        check()
+        produce(bootstrap, topic, list(DriftingSEA(seed=seed).take(2000)), partitions=2)
+        wait_for(learned(d2, 1000), 60, what="d2 learned its partition's new records")
+        wait_for(learned(d1, 3000), 60, what="d1 learned its remaining partition's new records")
+        assert d2.pipeline.learner.events_learned == 1000
+        assert d1.pipeline.learner.events_learned == 3000
+    finally:
+        d2.stop()
+        d2.join(30)
+
+
 def test_second_member_takes_a_partition_after_a_checkpoint(start_daemon, kafka_section, tmp_path):
     bootstrap, topic = kafka_section["bootstrap_servers"], kafka_section["topic"]
     ensure_topics(sea_config(tmp_path, kafka=kafka_section).kafka, partitions=2)
@@ -28,28 +55,7 @@ def test_second_member_takes_a_partition_after_a_checkpoint(start_daemon, kafka_
     wait_for(lambda: d1.source.assigned() == 2, 10, what="d1 holds both partitions")
     before = d1.service.health.checkpoints
     wait_for(lambda: d1.service.health.checkpoints >= before + 2, 10, what="checkpoint + commit")
-
-    from adapters.bootstrap import Daemon
-
-    cfg2 = sea_config(tmp_path / "second", kafka=kafka_section)
-    d2 = Daemon(cfg2)
-    d2.start()
-    d2.run_in_thread()
-    try:
-        wait_for(
-            lambda: d1.source.assigned() == 1 and d2.source.assigned() == 1,
-            60,
-            what="the partitions split between the two members",
-        )
-        produce(bootstrap, topic, list(DriftingSEA(seed=102).take(2000)), partitions=2)
-        # d2 never held its partition: it starts from the offset d1 committed (1000), not 0
-        wait_for(learned(d2, 1000), 60, what="d2 learned its partition's new records")
-        wait_for(learned(d1, 3000), 60, what="d1 learned its remaining partition's new records")
-        assert d2.pipeline.learner.events_learned == 1000
-        assert d1.pipeline.learner.events_learned == 3000
-    finally:
-        d2.stop()
-        d2.join(30)
+    split_with_a_second_member(d1, kafka_section, tmp_path, seed=102)
 
 
 def test_revoked_partitions_are_checkpointed_and_committed_before_the_hand_over(
@@ -63,24 +69,7 @@ def test_revoked_partitions_are_checkpointed_and_committed_before_the_hand_over(
     wait_for(learned(d1, 2000), 60, what="d1 learned both partitions")
     assert d1.service.health.checkpoints == 0
 
-    from adapters.bootstrap import Daemon
-
-    d2 = Daemon(sea_config(tmp_path / "second", kafka=kafka_section))
-    d2.start()
-    d2.run_in_thread()
-    try:
-        wait_for(
-            lambda: d1.source.assigned() == 1 and d2.source.assigned() == 1,
-            60,
-            what="the partitions split between the two members",
-        )
+    def handed_over():
         assert d1.source.handovers >= 1 and d1.service.health.checkpoints >= 1
-        produce(bootstrap, topic, list(DriftingSEA(seed=104).take(2000)), partitions=2)
-        wait_for(learned(d2, 1000), 60, what="d2 learned its partition's new records")
-        wait_for(learned(d1, 3000), 60, what="d1 learned its remaining partition's new records")
-        # d2 started at d1's hand-over commit (1000), not at the beginning of the partition
-        assert d2.pipeline.learner.events_learned == 1000
-        assert d1.pipeline.learner.events_learned == 3000
-    finally:
-        d2.stop()
-        d2.join(30)
+
+    split_with_a_second_member(d1, kafka_section, tmp_path, seed=104, check=handed_over)
