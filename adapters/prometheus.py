@@ -92,6 +92,11 @@ class LearndCollector(Collector):
 
         snap = p.ref.current
         yield GaugeMetricFamily(
+            "learnd_batch_size",
+            "Micro-batch size in use (larger while catching up on a backlog).",
+            value=p.batcher.size,
+        )
+        yield GaugeMetricFamily(
             "learnd_model_version",
             "Version of the served model.",
             value=snap.version if snap else 0,

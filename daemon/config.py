@@ -203,6 +203,11 @@ class LearningConfig(_Section):
     lr: float = Field(0.01, gt=0, le=10)
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(32, ge=1, le=65_536)
+    # Catching up: while the consumer lag exceeds catch_up_lag records, batches of
+    # catch_up_batch_size are learned (more events/s, fewer steps per event); back to
+    # batch_size once the lag is below half of it. None: always batch_size.
+    catch_up_lag: int | None = Field(50_000, ge=1)
+    catch_up_batch_size: int = Field(256, ge=1, le=65_536)
     # Optimizer steps per micro-batch (the first on the batch's test-then-train forward pass):
     # more steps recover some of the per-example accuracy that batching gives away.
     steps_per_batch: int = Field(1, ge=1, le=16)
@@ -212,6 +217,17 @@ class LearningConfig(_Section):
     publish_every_events: int | None = Field(None, ge=1)  # also publish after this many events
     deterministic: bool = False
     drift: DriftConfig = DriftConfig()
+
+    @model_validator(mode="after")
+    def _catch_up(self) -> LearningConfig:
+        if self.catch_up_lag is not None and self.catch_up_batch_size < self.batch_size:
+            raise ValueError(
+                f"learning.catch_up_batch_size ({self.catch_up_batch_size}) is below "
+                f"learning.batch_size ({self.batch_size}); set it >= batch_size or set "
+                "learning.catch_up_lag to null"
+            )
+        return self
+
     gate: GateConfig = GateConfig()
     # Guards: a step whose loss is non-finite or above loss_explosion_factor x its running
     # average is "bad"; after rollback_after_bad_steps bad steps in a row (or at once, when the

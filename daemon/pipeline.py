@@ -92,6 +92,26 @@ class Pipeline:
         for rec in records:
             self.positions[rec.partition] = rec.offset + 1
 
+    def set_backlog(self, lag: int) -> None:
+        """Learn in larger batches while far behind the log (``learning.catch_up_*``)."""
+        lrn = self.cfg.learning
+        if lrn.catch_up_lag is None:
+            return
+        catching_up = self.batcher.size != lrn.batch_size
+        if not catching_up and lag > lrn.catch_up_lag:
+            self.batcher.size = lrn.catch_up_batch_size
+        elif catching_up and lag < lrn.catch_up_lag // 2:
+            self.batcher.size = lrn.batch_size
+        else:
+            return
+        log.info(
+            "%s: lag %d, batches of %d",
+            "catching up" if self.batcher.size != lrn.batch_size else "caught up",
+            lag,
+            self.batcher.size,
+            extra={"event": "catch_up", "lag": lag, "batch_size": self.batcher.size},
+        )
+
     def learn_arrays(self, X: np.ndarray, y: np.ndarray) -> None:
         """Learn already-validated arrays as one micro-batch, exactly as decoded events are
         learned (guards, metrics, drift detection and reaction, the gate's window): for

@@ -124,6 +124,7 @@ class Service:
                 extra={"event": "broker_up" if not was else "broker_down"},
             )
         if records:
+            self.pipeline.set_backlog(sum(self.source.lag().values()))
             self.pipeline.process(records)
         self.pipeline.tick()
         if self.source.take_revoked() or self._checkpoint_due():

@@ -192,3 +192,28 @@ def test_metrics_series_stay_bounded_with_100k_random_ids(tmp_path):
     drain(svc, src)
     assert pipe.valid == 100_000
     assert series() == after_1k < 100
+
+
+def test_large_batches_while_catching_up_then_back_to_the_configured_size(tmp_path):
+    cfg = sea_config(
+        tmp_path, learning={"catch_up_lag": 2000, "catch_up_batch_size": 128, "batch_size": 32}
+    )
+    src = ListSource(batch=500)
+    svc, pipe, _, _ = build(cfg, src)
+    sizes = []
+    learn_many = pipe.learner.learn_many
+    pipe.learner.learn_many = lambda X, y: sizes.append(len(y)) or learn_many(X, y)
+    src.append(list(DriftingSEA(seed=9).take(6000)))
+    svc.restore()
+    drain(svc, src)
+    svc.checkpoint()
+    assert pipe.learner.events_learned == 6000 == sum(sizes)
+    # lag 5500 after the first poll: 128s; below 1000 (half of 2000): 32s again
+    first_small = sizes.index(32)
+    assert set(sizes[:first_small]) == {128} and first_small >= 30
+    assert set(sizes[first_small:-1]) == {32} and pipe.batcher.size == 32
+
+
+def test_catch_up_batches_smaller_than_the_batch_size_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="catch_up_batch_size"):
+        sea_config(tmp_path, learning={"batch_size": 64, "catch_up_batch_size": 32})
