@@ -94,7 +94,14 @@ class ServingProcesses:
         proc = self._ctx.Process(
             target=worker_main,
             name=f"learnd-serving-{i}",
-            args=(self.cfg, self.sockets, *self.channel.names, self._stats[i].name, theirs),
+            args=(
+                self.cfg,
+                self.sockets,
+                *self.channel.names,
+                self._stats[i].name,
+                theirs,
+                os.getpid(),
+            ),
             daemon=True,
         )
         proc.start()
@@ -190,8 +197,14 @@ class SummedServingCollector(Collector):
             yield fam
 
 
-def worker_main(cfg: LearndConfig, sockets, control: str, health: str, stats: str, pipe) -> None:
-    """A serving process: answers requests from the mirrored snapshot until SIGTERM."""
+def worker_main(
+    cfg: LearndConfig, sockets, control: str, health: str, stats: str, pipe, parent: int
+) -> None:
+    """A serving process: answers requests from the mirrored snapshot until SIGTERM, or until
+    the daemon (pid ``parent``) is gone."""
+    _die_with_parent()
+    if os.getppid() != parent:  # the daemon died while this process was starting
+        return
     from adapters.serving_metrics import ServingMetrics
     from adapters.shared_snapshots import SnapshotMirror
     from adapters.socket_server import PredictionServer
@@ -199,8 +212,6 @@ def worker_main(cfg: LearndConfig, sockets, control: str, health: str, stats: st
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the daemon, which stops us
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    parent = os.getppid()
-    _die_with_parent()
     ref = SnapshotRef(keep=cfg.serving.keep_versions)
     mirror = SnapshotMirror(control, health, ref)
     mirror.refresh()

@@ -186,9 +186,12 @@ def test_demo_learns_and_stops_cleanly(tmp_path):
     assert {c for _, _, c, _ in progress} >= {"0", "1"}, "the stream switched concept"
 
 
-def test_serving_processes_exit_with_a_killed_daemon_and_free_the_port(tmp_path):
+@pytest.mark.parametrize("when", ["starting", "serving"])
+def test_serving_processes_exit_with_a_killed_daemon_and_free_the_port(tmp_path, when):
     """SIGKILL gives the daemon no chance to stop its serving processes: they must notice and
-    exit by themselves, or a restarted daemon could not bind its port."""
+    exit by themselves, or a restarted daemon could not bind its port (nor would a parent
+    reading its output ever see the end of it). Killed while they are still starting, or once
+    they serve."""
     port = free_port()
     env = {
         **os.environ,
@@ -204,15 +207,18 @@ def test_serving_processes_exit_with_a_killed_daemon_and_free_the_port(tmp_path)
     proc = subprocess.Popen([LEARND, "run"], env=env, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
+        serving: list[int] = []
         while time.monotonic() < deadline:
-            if run("health", "--tcp", f"127.0.0.1:{port}", timeout=10).stdout:
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            # spawn's children run multiprocessing's entry point; the other child is its
+            # resource tracker (which outlives the daemon to remove its shared memory)
+            serving = [int(c) for c in children if "spawn_main" in _cmdline(int(c))]
+            if len(serving) == 2 and (
+                when == "starting" or run("health", "--tcp", f"127.0.0.1:{port}").stdout
+            ):
                 break
-            time.sleep(0.2)
-        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-        # spawn's children run multiprocessing's entry point; the other child is its
-        # resource tracker (which outlives the daemon to remove its shared memory)
-        serving = [int(c) for c in children if "spawn_main" in _cmdline(int(c))]
-        assert len(serving) == 2, [_cmdline(int(c)) for c in children]
+            time.sleep(0.01 if when == "starting" else 0.2)
+        assert len(serving) == 2
     finally:
         proc.kill()
         proc.wait(10)
