@@ -204,7 +204,8 @@ def worker_main(
     the daemon (pid ``parent``) is gone."""
     _die_with_parent()
     if os.getppid() != parent:  # the daemon died while this process was starting
-        return
+        os._exit(0)
+    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch", daemon=True).start()
     from adapters.serving_metrics import ServingMetrics
     from adapters.shared_snapshots import SnapshotMirror
     from adapters.socket_server import PredictionServer
@@ -254,6 +255,14 @@ class _MirrorCollector(Collector):
         family.add_metric(["loaded"], self.mirror.loads)
         family.add_metric(["rejected"], self.mirror.rejected)
         yield family
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit the moment the daemon is gone, whatever the main thread is doing: an orphaned
+    serving process would hold the port and the daemon's output pipes."""
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    os._exit(0)
 
 
 def _die_with_parent() -> None:
