@@ -228,8 +228,11 @@ def test_serving_processes_exit_with_a_killed_daemon_and_free_the_port(tmp_path,
     assert not [c for c in serving if _alive(c)]
     import socket
 
-    with socket.create_server(("127.0.0.1", port)):  # free again
-        pass
+    try:
+        with socket.create_server(("127.0.0.1", port)):  # free again
+            pass
+    except OSError as e:
+        pytest.fail(f"port {port} still taken ({e}): {_port_holders(port)}")
     # the daemon's shared-memory segments are removed by its resource tracker
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and set(os.listdir("/dev/shm")) - shm_before:
@@ -237,13 +240,46 @@ def test_serving_processes_exit_with_a_killed_daemon_and_free_the_port(tmp_path,
     assert not set(os.listdir("/dev/shm")) - shm_before
 
 
+def _port_holders(port: int) -> list[str]:
+    """Who holds a local TCP port: state, and each process with the socket open."""
+    states = {"01": "ESTABLISHED", "06": "TIME_WAIT", "0A": "LISTEN", "08": "CLOSE_WAIT"}
+    inodes: dict[str, str] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            if int(f[1].rsplit(":", 1)[1], 16) == port:
+                inodes[f[9]] = f"{f[1]}->{f[2]} {states.get(f[3], f[3])}"
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                link = os.readlink(fd)
+                inode = link[len("socket:[") : -1] if link.startswith("socket:[") else ""
+                if inode in inodes:
+                    found.append(f"pid {proc.name} ({_cmdline(int(proc.name))}): {inodes[inode]}")
+        except OSError:
+            continue
+    return found or [f"no process; sockets: {sorted(inodes.values())}"]
+
+
 def _alive(pid: int) -> bool:
-    """Running (an exited child nobody has reaped yet is a zombie: it holds no sockets)."""
+    """Any of its threads still running. An exited child nobody has reaped is a zombie and holds
+    no sockets, but its main thread turns zombie before its other threads have finished exiting,
+    and their shared file table (the listening socket with it) goes only with the last one."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    for task in tasks:
+        try:
+            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            return True
+    return False
 
 
 def _cmdline(pid: int) -> str:
