@@ -12,7 +12,7 @@ from kafka.errors import KafkaError
 
 from adapters.kafka_common import client_options
 from daemon.config import KafkaConfig
-from daemon.ports import Record
+from daemon.ports import RawRecord
 
 
 class KafkaDeadLetters:
@@ -25,10 +25,10 @@ class KafkaDeadLetters:
         self.topic = cfg.dead_letter_topic
         self.flush_timeout_s = flush_timeout_s
         self.producer: KafkaProducer | None = None
-        self._queued: list[tuple[Record, str, str]] = []
+        self._queued: list[tuple[RawRecord, str, str]] = []
         self._pending: list = []
 
-    def send(self, record: Record, reason: str, detail: str) -> None:
+    def send(self, record: RawRecord, reason: str, detail: str) -> None:
         self._queued.append((record, reason, detail))
 
     def _produce(self) -> None:

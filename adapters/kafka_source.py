@@ -35,7 +35,7 @@ from kafka.structs import OffsetAndMetadata
 
 from adapters.kafka_common import client_options
 from daemon.config import KafkaConfig
-from daemon.ports import Record
+from daemon.ports import RawRecord
 
 log = logging.getLogger("learnd.kafka")
 
@@ -184,7 +184,7 @@ class KafkaEventSource:
                 extra={"event": "rebalance"},
             )
 
-    def poll(self, timeout_s: float) -> Sequence[Record]:
+    def poll(self, timeout_s: float) -> Sequence[RawRecord]:
         if not self._connect():
             time.sleep(timeout_s)  # waiting for the broker: do not spin
             return []
@@ -200,12 +200,10 @@ class KafkaEventSource:
             return []
         finally:
             self._in_poll = False
-        out: list[Record] = []
+        out: list[RawRecord] = []
         for tp in sorted(batches, key=lambda t: t.partition):
             recs = batches[tp]
-            out += [
-                Record(r.topic, r.partition, r.offset, r.value, r.key, r.timestamp) for r in recs
-            ]
+            out += recs  # ConsumerRecords are RawRecords: no copy per record
             if recs:
                 if tp.partition not in self._started:
                     self._started.add(tp.partition)

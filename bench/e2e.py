@@ -35,7 +35,6 @@ from adapters.kafka_topics import ensure_topics  # noqa: E402
 from adapters.settings import build_config  # noqa: E402
 from daemon.events import EventDecoder  # noqa: E402
 from daemon.model import build_model, count_parameters  # noqa: E402
-from daemon.ports import Record  # noqa: E402
 from daemon.synthetic import DriftingSEA  # noqa: E402
 
 HIDDEN = {"10k": (96, 96), "100k": (310, 310), "1M": (1000, 1000)}
@@ -88,7 +87,7 @@ def raw_consume(bootstrap, topic, n, partitions, decode=False):
         for recs in c.poll(500).values():
             got += len(recs)
             if decode:
-                decoder.decode_many([Record(r.topic, r.partition, r.offset, r.value) for r in recs])
+                decoder.decode_many(recs)  # ConsumerRecords, as the daemon hands them over
     dt = time.perf_counter() - t0
     c.close()
     return n / dt

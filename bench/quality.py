@@ -165,6 +165,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--learnd-only", action="store_true", help="skip river and VW (learnd's columns only)"
+    )
     args = ap.parse_args()
     n = 20_000 if args.quick else args.events
     torch.set_num_threads(1)
@@ -185,9 +188,13 @@ def main():
             else multiclass.OneVsRestClassifier(linear_model.LogisticRegression())
         )
         for model in (
-            lr,
-            tree.HoeffdingAdaptiveTreeClassifier(seed=7),
-            forest.ARFClassifier(seed=7),
+            ()
+            if args.learnd_only
+            else (
+                lr,
+                tree.HoeffdingAdaptiveTreeClassifier(seed=7),
+                forest.ARFClassifier(seed=7),
+            )
         ):
             if isinstance(model, forest.ARFClassifier) and args.quick and len(y) > 10_000:
                 cells.append("skipped (--quick)")
@@ -196,10 +203,13 @@ def main():
             if isinstance(model, forest.ARFClassifier):
                 arf_correct = mcorrect
             cells.append(f"{mcorrect.mean():.3f} / {_rate(len(y), mdt)}")
-        vw = run_vw(X, y, k)
-        cells.append(
-            "not installed" if vw is None else f"{vw[1].mean():.3f} / {_rate(len(y), vw[0])}"
-        )
+        if args.learnd_only:
+            cells.extend(["not run"] * (len(header) - 1))
+        else:
+            vw = run_vw(X, y, k)
+            cells.append(
+                "not installed" if vw is None else f"{vw[1].mean():.3f} / {_rate(len(y), vw[0])}"
+            )
         print(f"| {name} ({len(y):,}) | " + " | ".join(cells) + " |", flush=True)
         if switches:
             delays, false = [], 0

@@ -92,7 +92,7 @@ class SchemaConfig(_Section):
     classes: tuple[str | int, ...] | None = None
     # Larger magnitudes are rejected at validation ("out_of_range"): they overflow float32
     # statistics long before they become inf.
-    max_abs_value: float = Field(1e15, gt=0)
+    max_abs_value: float = Field(1e15, gt=0, le=1e38)  # at most what float32 holds (~3.4e38)
 
     @model_validator(mode="after")
     def _consistent(self) -> SchemaConfig:

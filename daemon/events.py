@@ -20,8 +20,10 @@ Examples
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -30,7 +32,7 @@ import numpy as np
 import orjson
 
 from daemon.config import SchemaConfig
-from daemon.ports import Record
+from daemon.ports import RawRecord
 
 
 class Reason(StrEnum):
@@ -50,7 +52,7 @@ class Reason(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    record: Record
+    record: RawRecord
     reason: Reason
     detail: str
 
@@ -171,6 +173,7 @@ class LabelParser:
         self.classes = schema.class_values
         self._index = {c: i for i, c in enumerate(self.classes)}
         self.dtype: type = np.int64 if schema.task == "multiclass" else np.float32
+        self.max_abs = schema.max_abs_value
 
     def parse(self, label: Any) -> tuple[float | int | None, tuple[Reason, str] | None]:
         if label is None:
@@ -180,6 +183,8 @@ class LabelParser:
                 return None, (Reason.WRONG_TYPE, "label must be a number for task regression")
             if not math.isfinite(label):
                 return None, (Reason.NON_FINITE, "label is not finite")
+            if abs(label) > self.max_abs:
+                return None, (Reason.OUT_OF_RANGE, f"label has magnitude above {self.max_abs:g}")
             return float(label), None
         if isinstance(label, bool):
             label = int(label)
@@ -202,8 +207,86 @@ class EventDecoder:
         self.schema = schema
         self.features = FeatureParser(schema)
         self.labels = LabelParser(schema)
+        names = schema.features
+        self._by_name: Callable[[dict], Any] | None
+        if names is None:
+            self._by_name = None
+        elif len(names) == 1:
+            only = names[0]
+            self._by_name = lambda d: (d[only],)
+        else:
+            self._by_name = operator.itemgetter(*names)
 
-    def decode_many(self, records: Sequence[Record]) -> tuple[EventBatch, list[Rejection]]:
+    def decode_many(self, records: Sequence[RawRecord]) -> tuple[EventBatch, list[Rejection]]:
+        """Valid events in log order, and a rejection for each invalid record.
+
+        A batch of well-formed records takes a fast path (one JSON parse per record, then type,
+        range and label checks on the whole batch); a batch holding anything else is decoded
+        record by record, which is what defines every rejection and its reason.
+        """
+        fast = self._decode_fast(records)
+        return fast if fast is not None else self._decode_each(records)
+
+    def _decode_fast(self, records: Sequence[RawRecord]) -> tuple[EventBatch, list] | None:
+        if not records:
+            return None
+        loads, dim, by_name = orjson.loads, self.schema.dim, self._by_name
+        regression = self.labels.task == "regression"
+        index = self.labels._index
+        rows: list[Any] = []
+        ys: list[Any] = []
+        ids: list[Any] = []
+        try:
+            for rec in records:
+                obj = loads(rec.value)  # type: ignore[arg-type]  # None: TypeError, below
+                if type(obj) is not dict:
+                    return None
+                feats = obj.get("features")
+                if type(feats) is list:
+                    if len(feats) != dim:
+                        return None
+                    rows.append(feats)
+                elif type(feats) is dict and by_name is not None:
+                    rows.append(by_name(feats))  # KeyError: missing
+                else:
+                    return None
+                label = obj.get("label")
+                if regression:
+                    if type(label) is not float and type(label) is not int:
+                        return None
+                    ys.append(label)
+                else:
+                    # equal keys hash alike, so True and 1.0 find class 1, as parse() maps them
+                    y = index.get(label)  # type: ignore[arg-type]  # TypeError: unhashable
+                    if y is None:
+                        return None
+                    ys.append(y)
+                eid = obj.get("id")
+                if eid is not None and type(eid) is not str and type(eid) is not int:
+                    return None
+                ids.append(eid)
+            # bool is an int to numpy: only plain numbers may pass
+            if not set(map(type, itertools.chain.from_iterable(rows))) <= {float, int}:
+                return None
+            X = np.array(rows, dtype=np.float64)
+            y_arr: np.ndarray = np.array(ys, dtype=np.float64 if regression else self.labels.dtype)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError):
+            return None
+        if not (np.abs(X) <= self.features.max_abs).all():
+            return None
+        if regression and not (np.abs(y_arr) <= self.labels.max_abs).all():
+            return None
+        batch = EventBatch(
+            X.astype(np.float32),
+            y_arr.astype(self.labels.dtype, copy=False),
+            tuple(ids),
+            np.fromiter((r.partition for r in records), np.int32, len(records)),
+            np.fromiter((r.offset for r in records), np.int64, len(records)),
+            tuple(r.value for r in records),
+        )
+        return batch, []
+
+    def _decode_each(self, records: Sequence[RawRecord]) -> tuple[EventBatch, list[Rejection]]:
         rows: list[list[float]] = []
         ys: list[float | int] = []
         ids: list[Any] = []
@@ -232,7 +315,7 @@ class EventDecoder:
         return batch, rejected
 
     def _decode_one(
-        self, rec: Record, rows: list, ys: list, ids: list
+        self, rec: RawRecord, rows: list, ys: list, ids: list
     ) -> tuple[Reason, str] | None:
         if not rec.value:
             return Reason.EMPTY, "record has no value"

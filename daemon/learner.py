@@ -109,9 +109,11 @@ class Learner:
         self.device = device
         self.task = schema.task
         self.net = net.to(self.device)
+        # Loading a state copies into these same tensors, so the list stays valid.
+        self._params: list[torch.Tensor] = list(self.net.parameters())
         self.optimizer = _make_optimizer(
             learning.optimizer,
-            self.net.parameters(),
+            self._params,
             learning.lr,
             learning.weight_decay,
             self.device,
@@ -156,8 +158,11 @@ class Learner:
     def _outputs(self, raw: torch.Tensor) -> np.ndarray:
         raw = raw.detach()
         if self.task == "binary":
-            p = torch.sigmoid(raw[:, 0])
-            return torch.stack([1 - p, p], dim=1).cpu().numpy()
+            p = torch.sigmoid(raw[:, 0]).cpu().numpy()
+            out = np.empty((len(p), 2), np.float32)
+            out[:, 1] = p
+            np.subtract(1.0, p, out=out[:, 0])
+            return out
         if self.task == "multiclass":
             return torch.softmax(raw, dim=1).cpu().numpy()
         scale = math.sqrt(self.y_scaler.var[0] + 1e-8)
@@ -195,7 +200,8 @@ class Learner:
             self.y_scaler.update_many(np.asarray(y, np.float64).reshape(-1, 1))
         xb = torch.from_numpy(self.x_scaler.transform(X)).to(self.device)
         target = self._target(y)
-        self.net.train()
+        if not self.net.training:  # train() walks every module: only when predict_many left eval
+            self.net.train()
         raw = self.net(xb)
         loss = self._loss(raw, target)
         outputs = self._outputs(raw)
@@ -204,7 +210,7 @@ class Learner:
         if applied:
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr
-            self.optimizer.zero_grad(set_to_none=True)
+            self._zero_grad()
             loss.backward()
             self.optimizer.step()
             self.steps += 1
@@ -212,7 +218,7 @@ class Learner:
                 again = self._loss(self.net(xb), target)
                 if not math.isfinite(float(again.detach())):
                     break
-                self.optimizer.zero_grad(set_to_none=True)
+                self._zero_grad()
                 again.backward()
                 self.optimizer.step()
                 self.steps += 1
@@ -221,6 +227,11 @@ class Learner:
         self.events_learned += len(y)
         self._guard(loss_value)
         return StepResult(outputs, self._errors(outputs, y), loss_value, applied)
+
+    def _zero_grad(self) -> None:
+        # What optimizer.zero_grad(set_to_none=True) does, without its per-step module walk.
+        for p in self._params:
+            p.grad = None
 
     def _guard(self, loss: float) -> None:
         """Count bad steps; roll back to the last good state when they persist."""
@@ -289,9 +300,12 @@ class Learner:
         )
 
     def is_finite(self) -> bool:
-        # One device sync for all parameters (on CUDA each bool() would wait on its own).
-        flags = [torch.isfinite(p.detach()).all() for p in self.net.parameters()]
-        return bool(torch.stack(flags).all())
+        """Every weight finite. One fused norm per parameter and one device sync in all: a
+        NaN or Inf makes its tensor's norm non-finite (so does a weight beyond ~1e19, whose
+        square overflows float32: a model that far gone has exploded as surely)."""
+        with torch.no_grad():
+            norms = torch._foreach_norm(self._params)
+            return bool(torch.isfinite(torch.stack(norms)).all())
 
     def state_dict(self) -> dict:
         return {

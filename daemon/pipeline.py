@@ -26,7 +26,7 @@ from daemon.failpoints import NONE, Failpoints
 from daemon.gate import Gate, Verdict, judge
 from daemon.input_drift import InputDriftMonitor
 from daemon.learner import Learner, StepResult
-from daemon.ports import Clock, DeadLetterSink, Record
+from daemon.ports import Clock, DeadLetterSink, RawRecord, Record
 from daemon.prequential import RollingMetrics
 from daemon.snapshot import Draft, Snapshot, SnapshotRef
 
@@ -79,7 +79,7 @@ class Pipeline:
         self._last_publish = float("-inf")
         self._learned_at_publish = -1
 
-    def process(self, records: Sequence[Record]) -> None:
+    def process(self, records: Sequence[RawRecord]) -> None:
         events, rejections = self.decoder.decode_many(records)
         for r in rejections:
             self.dead_letters.send(r.record, str(r.reason), r.detail)

@@ -10,22 +10,38 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 
+class RawRecord(Protocol):
+    """What the core reads of a raw record. kafka-python's ``ConsumerRecord`` has this shape,
+    so a source hands its records over as they are, without a copy per record."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def key(self) -> bytes | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One raw record as it came from the log, before any validation."""
+    """One raw record as it came from the log, before any validation (a :class:`RawRecord`)."""
 
     topic: str
     partition: int
     offset: int
     value: bytes | None
     key: bytes | None = None
-    timestamp_ms: int | None = None
+    timestamp: int | None = None  # ms since the epoch, as Kafka gives it
 
 
 class EventSource(Protocol):
     """Where labelled events come from (Kafka in production, a list in tests)."""
 
-    def poll(self, timeout_s: float) -> Sequence[Record]:
+    def poll(self, timeout_s: float) -> Sequence[RawRecord]:
         """Records in log order per partition; empty when none arrived within the timeout."""
         ...
 
@@ -65,7 +81,7 @@ class EventSource(Protocol):
 class DeadLetterSink(Protocol):
     """Where rejected records go, with their reason and original bytes."""
 
-    def send(self, record: Record, reason: str, detail: str) -> None: ...
+    def send(self, record: RawRecord, reason: str, detail: str) -> None: ...
 
     def flush(self) -> None:
         """Block until everything sent is durable; raise if it cannot be made so."""

@@ -177,3 +177,86 @@ def test_valid_features_round_trip_exactly_in_float32(values, label):
     ok, bad = decode_one({"features": values, "label": label})
     assert bad == [] and ok.X[0].tolist() == [float(np.float32(v)) for v in values]
     assert all(math.isfinite(v) for v in ok.X[0])
+
+
+def _same(a, b):
+    (ok_a, bad_a), (ok_b, bad_b) = a, b
+    assert ok_a.X.dtype == ok_b.X.dtype and ok_a.y.dtype == ok_b.y.dtype
+    assert ok_a.X.tolist() == ok_b.X.tolist() and ok_a.y.tolist() == ok_b.y.tolist()
+    assert ok_a.ids == ok_b.ids and ok_a.raw == ok_b.raw
+    assert ok_a.offsets.tolist() == ok_b.offsets.tolist()
+    assert ok_a.partitions.tolist() == ok_b.partitions.tolist()
+    assert [(r.record.offset, r.reason, r.detail) for r in bad_a] == [
+        (r.record.offset, r.reason, r.detail) for r in bad_b
+    ]
+
+
+valid_events = st.fixed_dictionaries(
+    {
+        "features": st.lists(
+            st.floats(allow_nan=False, allow_infinity=False, min_value=-1e16, max_value=1e16)
+            | st.integers(-(10**16), 10**16)
+            | st.just(True),
+            min_size=3,
+            max_size=3,
+        )
+        | st.fixed_dictionaries({k: st.floats(-1e3, 1e3) | st.integers(-9, 9) for k in "abc"}),
+        "label": st.sampled_from([0, 1, True, False, 0.0, 1.0]),
+    },
+    optional={"id": st.none() | st.integers() | st.text(max_size=3) | st.booleans()},
+)
+MULTI = SchemaConfig(task="multiclass", n_features=3, classes=("a", 2, "c"))
+REGRESSION = SchemaConfig(task="regression", features=("a", "b", "c"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(valid_events, max_size=12) | st.lists(valid_events | events, max_size=12),
+    st.sampled_from([NAMED, MULTI, REGRESSION]),
+    st.data(),
+)
+def test_the_batch_fast_path_decides_exactly_as_record_by_record(evs, schema, data):
+    """Whatever a batch holds, decode_many (fast when it can) and the record-by-record path
+    give the same events, positions and rejections with the same reasons."""
+    if schema is not NAMED:
+        labels = st.sampled_from(["a", 2, 2.0, "c", True, "b", -1.5, 1e300, 3, 0.5])
+        evs = [{**e, "label": data.draw(labels)} if "label" in e else e for e in evs]
+    raws = []
+    for e in evs:
+        try:
+            raws.append(orjson.dumps(e))
+        except (TypeError, orjson.JSONEncodeError):
+            raws.append(repr(e).encode())
+    recs = [Record("events", i % 2, i, raw) for i, raw in enumerate(raws)]
+    dec = EventDecoder(schema)
+    _same(dec.decode_many(recs), dec._decode_each(recs))
+
+
+def test_a_batch_of_valid_events_takes_the_fast_path(monkeypatch):
+    dec = EventDecoder(NAMED)
+
+    def not_here(records):
+        raise AssertionError("the record-by-record path ran for a valid batch")
+
+    monkeypatch.setattr(dec, "_decode_each", not_here)
+    ok, bad = dec.decode_many([rec(GOOD, i) for i in range(100)] + [rec({**GOOD, "id": 7}, 100)])
+    assert bad == [] and len(ok) == 101 and ok.offsets.tolist() == list(range(101))
+
+
+@pytest.mark.parametrize("value", [True, None, "1", [1]])
+def test_a_non_number_feature_in_a_batch_is_still_rejected(value):
+    """bool is an int to numpy, so the fast path must not take True for 1.0."""
+    recs = [rec(GOOD, 0), rec({**GOOD, "features": [1, value, 3]}, 1), rec(GOOD, 2)]
+    ok, bad = EventDecoder(NAMED).decode_many(recs)
+    assert ok.offsets.tolist() == [0, 2]
+    assert [(b.record.offset, b.reason) for b in bad] == [(1, Reason.WRONG_TYPE)]
+
+
+def test_a_regression_label_beyond_float32_is_rejected():
+    """1e300 is finite in Python but not in the float32 the learner trains on."""
+    reg = SchemaConfig(task="regression", n_features=1)
+    ok, bad = EventDecoder(reg).decode_many(
+        [rec({"features": [1], "label": 1e300}, 0), rec({"features": [1], "label": 2.5}, 1)]
+    )
+    assert ok.y.tolist() == [2.5]
+    assert [b.reason for b in bad] == [Reason.OUT_OF_RANGE]
