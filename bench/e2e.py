@@ -93,7 +93,44 @@ def raw_consume(bootstrap, topic, n, partitions, decode=False):
     return n / dt
 
 
-def learnd_run(bootstrap, topic, n, tmp, hidden=(64, 64), batch=32, tag="", catch_up=True):
+def raw_consume_confluent(bootstrap, topic, n, partitions, decode=False):
+    """The same with confluent-kafka (librdkafka parses records in C); None if not installed."""
+    try:
+        from confluent_kafka import Consumer
+        from confluent_kafka import TopicPartition as CTP
+    except ImportError:
+        return None
+    from daemon.ports import Record
+
+    decoder = EventDecoder(
+        build_config(environ={}, defaults={"schema": {"features": ["x1", "x2", "x3"]}}).schema_
+    )
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"raw-{time.monotonic_ns()}",
+            "enable.auto.commit": False,
+            "max.partition.fetch.bytes": 10 * 2**20,
+            "fetch.max.bytes": 50 * 2**20,
+        }
+    )
+    c.assign([CTP(topic, p, 0) for p in range(partitions)])
+    got, t0 = 0, time.perf_counter()
+    while got < n:
+        msgs = c.consume(2000, 0.5)
+        got += len(msgs)
+        if decode and msgs:
+            decoder.decode_many(
+                [Record(topic, m.partition(), m.offset(), m.value(), m.key()) for m in msgs]
+            )
+    dt = time.perf_counter() - t0
+    c.close()
+    return n / dt
+
+
+def learnd_run(
+    bootstrap, topic, n, tmp, hidden=(64, 64), batch=32, tag="", catch_up=True, client=None
+):
     port = free_port()
     cfg = build_config(
         environ={},
@@ -107,6 +144,7 @@ def learnd_run(bootstrap, topic, n, tmp, hidden=(64, 64), batch=32, tag="", catc
                 "session_timeout_ms": 6000,
                 "heartbeat_interval_ms": 1000,
                 "max_poll_interval_ms": 10000,
+                **({"client": client} if client else {}),
             },
             "model": {"hidden": list(hidden)},
             "learning": {
@@ -222,17 +260,29 @@ def main():
         dec = raw_consume(broker.bootstrap, "bench1", n, 1, decode=True)
         base = learnd_run(broker.bootstrap, "bench1", n, tmp, tag="base")
         steady = learnd_run(broker.bootstrap, "bench1", n, tmp, tag="steady", catch_up=False)
-        print(f"\n{'path (1 partition)':<40}{'events/s':>12}")
-        print(f"{'kafka-python consume, no decoding':<40}{raw:>12,.0f}")
-        print(f"{'consume + decode/validate':<40}{dec:>12,.0f}")
+        c_raw = raw_consume_confluent(broker.bootstrap, "bench1", n, 1)
+        print(f"\n{'path (1 partition)':<44}{'events/s':>12}")
+        print(f"{'kafka-python consume, no decoding':<44}{raw:>12,.0f}")
+        print(f"{'kafka-python consume + decode/validate':<44}{dec:>12,.0f}")
         print(
-            f"{'learnd end to end (default config)':<40}{base['rate']:>12,.0f}"
+            f"{'learnd end to end (default config)':<44}{base['rate']:>12,.0f}"
             f"   = {100 * base['rate'] / dec:.0f}% of consume+decode (catching up: batches of 256)"
         )
         print(
-            f"{'  ... batches of 32 throughout':<40}{steady['rate']:>12,.0f}"
+            f"{'  ... batches of 32 throughout':<44}{steady['rate']:>12,.0f}"
             f"   = {100 * steady['rate'] / dec:.0f}% (learning.catch_up_lag null)"
         )
+        if c_raw is None:
+            print("confluent-kafka: not installed (pip install 'learnd[confluent]')")
+        else:
+            c_dec = raw_consume_confluent(broker.bootstrap, "bench1", n, 1, decode=True)
+            c_run = learnd_run(broker.bootstrap, "bench1", n, tmp, tag="conf", client="confluent")
+            print(f"{'confluent-kafka consume, no decoding':<44}{c_raw:>12,.0f}")
+            print(f"{'confluent-kafka consume + decode/validate':<44}{c_dec:>12,.0f}")
+            print(
+                f"{'learnd end to end, kafka.client confluent':<44}{c_run['rate']:>12,.0f}"
+                f"   = {100 * c_run['rate'] / c_dec:.0f}% of its consume+decode"
+            )
         print(
             f"\nserving while learning at full speed: p50 {base['p50_us']:.0f} us, "
             f"p99 {base['p99_us']:.0f} us; RSS {base['rss0'] / 2**20:.0f} -> "

@@ -47,6 +47,10 @@ class KafkaConfig(_Section):
     client_id: str = "learnd"
     # Chosen on purpose: a fresh deployment learns from everything already in the topic.
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    # The consumer: kafka-python (default, pure Python) or confluent-kafka (librdkafka, an
+    # optional extra): kafka-python parses records in Python, which caps ingest well below what
+    # a broker delivers; librdkafka does not.
+    client: Literal["kafka-python", "confluent"] = "kafka-python"
     max_poll_records: int = Field(2000, ge=1, le=100_000)
     poll_timeout_ms: int = Field(100, ge=1, le=10_000)
     session_timeout_ms: int = Field(10_000, ge=1000)

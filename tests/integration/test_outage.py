@@ -37,7 +37,7 @@ def produce(bootstrap, topic, events, start):
     p.close()
 
 
-def test_broker_outage_is_survived_without_loss_or_failed_predictions(tmp_path):
+def test_broker_outage_is_survived_without_loss_or_failed_predictions(tmp_path, kafka_client):
     proxy_port = free_port()
     broker = EmbeddedBroker(log_path=tmp_path / "tansu.log", advertised_port=proxy_port).start()
     proxy = OutageProxy(proxy_port, broker.port).start()
@@ -45,6 +45,7 @@ def test_broker_outage_is_survived_without_loss_or_failed_predictions(tmp_path):
     cfg = sea_config(
         tmp_path,
         kafka={
+            "client": kafka_client,
             "bootstrap_servers": broker.bootstrap,
             "topic": "outage",
             "dead_letter_topic": "outage-dlq",
@@ -109,13 +110,14 @@ def test_broker_outage_is_survived_without_loss_or_failed_predictions(tmp_path):
     assert (state["audit"].numpy()[:4000] == 1).all()
 
 
-def test_starting_while_the_broker_is_down_serves_and_then_consumes(tmp_path):
+def test_starting_while_the_broker_is_down_serves_and_then_consumes(tmp_path, kafka_client):
     proxy_port = free_port()
     broker = EmbeddedBroker(log_path=tmp_path / "tansu.log", advertised_port=proxy_port).start()
     proxy = OutageProxy(proxy_port, broker.port).start()
     cfg = sea_config(
         tmp_path,
         kafka={
+            "client": kafka_client,
             "bootstrap_servers": broker.bootstrap,
             "topic": "late",
             "dead_letter_topic": "late-dlq",

@@ -160,3 +160,24 @@ def test_kafka_security_options_reach_the_clients_and_secrets_stay_hidden():
     assert "pa55word" not in repr(cfg) and "pa55word" not in str(cfg.redacted())
     with pytest.raises(ConfigError, match="SASL_\\* needs kafka.sasl_mechanism"):
         build_config(environ={**MIN_ENV, "LEARND_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT"})
+
+
+def test_an_unknown_kafka_client_names_the_valid_ones():
+    with pytest.raises(ConfigError) as e:
+        build_config(environ={**MIN_ENV, "LEARND_KAFKA__CLIENT": "librdkafka"})
+    assert "kafka.client" in str(e.value) and "'kafka-python'" in str(e.value)
+
+
+def test_the_confluent_client_without_its_package_stops_startup_saying_how_to_install(
+    monkeypatch,
+):
+    import sys
+
+    from adapters.bootstrap import _event_source
+    from daemon.errors import StartupError
+
+    monkeypatch.setitem(sys.modules, "confluent_kafka", None)  # import fails
+    monkeypatch.delitem(sys.modules, "adapters.confluent_source", raising=False)
+    cfg = build_config(environ={**MIN_ENV, "LEARND_KAFKA__CLIENT": "confluent"})
+    with pytest.raises(StartupError, match=r"kafka.client is 'confluent'.*learnd\[confluent\]"):
+        _event_source(cfg)

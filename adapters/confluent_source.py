@@ -1,0 +1,341 @@
+"""The Kafka event source on confluent-kafka (librdkafka), for ``kafka.client: confluent``.
+
+Optional (``pip install 'learnd[confluent]'``): kafka-python stays the default. It pays off when
+the broker delivers faster than kafka-python can parse: kafka-python reads each record in pure
+Python, which caps one consumer at roughly 100-200k records/s on this class of machine, where
+librdkafka's C parser gives ~800k (bench/e2e.py prints both).
+
+The contract is :class:`adapters.kafka_source.KafkaEventSource`'s: positions come from learnd
+(partitions learnd holds resume at its own next offset; others at the group's committed offset,
+else ``auto_offset_reset``), offsets are committed only for monitoring and on hand-over, an
+out-of-range position is counted and logged, never skipped silently. librdkafka runs rebalance
+callbacks inside ``consume()`` on the learning thread, so the hand-over checkpoint and its
+synchronous commit run right there, while the learner is waiting in that call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
+
+from adapters.kafka_source import STALLED_AHEAD_S, out_of_range_gap
+from daemon.config import KafkaConfig
+from daemon.ports import RawRecord, Record
+
+log = logging.getLogger("learnd.kafka")
+
+
+def consumer_config(cfg: KafkaConfig) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": cfg.bootstrap_servers,
+        "client.id": cfg.client_id,
+        "group.id": cfg.group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        # Out of range raises instead of jumping: learnd counts the gap and repositions itself.
+        "auto.offset.reset": "error",
+        "session.timeout.ms": cfg.session_timeout_ms,
+        "heartbeat.interval.ms": cfg.heartbeat_interval_ms,
+        "max.poll.interval.ms": cfg.max_poll_interval_ms,
+        "reconnect.backoff.max.ms": cfg.reconnect_backoff_max_ms,
+        "security.protocol": cfg.security_protocol,
+        "statistics.interval.ms": 1000,  # broker states, for connected()
+        "max.partition.fetch.bytes": 10 * 2**20,
+        "fetch.max.bytes": 50 * 2**20,
+    }
+    if cfg.sasl_mechanism is not None:
+        conf["sasl.mechanism"] = cfg.sasl_mechanism
+        conf["sasl.username"] = cfg.sasl_username
+        conf["sasl.password"] = cfg.sasl_password.get_secret_value() if cfg.sasl_password else None
+    for ours, theirs in (
+        ("ssl_cafile", "ssl.ca.location"),
+        ("ssl_certfile", "ssl.certificate.location"),
+        ("ssl_keyfile", "ssl.key.location"),
+    ):
+        value = getattr(cfg, ours)
+        if value is not None:
+            conf[theirs] = str(value)
+    return conf
+
+
+class ConfluentEventSource:
+    def __init__(self, cfg: KafkaConfig):
+        self.cfg = cfg
+        self._position: dict[int, int] = {}
+        self._lag: dict[int, int] = {}
+        self._started: set[int] = set()
+        self._ahead_since: dict[int, float] = {}
+        self.out_of_range_resets = 0
+        self.skipped_records = 0
+        self.revoked = False
+        self.handovers = 0
+        self.handover_commit_failures = 0
+        self._revoke_handler: Callable[[], Mapping[int, int] | None] | None = None
+        self._in_poll = False
+        self._brokers_up: bool | None = None
+        # Kept here, not asked of the consumer: other threads (health, tests) read it, and a
+        # consumer call from another thread can wait ~30 s behind the learning thread's
+        # consume().
+        self._assigned: frozenset[int] = frozenset()
+        self.consumer: Consumer | None = None
+
+    def _connect(self) -> Consumer:
+        # librdkafka connects (and reconnects) in the background: creating it never fails for
+        # a broker that is down, so a down broker cannot stop learnd serving its checkpoint.
+        if self.consumer is None:
+            conf = consumer_config(self.cfg)
+            conf["error_cb"] = self._on_error
+            conf["stats_cb"] = self._on_stats
+            self.consumer = Consumer(conf)
+            self.consumer.subscribe(
+                [self.cfg.topic],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+        return self.consumer
+
+    # ---------------------------------------------------------------- callbacks (in consume)
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._brokers_up = False
+        log.warning("kafka client: %s", err.str(), extra={"event": "broker_down"})
+
+    def _on_stats(self, stats_json: str) -> None:
+        brokers = orjson.loads(stats_json).get("brokers", {})
+        self._brokers_up = any(
+            b.get("state") == "UP" and b.get("nodeid", -1) >= 0 for b in brokers.values()
+        )
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        unknown = [tp for tp in partitions if tp.partition not in self._position]
+        committed = {}
+        if unknown:
+            for tp in consumer.committed(unknown, timeout=self.cfg.session_timeout_ms / 1000):
+                if tp.offset >= 0:
+                    committed[tp.partition] = tp.offset
+        for tp in partitions:
+            if tp.partition in self._position:
+                tp.offset = self._position[tp.partition]
+                origin = f"learnd's own offset {tp.offset}"
+            elif tp.partition in committed:
+                tp.offset = committed[tp.partition]
+                self._position[tp.partition] = tp.offset
+                origin = f"the group's committed offset {tp.offset}"
+            else:
+                tp.offset = self._target(tp)
+                self._position[tp.partition] = tp.offset
+                origin = f"auto_offset_reset={self.cfg.auto_offset_reset} ({tp.offset})"
+            log.info(
+                "partition %d assigned; starting from %s",
+                tp.partition,
+                origin,
+                extra={"event": "rebalance"},
+            )
+        consumer.assign(partitions)
+        self._assigned = frozenset(tp.partition for tp in partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if not partitions:
+            return
+        self.revoked = True
+        log.info(
+            "partitions revoked: %s",
+            sorted(tp.partition for tp in partitions),
+            extra={"event": "rebalance"},
+        )
+        if self._in_poll and self._revoke_handler is not None:
+            self._hand_over(consumer, partitions)
+        consumer.unassign()
+        self._assigned = frozenset()
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # membership lost: others may already own them, so no commit
+        self._assigned = frozenset()
+        if partitions:
+            self.revoked = True
+            log.info(
+                "partitions lost: %s",
+                sorted(tp.partition for tp in partitions),
+                extra={"event": "rebalance"},
+            )
+
+    def _hand_over(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Checkpoint and commit before the revoked partitions go to another member."""
+        assert self._revoke_handler is not None
+        positions = self._revoke_handler()
+        if positions is None:
+            return  # the checkpoint failed: commit nothing beyond the last good one
+        revoked = {tp.partition for tp in partitions}
+        offsets = [
+            TopicPartition(self.cfg.topic, p, o) for p, o in positions.items() if p in revoked
+        ]
+        try:
+            if offsets:
+                consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as e:
+            self.handover_commit_failures += 1
+            log.warning(
+                "checkpointed before the hand-over, but the commit was refused (%s): the next "
+                "owner may re-learn records since the previous commit",
+                e,
+                extra={"event": "rebalance"},
+            )
+            return
+        self.handovers += 1
+        self.revoked = False  # already checkpointed and committed
+        log.info(
+            "checkpointed and committed before handing over partitions %s",
+            sorted(revoked),
+            extra={"event": "rebalance", "positions": {tp.partition: tp.offset for tp in offsets}},
+        )
+
+    # ---------------------------------------------------------------- positions
+
+    def _target(self, tp: TopicPartition) -> int:
+        assert self.consumer is not None
+        low, high = self.consumer.get_watermark_offsets(
+            TopicPartition(self.cfg.topic, tp.partition), timeout=10
+        )
+        return low if self.cfg.auto_offset_reset == "earliest" else high
+
+    def _reposition(self, partition: int) -> None:
+        """Count an out-of-range position and move per auto_offset_reset; never silently."""
+        assert self.consumer is not None
+        tp = TopicPartition(self.cfg.topic, partition)
+        position = self._position.get(partition, 0)
+        target = self._target(tp)
+        gap = out_of_range_gap(position, target)
+        self.out_of_range_resets += 1
+        self.skipped_records += gap
+        self.consumer.seek(TopicPartition(self.cfg.topic, partition, target))
+        self._position[partition] = target
+        self._ahead_since.pop(partition, None)
+        log.error(
+            "partition %d: offset %d is out of range; moved to %d (auto_offset_reset=%s), "
+            "%d records skipped",
+            partition,
+            position,
+            target,
+            self.cfg.auto_offset_reset,
+            gap,
+            extra={
+                "event": "offset_out_of_range",
+                "partition": partition,
+                "position": position,
+                "target": target,
+                "skipped": gap,
+            },
+        )
+
+    def poll(self, timeout_s: float) -> Sequence[RawRecord]:
+        consumer = self._connect()
+        self._in_poll = True
+        try:
+            msgs = consumer.consume(self.cfg.max_poll_records, timeout_s)
+        finally:
+            self._in_poll = False
+        out: list[RawRecord] = []
+        got: set[int] = set()
+        topic = self.cfg.topic
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._AUTO_OFFSET_RESET and m.partition() is not None:
+                    self._reposition(m.partition())
+                elif err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("kafka consume error: %s", err.str(), extra={"event": "consume"})
+                continue
+            p = m.partition()
+            out.append(Record(topic, p, m.offset(), m.value(), m.key()))
+            if p not in got:
+                got.add(p)
+                if p not in self._started:
+                    self._started.add(p)
+                    log.info(
+                        "first record of partition %d at offset %d",
+                        p,
+                        m.offset(),
+                        extra={"event": "first_record", "partition": p, "offset": m.offset()},
+                    )
+        if out:
+            self._brokers_up = True
+            for rec in out:  # log order per partition: the last one of each wins
+                self._position[rec.partition] = rec.offset + 1
+        self._update_lag(got)
+        return out
+
+    def _update_lag(self, got: set[int]) -> None:
+        """Lag from the high watermarks of the last fetches (no broker round trip); a position
+        beyond the high watermark with nothing coming back is out of range (tansu answers such
+        fetches with nothing instead of an error)."""
+        assert self.consumer is not None
+        lag, now = {}, time.monotonic()
+        for p in self._assigned:
+            _, hw = self.consumer.get_watermark_offsets(
+                TopicPartition(self.cfg.topic, p), cached=True
+            )
+            pos = self._position.get(p)
+            if hw < 0 or pos is None:
+                continue
+            lag[p] = max(0, hw - pos)
+            if p in got or pos <= hw:
+                self._ahead_since.pop(p, None)
+            elif now - self._ahead_since.setdefault(p, now) >= STALLED_AHEAD_S:
+                self._reposition(p)
+        self._lag = lag
+
+    def seek(self, positions: Mapping[int, int]) -> None:
+        self._position.update(positions)
+        if self.consumer is None:
+            return
+        for p in self._assigned:
+            if p in positions:
+                self.consumer.seek(TopicPartition(self.cfg.topic, p, positions[p]))
+
+    def commit(self, positions: Mapping[int, int]) -> None:
+        if self.consumer is None:
+            return
+        owned = self._assigned
+        offsets = [
+            TopicPartition(self.cfg.topic, p, o)
+            for p, o in positions.items()
+            if p in owned and o != OFFSET_INVALID
+        ]
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as e:
+            # Monitoring only: the checkpoint, not the group offset, is the source of truth.
+            log.warning(
+                "offset commit failed (positions stay in the checkpoint): %s",
+                e,
+                extra={"event": "commit_failed"},
+            )
+
+    def on_revoke(self, handler: Callable[[], Mapping[int, int] | None]) -> None:
+        self._revoke_handler = handler
+
+    def lag(self) -> Mapping[int, int]:
+        return dict(self._lag)
+
+    def assigned(self) -> int:
+        return len(self._assigned)
+
+    def take_revoked(self) -> bool:
+        revoked, self.revoked = self.revoked, False
+        return revoked
+
+    def connected(self) -> bool:
+        return bool(self._brokers_up)
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            self.consumer.close()
