@@ -16,14 +16,13 @@ synchronous commit run right there, while the learner is waiting in that call.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
-from adapters.kafka_source import STALLED_AHEAD_S, out_of_range_gap
+from adapters.source_state import SourceState
 from daemon.config import KafkaConfig
 from daemon.ports import RawRecord, Record
 
@@ -63,20 +62,9 @@ def consumer_config(cfg: KafkaConfig) -> dict[str, Any]:
     return conf
 
 
-class ConfluentEventSource:
+class ConfluentEventSource(SourceState):
     def __init__(self, cfg: KafkaConfig):
-        self.cfg = cfg
-        self._position: dict[int, int] = {}
-        self._lag: dict[int, int] = {}
-        self._started: set[int] = set()
-        self._ahead_since: dict[int, float] = {}
-        self.out_of_range_resets = 0
-        self.skipped_records = 0
-        self.revoked = False
-        self.handovers = 0
-        self.handover_commit_failures = 0
-        self._revoke_handler: Callable[[], Mapping[int, int] | None] | None = None
-        self._in_poll = False
+        super().__init__(cfg)
         self._brokers_up: bool | None = None
         # Kept here, not asked of the consumer: other threads (health, tests) read it, and a
         # consumer call from another thread can wait ~30 s behind the learning thread's
@@ -132,69 +120,36 @@ class ConfluentEventSource:
                 tp.offset = self._target(tp)
                 self._position[tp.partition] = tp.offset
                 origin = f"auto_offset_reset={self.cfg.auto_offset_reset} ({tp.offset})"
-            log.info(
-                "partition %d assigned; starting from %s",
-                tp.partition,
-                origin,
-                extra={"event": "rebalance"},
-            )
+            self._note_assigned(tp.partition, origin)
         consumer.assign(partitions)
         self._assigned = frozenset(tp.partition for tp in partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if not partitions:
             return
-        self.revoked = True
-        log.info(
-            "partitions revoked: %s",
-            sorted(tp.partition for tp in partitions),
-            extra={"event": "rebalance"},
-        )
-        if self._in_poll and self._revoke_handler is not None:
-            self._hand_over(consumer, partitions)
+        self._note_revoked([tp.partition for tp in partitions])
+        self._hand_over(consumer, partitions)
         consumer.unassign()
         self._assigned = frozenset()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # membership lost: others may already own them, so no commit
         self._assigned = frozenset()
-        if partitions:
-            self.revoked = True
-            log.info(
-                "partitions lost: %s",
-                sorted(tp.partition for tp in partitions),
-                extra={"event": "rebalance"},
-            )
+        self._note_revoked([tp.partition for tp in partitions], "lost")
 
     def _hand_over(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Checkpoint and commit before the revoked partitions go to another member."""
-        assert self._revoke_handler is not None
-        positions = self._revoke_handler()
+        positions = self._hand_over_positions({tp.partition for tp in partitions})
         if positions is None:
-            return  # the checkpoint failed: commit nothing beyond the last good one
-        revoked = {tp.partition for tp in partitions}
-        offsets = [
-            TopicPartition(self.cfg.topic, p, o) for p, o in positions.items() if p in revoked
-        ]
+            return
+        offsets = [TopicPartition(self.cfg.topic, p, o) for p, o in positions.items()]
         try:
             if offsets:
                 consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as e:
-            self.handover_commit_failures += 1
-            log.warning(
-                "checkpointed before the hand-over, but the commit was refused (%s): the next "
-                "owner may re-learn records since the previous commit",
-                e,
-                extra={"event": "rebalance"},
-            )
+            self._note_handover_refused(e)
             return
-        self.handovers += 1
-        self.revoked = False  # already checkpointed and committed
-        log.info(
-            "checkpointed and committed before handing over partitions %s",
-            sorted(revoked),
-            extra={"event": "rebalance", "positions": {tp.partition: tp.offset for tp in offsets}},
-        )
+        self._note_handed_over(positions)
 
     # ---------------------------------------------------------------- positions
 
@@ -208,31 +163,9 @@ class ConfluentEventSource:
     def _reposition(self, partition: int) -> None:
         """Count an out-of-range position and move per auto_offset_reset; never silently."""
         assert self.consumer is not None
-        tp = TopicPartition(self.cfg.topic, partition)
-        position = self._position.get(partition, 0)
-        target = self._target(tp)
-        gap = out_of_range_gap(position, target)
-        self.out_of_range_resets += 1
-        self.skipped_records += gap
+        target = self._target(TopicPartition(self.cfg.topic, partition))
         self.consumer.seek(TopicPartition(self.cfg.topic, partition, target))
-        self._position[partition] = target
-        self._ahead_since.pop(partition, None)
-        log.error(
-            "partition %d: offset %d is out of range; moved to %d (auto_offset_reset=%s), "
-            "%d records skipped",
-            partition,
-            position,
-            target,
-            self.cfg.auto_offset_reset,
-            gap,
-            extra={
-                "event": "offset_out_of_range",
-                "partition": partition,
-                "position": position,
-                "target": target,
-                "skipped": gap,
-            },
-        )
+        self._note_out_of_range(partition, self._position.get(partition, 0), target)
 
     def poll(self, timeout_s: float) -> Sequence[RawRecord]:
         consumer = self._connect()
@@ -256,14 +189,7 @@ class ConfluentEventSource:
             out.append(Record(topic, p, m.offset(), m.value(), m.key()))
             if p not in got:
                 got.add(p)
-                if p not in self._started:
-                    self._started.add(p)
-                    log.info(
-                        "first record of partition %d at offset %d",
-                        p,
-                        m.offset(),
-                        extra={"event": "first_record", "partition": p, "offset": m.offset()},
-                    )
+                self._note_first_record(p, m.offset())
         if out:
             self._brokers_up = True
             for rec in out:  # log order per partition: the last one of each wins
@@ -276,7 +202,7 @@ class ConfluentEventSource:
         beyond the high watermark with nothing coming back is out of range (tansu answers such
         fetches with nothing instead of an error)."""
         assert self.consumer is not None
-        lag, now = {}, time.monotonic()
+        lag = {}
         for p in self._assigned:
             _, hw = self.consumer.get_watermark_offsets(
                 TopicPartition(self.cfg.topic, p), cached=True
@@ -285,9 +211,7 @@ class ConfluentEventSource:
             if hw < 0 or pos is None:
                 continue
             lag[p] = max(0, hw - pos)
-            if p in got or pos <= hw:
-                self._ahead_since.pop(p, None)
-            elif now - self._ahead_since.setdefault(p, now) >= STALLED_AHEAD_S:
+            if self._stalled_ahead(p, hw, p in got):
                 self._reposition(p)
         self._lag = lag
 
@@ -313,25 +237,10 @@ class ConfluentEventSource:
         try:
             self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as e:
-            # Monitoring only: the checkpoint, not the group offset, is the source of truth.
-            log.warning(
-                "offset commit failed (positions stay in the checkpoint): %s",
-                e,
-                extra={"event": "commit_failed"},
-            )
-
-    def on_revoke(self, handler: Callable[[], Mapping[int, int] | None]) -> None:
-        self._revoke_handler = handler
-
-    def lag(self) -> Mapping[int, int]:
-        return dict(self._lag)
+            self._note_commit_failed(e)
 
     def assigned(self) -> int:
         return len(self._assigned)
-
-    def take_revoked(self) -> bool:
-        revoked, self.revoked = self.revoked, False
-        return revoked
 
     def connected(self) -> bool:
         return bool(self._brokers_up)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import (
@@ -34,22 +34,11 @@ from kafka.errors import (
 from kafka.structs import OffsetAndMetadata
 
 from adapters.kafka_common import client_options
+from adapters.source_state import SourceState
 from daemon.config import KafkaConfig
 from daemon.ports import RawRecord
 
 log = logging.getLogger("learnd.kafka")
-
-# A position beyond the high watermark, with no records returned, for this long is out of range.
-STALLED_AHEAD_S = 3.0
-
-
-def out_of_range_gap(position: int, target: int) -> int:
-    """Records skipped when repositioning from ``position`` to ``target`` (0 when rewinding).
-
-    >>> out_of_range_gap(100, 250), out_of_range_gap(1000, 0)
-    (150, 0)
-    """
-    return max(0, target - position)
 
 
 class _Listener(AsyncConsumerRebalanceListener):
@@ -69,23 +58,12 @@ class _Listener(AsyncConsumerRebalanceListener):
         self.source._on_assigned(assigned)
 
     async def on_partitions_lost(self, lost):  # membership lost: others may already own them
-        self.source._on_revoked(lost)
+        self.source._on_revoked(lost, "lost")
 
 
-class KafkaEventSource:
+class KafkaEventSource(SourceState):
     def __init__(self, cfg: KafkaConfig):
-        self.cfg = cfg
-        self._position: dict[int, int] = {}
-        self._lag: dict[int, int] = {}
-        self._started: set[int] = set()
-        self._ahead_since: dict[int, float] = {}
-        self.out_of_range_resets = 0
-        self.skipped_records = 0
-        self.revoked = False
-        self.handovers = 0
-        self.handover_commit_failures = 0
-        self._revoke_handler: Callable[[], Mapping[int, int] | None] | None = None
-        self._in_poll = False
+        super().__init__(cfg)
         # Created on the learning thread's first poll, and again until it succeeds: a broker
         # that is down at start must not stop learnd from serving its checkpointed model.
         self.consumer: KafkaConsumer | None = None
@@ -122,53 +100,28 @@ class KafkaEventSource:
         self.consumer = consumer
         return True
 
-    def _on_revoked(self, revoked) -> None:
-        if revoked:
-            self.revoked = True
-            log.info(
-                "partitions revoked: %s",
-                sorted(tp.partition for tp in revoked),
-                extra={"event": "rebalance"},
-            )
-
-    def on_revoke(self, handler: Callable[[], Mapping[int, int] | None]) -> None:
-        self._revoke_handler = handler
+    def _on_revoked(self, revoked, how: str = "revoked") -> None:
+        self._note_revoked([tp.partition for tp in revoked], how)
 
     async def _hand_over(self, revoked) -> None:
         """Checkpoint and commit before the revoked partitions go to another member."""
-        if self._revoke_handler is None or not self._in_poll or self.consumer is None:
-            return  # not inside our poll(): the learner may be busy; checkpoint after it
-        positions = self._revoke_handler()
+        if self.consumer is None:
+            return
+        positions = self._hand_over_positions({tp.partition for tp in revoked})
         if positions is None:
-            return  # the checkpoint failed: commit nothing beyond the last good one
+            return
         offsets = {
             TopicPartition(self.cfg.topic, p): OffsetAndMetadata(o, "", -1)
             for p, o in positions.items()
-            if TopicPartition(self.cfg.topic, p) in revoked
         }
         commit = getattr(self.consumer._coordinator, "_commit_offsets_sync_async", None)
         try:
             if offsets and commit is not None:
                 await commit(offsets, timeout_ms=self.cfg.session_timeout_ms // 2)
         except KafkaError as e:
-            self.handover_commit_failures += 1
-            log.warning(
-                "checkpointed before the hand-over, but the commit was refused (%s): the next "
-                "owner may re-learn records since the previous commit",
-                e,
-                extra={"event": "rebalance"},
-            )
+            self._note_handover_refused(e)
             return
-        self.handovers += 1
-        self.revoked = False  # already checkpointed and committed
-        log.info(
-            "checkpointed and committed before handing over partitions %s",
-            sorted(tp.partition for tp in revoked),
-            extra={
-                "event": "rebalance",
-                "positions": {tp.partition: o.offset for tp, o in offsets.items()},
-            },
-        )
+        self._note_handed_over(positions)
 
     def _on_assigned(self, assigned) -> None:
         for tp in assigned:
@@ -177,12 +130,7 @@ class KafkaEventSource:
                 origin = f"learnd's own offset {self._position[tp.partition]}"
             else:
                 origin = f"committed offset or auto_offset_reset={self.cfg.auto_offset_reset}"
-            log.info(
-                "partition %d assigned; starting from %s",
-                tp.partition,
-                origin,
-                extra={"event": "rebalance"},
-            )
+            self._note_assigned(tp.partition, origin)
 
     def poll(self, timeout_s: float) -> Sequence[RawRecord]:
         if not self._connect():
@@ -205,18 +153,7 @@ class KafkaEventSource:
             recs = batches[tp]
             out += recs  # ConsumerRecords are RawRecords: no copy per record
             if recs:
-                if tp.partition not in self._started:
-                    self._started.add(tp.partition)
-                    log.info(
-                        "first record of partition %d at offset %d",
-                        tp.partition,
-                        recs[0].offset,
-                        extra={
-                            "event": "first_record",
-                            "partition": tp.partition,
-                            "offset": recs[0].offset,
-                        },
-                    )
+                self._note_first_record(tp.partition, recs[0].offset)
                 self._position[tp.partition] = recs[-1].offset + 1
         self._update_lag()
         self._check_stalled_ahead(batches)
@@ -245,40 +182,14 @@ class KafkaEventSource:
         """Count an out-of-range position and move per auto_offset_reset; never silently."""
         for tp, position in offsets.items():
             target = self._target(tp)
-            gap = out_of_range_gap(position, target)
-            self.out_of_range_resets += 1
-            self.skipped_records += gap
             self.consumer.seek(tp, target)
-            self._position[tp.partition] = target
-            self._ahead_since.pop(tp.partition, None)
-            log.error(
-                "partition %d: offset %d is out of range; moved to %d (auto_offset_reset=%s), "
-                "%d records skipped",
-                tp.partition,
-                position,
-                target,
-                self.cfg.auto_offset_reset,
-                gap,
-                extra={
-                    "event": "offset_out_of_range",
-                    "partition": tp.partition,
-                    "position": position,
-                    "target": target,
-                    "skipped": gap,
-                },
-            )
+            self._note_out_of_range(tp.partition, position, target)
 
     def _check_stalled_ahead(self, batches) -> None:
-        now = time.monotonic()
         for tp in self.consumer.assignment():
             hw = self.consumer.highwater(tp)
-            pos = self._position.get(tp.partition)
-            if batches.get(tp) or hw is None or pos is None or pos <= hw:
-                self._ahead_since.pop(tp.partition, None)
-                continue
-            since = self._ahead_since.setdefault(tp.partition, now)
-            if now - since >= STALLED_AHEAD_S:
-                self._reposition({tp: pos})
+            if hw is not None and self._stalled_ahead(tp.partition, hw, bool(batches.get(tp))):
+                self._reposition({tp: self._position[tp.partition]})
 
     def _update_lag(self) -> None:
         # highwater() is the high watermark from the last fetch response: no broker round trip.
@@ -312,22 +223,10 @@ class KafkaEventSource:
         try:
             self.consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as e:
-            # Monitoring only: the checkpoint, not the group offset, is the source of truth.
-            log.warning(
-                "offset commit failed (positions stay in the checkpoint): %s",
-                e,
-                extra={"event": "commit_failed"},
-            )
-
-    def lag(self) -> Mapping[int, int]:
-        return dict(self._lag)
+            self._note_commit_failed(e)
 
     def assigned(self) -> int:
         return len(self.consumer.assignment()) if self.consumer else 0
-
-    def take_revoked(self) -> bool:
-        revoked, self.revoked = self.revoked, False
-        return revoked
 
     def connected(self) -> bool:
         if self.consumer is None:

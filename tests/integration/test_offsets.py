@@ -3,7 +3,7 @@
 The topic is deleted and recreated with fewer records behind learnd's back, so the checkpointed
 position lies beyond the new log end. (tansu does not implement DeleteRecords, the other way to
 put a position out of range; the repositioning arithmetic for that case is a doctest of
-``adapters.kafka_source.out_of_range_gap``.)
+``adapters.source_state.out_of_range_gap``.)
 """
 
 from __future__ import annotations
