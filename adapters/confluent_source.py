@@ -20,7 +20,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from adapters.source_state import SourceState
 from daemon.config import KafkaConfig
@@ -103,11 +111,23 @@ class ConfluentEventSource(SourceState):
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         unknown = [tp for tp in partitions if tp.partition not in self._position]
-        committed = {}
+        committed: dict[int, int] = {}
+        lookup_failed = False
         if unknown:
-            for tp in consumer.committed(unknown, timeout=self.cfg.session_timeout_ms / 1000):
-                if tp.offset >= 0:
-                    committed[tp.partition] = tp.offset
+            try:
+                for tp in consumer.committed(unknown, timeout=self.cfg.session_timeout_ms / 1000):
+                    if tp.offset >= 0:
+                        committed[tp.partition] = tp.offset
+            except KafkaException as e:
+                # librdkafka looks the committed offsets up itself (OFFSET_INVALID below); one
+                # that has none raises the out-of-range error, and poll() places it from there.
+                lookup_failed = True
+                log.warning(
+                    "could not read the group's committed offsets (%s); the client looks "
+                    "them up itself",
+                    e,
+                    extra={"event": "rebalance"},
+                )
         for tp in partitions:
             if tp.partition in self._position:
                 tp.offset = self._position[tp.partition]
@@ -116,10 +136,13 @@ class ConfluentEventSource(SourceState):
                 tp.offset = committed[tp.partition]
                 self._position[tp.partition] = tp.offset
                 origin = f"the group's committed offset {tp.offset}"
+            elif lookup_failed:
+                tp.offset = OFFSET_INVALID
+                origin = "the group's committed offset, as the client finds it"
             else:
-                tp.offset = self._target(tp)
-                self._position[tp.partition] = tp.offset
-                origin = f"auto_offset_reset={self.cfg.auto_offset_reset} ({tp.offset})"
+                # a logical offset: no broker round trip, nothing to fail here
+                tp.offset = OFFSET_BEGINNING if self._earliest else OFFSET_END
+                origin = f"auto_offset_reset={self.cfg.auto_offset_reset}"
             self._note_assigned(tp.partition, origin)
         consumer.assign(partitions)
         self._assigned = frozenset(tp.partition for tp in partitions)
@@ -153,19 +176,39 @@ class ConfluentEventSource(SourceState):
 
     # ---------------------------------------------------------------- positions
 
-    def _target(self, tp: TopicPartition) -> int:
-        assert self.consumer is not None
-        low, high = self.consumer.get_watermark_offsets(
-            TopicPartition(self.cfg.topic, tp.partition), timeout=10
-        )
-        return low if self.cfg.auto_offset_reset == "earliest" else high
+    @property
+    def _earliest(self) -> bool:
+        return self.cfg.auto_offset_reset == "earliest"
 
     def _reposition(self, partition: int) -> None:
         """Count an out-of-range position and move per auto_offset_reset; never silently."""
         assert self.consumer is not None
-        target = self._target(TopicPartition(self.cfg.topic, partition))
+        position = self._position.get(partition, 0)
+        try:
+            low, high = self.consumer.get_watermark_offsets(
+                TopicPartition(self.cfg.topic, partition), timeout=10
+            )
+        except KafkaException as e:
+            # Still counted and logged; the gap is unknown, and the logical offset needs no
+            # broker answer.
+            self.out_of_range_resets += 1
+            self._position.pop(partition, None)
+            self._ahead_since.pop(partition, None)
+            logical = OFFSET_BEGINNING if self._earliest else OFFSET_END
+            self.consumer.seek(TopicPartition(self.cfg.topic, partition, logical))
+            log.error(
+                "partition %d: offset %d is out of range; moved to the %s offset "
+                "(watermarks unavailable: %s), records skipped unknown",
+                partition,
+                position,
+                self.cfg.auto_offset_reset,
+                e,
+                extra={"event": "offset_out_of_range", "partition": partition},
+            )
+            return
+        target = low if self._earliest else high
         self.consumer.seek(TopicPartition(self.cfg.topic, partition, target))
-        self._note_out_of_range(partition, self._position.get(partition, 0), target)
+        self._note_out_of_range(partition, position, target)
 
     def poll(self, timeout_s: float) -> Sequence[RawRecord]:
         consumer = self._connect()

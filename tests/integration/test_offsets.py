@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import time
 
+import orjson
 import pytest
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
 from adapters.kafka_common import client_options
+from adapters.kafka_topics import ensure_topics
 from daemon.synthetic import DriftingSEA
+from tests.conftest import sea_config
 
 from .conftest import wait_for
 from .test_kafka_daemon import learned, produce
@@ -46,3 +49,30 @@ def test_position_beyond_a_recreated_log_is_counted_and_repositioned(start_daemo
     assert d2.source.out_of_range_resets == 1
     assert d2.source.skipped_records == 0  # auto_offset_reset=earliest rewinds: nothing skipped
     assert d2.pipeline.positions == {0: 300}
+
+
+def test_latest_skips_what_was_there_before_and_learns_what_comes_after(
+    start_daemon, kafka_section, tmp_path
+):
+    """auto_offset_reset='latest' on a group with no offsets: the records already in the log
+    are not learned, every record produced after the partitions were placed is."""
+    bootstrap, topic = kafka_section["bootstrap_servers"], kafka_section["topic"]
+    kafka_section["auto_offset_reset"] = "latest"
+    ensure_topics(sea_config(tmp_path, kafka=kafka_section).kafka, partitions=2)
+    # One record per batch: tansu answers ListOffsets(latest) with the last *batch's* base
+    # offset + 1 (1 for a partition holding 250 records in one batch), so batched records would
+    # sit beyond its "end". Apache Kafka answers right either way.
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for i, e in enumerate(DriftingSEA(seed=83).take(200)):
+        producer.send(topic, orjson.dumps(e), partition=i % 2)
+        producer.flush(10)
+    producer.close()
+    d = start_daemon()
+    wait_for(lambda: d.source.assigned() == 2, 60, what="both partitions assigned")
+    time.sleep(3)  # a few polls: the positions are placed at the end of the log
+    assert d.pipeline.learner.events_learned == 0
+    produce(bootstrap, topic, list(DriftingSEA(seed=84).take(300)), partitions=2)
+    wait_for(learned(d, 300), 30, what="the new records learned")
+    time.sleep(1)
+    assert d.pipeline.learner.events_learned == 300
+    assert d.source.out_of_range_resets == 0
