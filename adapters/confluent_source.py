@@ -228,15 +228,14 @@ class ConfluentEventSource(SourceState):
                 elif err.code() != KafkaError._PARTITION_EOF:
                     log.warning("kafka consume error: %s", err.str(), extra={"event": "consume"})
                 continue
-            p = m.partition()
-            out.append(Record(topic, p, m.offset(), m.value(), m.key()))
+            p, offset = m.partition(), m.offset()
+            out.append(Record(topic, p, offset, m.value(), m.key()))
+            self._position[p] = offset + 1  # log order per partition: the last one wins
             if p not in got:
                 got.add(p)
-                self._note_first_record(p, m.offset())
+                self._note_first_record(p, offset)
         if out:
             self._brokers_up = True
-            for rec in out:  # log order per partition: the last one of each wins
-                self._position[rec.partition] = rec.offset + 1
         self._update_lag(got)
         return out
 

@@ -35,7 +35,7 @@ from types import MappingProxyType
 import numpy as np
 import orjson
 
-from daemon.forms import NumpyForward
+from daemon.forms import NumpyForward, frozen
 from daemon.snapshot import Snapshot, SnapshotRef
 from daemon.weights import DenseWeights
 
@@ -183,9 +183,9 @@ def decode(data: bytes) -> Snapshot:
     if not dense.is_finite():
         raise BadSnapshot("non-finite weights")
     if header["recipe"] is not None:
-        from daemon.compress import build_form  # torch only for a torch form
+        from daemon.compress import build_torch_form  # torch only for a torch form
 
-        forward = build_form(str(header["recipe"]), dense, 0.5, 0.25)
+        forward = build_torch_form(str(header["recipe"]), dense)
     else:
         forward = NumpyForward(dense.weights, dense.biases, dense.activation, str(header["form"]))
     latency = header["latency_us"]
@@ -198,8 +198,8 @@ def decode(data: bytes) -> Snapshot:
         metrics=MappingProxyType(dict(header["metrics"])),
         published_unix=float(header["published_unix"]),
         forward=forward,
-        x_mean=NumpyForward._freeze(dense.x_mean),
-        x_inv_std=NumpyForward._freeze(dense.x_inv_std),
+        x_mean=frozen(dense.x_mean),
+        x_inv_std=frozen(dense.x_inv_std),
         y_mean=dense.y_mean,
         y_std=dense.y_std,
         latency_us=float("nan") if latency is None else float(latency),

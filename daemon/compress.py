@@ -169,12 +169,17 @@ def build_form(name: str, w: DenseWeights, prune_amount: float, units_amount: fl
     if name == "prune-units":
         p = prune_units(w, units_amount)
         return NumpyForward(p.weights, p.biases, p.activation, form=f"numpy-units{units_amount:g}")
-    forward = _build_torch_form(name, w)
+    return build_torch_form(name, w)
+
+
+def build_torch_form(name: str, w: DenseWeights) -> TorchForward:
+    """Torch form ``name`` of ``w``, carrying its recipe (so a serving process can rebuild it)."""
+    forward = _torch_form(name, w)
     forward.recipe, forward.source = name, w
     return forward
 
 
-def _build_torch_form(name: str, w: DenseWeights) -> TorchForward:
+def _torch_form(name: str, w: DenseWeights) -> TorchForward:
     cpu = torch.device("cpu")
     if name == "torch":
         return TorchForward(to_module(w), cpu, torch.float32, "torch-fp32")

@@ -221,17 +221,6 @@ class LearningConfig(_Section):
     publish_every_events: int | None = Field(None, ge=1)  # also publish after this many events
     deterministic: bool = False
     drift: DriftConfig = DriftConfig()
-
-    @model_validator(mode="after")
-    def _catch_up(self) -> LearningConfig:
-        if self.catch_up_lag is not None and self.catch_up_batch_size < self.batch_size:
-            raise ValueError(
-                f"learning.catch_up_batch_size ({self.catch_up_batch_size}) is below "
-                f"learning.batch_size ({self.batch_size}); set it >= batch_size or set "
-                "learning.catch_up_lag to null"
-            )
-        return self
-
     gate: GateConfig = GateConfig()
     # Guards: a step whose loss is non-finite or above loss_explosion_factor x its running
     # average is "bad"; after rollback_after_bad_steps bad steps in a row (or at once, when the
@@ -242,6 +231,16 @@ class LearningConfig(_Section):
     rollback_after_bad_steps: int = Field(3, ge=1)
     good_state_every_steps: int = Field(500, ge=1)
     learn_retries: int = Field(2, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _catch_up(self) -> LearningConfig:
+        if self.catch_up_lag is not None and self.catch_up_batch_size < self.batch_size:
+            raise ValueError(
+                f"learning.catch_up_batch_size ({self.catch_up_batch_size}) is below "
+                f"learning.batch_size ({self.batch_size}); set it >= batch_size or set "
+                "learning.catch_up_lag to null"
+            )
+        return self
 
 
 class ServingConfig(_Section):

@@ -171,7 +171,7 @@ class LabelParser:
     def __init__(self, schema: SchemaConfig):
         self.task = schema.task
         self.classes = schema.class_values
-        self._index = {c: i for i, c in enumerate(self.classes)}
+        self.index = {c: i for i, c in enumerate(self.classes)}
         self.dtype: type = np.int64 if schema.task == "multiclass" else np.float32
         self.max_abs = schema.max_abs_value
 
@@ -192,7 +192,7 @@ class LabelParser:
             label = int(label)
         if not isinstance(label, (int, str)):
             return None, (Reason.WRONG_TYPE, "label must be a string or an integer")
-        idx = self._index.get(label)
+        idx = self.index.get(label)
         if idx is None:
             shown = ", ".join(repr(c) for c in self.classes[:10])
             more = ", ..." if len(self.classes) > 10 else ""
@@ -232,7 +232,7 @@ class EventDecoder:
             return None
         loads, dim, by_name = orjson.loads, self.schema.dim, self._by_name
         regression = self.labels.task == "regression"
-        index = self.labels._index
+        index = self.labels.index
         rows: list[Any] = []
         ys: list[Any] = []
         ids: list[Any] = []

@@ -34,7 +34,8 @@ class Forward(Protocol):
     def __call__(self, Z: np.ndarray) -> np.ndarray: ...
 
 
-def _frozen(a: np.ndarray) -> np.ndarray:
+def frozen(a: np.ndarray) -> np.ndarray:
+    """A read-only float32 copy: what a served model may hold."""
     a = np.array(a, dtype=np.float32, copy=True)
     a.flags.writeable = False
     return a
@@ -51,8 +52,8 @@ class NumpyForward:
         activation: str,
         form: str = "numpy-fp32",
     ):
-        self.weights = tuple(_frozen(w) for w in weights)  # each (in, out)
-        self.biases = tuple(_frozen(b) for b in biases)
+        self.weights = tuple(frozen(w) for w in weights)  # each (in, out)
+        self.biases = tuple(frozen(b) for b in biases)
         self.activation = activation
         self.form = form
         self.n_parameters = sum(a.size for a in (*self.weights, *self.biases))
@@ -60,8 +61,6 @@ class NumpyForward:
         total = sum(w.size for w in self.weights)
         zeros = sum(int(w.size - np.count_nonzero(w)) for w in self.weights)
         self.sparsity = zeros / total if total else 0.0
-
-    _freeze = staticmethod(_frozen)
 
     def __call__(self, Z: np.ndarray) -> np.ndarray:
         z = np.asarray(Z, np.float32)

@@ -29,14 +29,8 @@ from types import MappingProxyType
 
 import numpy as np
 
-from daemon.forms import Forward, NumpyForward
+from daemon.forms import Forward, NumpyForward, frozen
 from daemon.weights import DenseWeights
-
-
-def _frozen(a: np.ndarray) -> np.ndarray:
-    a = np.array(a, dtype=np.float32, copy=True)
-    a.flags.writeable = False
-    return a
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +84,8 @@ class Snapshot:
             metrics=MappingProxyType(dict(draft.metrics)),
             published_unix=time.time(),
             forward=forward,
-            x_mean=_frozen(w.x_mean),
-            x_inv_std=_frozen(w.x_inv_std),
+            x_mean=frozen(w.x_mean),
+            x_inv_std=frozen(w.x_inv_std),
             y_mean=float(w.y_mean),
             y_std=float(w.y_std),
             latency_us=draft.latency_us,
