@@ -14,7 +14,8 @@ comes whole from one version and versions never go backwards.
 
 Each block is a seqlock: the writer makes the sequence odd, writes, makes it even; a reader
 that sees an odd or changed sequence reads again. Segments are created by the daemon with mode
-0600 (the serving processes run as the same user) and are unlinked when it stops; readers map
+0600 (the serving processes run as the same user), are named ``learnd_<daemon pid>_<random>``
+(``ls /dev/shm`` shows whose they are) and are unlinked when it stops; readers map
 them by name without registering them with Python's resource tracker, which would otherwise
 unlink the daemon's segments when a serving process exits.
 """
@@ -25,6 +26,7 @@ import io
 import logging
 import mmap
 import os
+import secrets
 import struct
 import threading
 import time
@@ -44,6 +46,21 @@ log = logging.getLogger("learnd.serving")
 HEADER = struct.Struct("<QI")  # sequence, payload length
 
 
+def segment_prefix(pid: int | None = None) -> str:
+    """The name prefix of the shared-memory segments a daemon process creates."""
+    return f"learnd_{os.getpid() if pid is None else pid}_"
+
+
+def _create_segment(size: int) -> shared_memory.SharedMemory:
+    while True:
+        try:
+            return shared_memory.SharedMemory(
+                segment_prefix() + secrets.token_hex(4), create=True, size=size
+            )
+        except FileExistsError:  # a name drawn twice: draw again
+            continue
+
+
 class SeqBlock:
     """A shared-memory block holding one payload that one writer replaces and readers read
     consistently."""
@@ -56,7 +73,7 @@ class SeqBlock:
 
     @classmethod
     def create(cls, size: int) -> SeqBlock:
-        shm = shared_memory.SharedMemory(create=True, size=HEADER.size + size)
+        shm = _create_segment(HEADER.size + size)
         return cls(shm.buf, shm.name, owner=shm)
 
     @classmethod
@@ -228,7 +245,7 @@ class SnapshotChannel:
 
     def write_blob(self, version: int, data: bytes) -> None:
         """Put ``data`` in a new segment and point the control block at it as ``version``."""
-        blob = shared_memory.SharedMemory(create=True, size=max(1, len(data)))
+        blob = _create_segment(max(1, len(data)))
         blob.buf[: len(data)] = data
         with self._lock:
             self._blobs.append(blob)

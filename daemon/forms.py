@@ -90,6 +90,16 @@ def _plain(weight: torch.Tensor) -> torch.Tensor | None:
     return weight
 
 
+def _nbytes(t: torch.Tensor) -> int:
+    """Bytes a tensor holds. A wrapper subclass (torchao's int8 weights) reports its logical
+    dtype's element size, so its inner tensors (int8 data, scales) are counted instead."""
+    flatten = getattr(t, "__tensor_flatten__", None)
+    if flatten is not None:
+        names, _ = flatten()
+        return sum(_nbytes(getattr(t, name)) for name in names)
+    return t.numel() * t.element_size()
+
+
 def _module_size(module: Any) -> tuple[int, int, float]:
     """(parameters, bytes, sparsity of the weight matrices) of a float or quantized module."""
     import torch
@@ -104,8 +114,7 @@ def _module_size(module: Any) -> tuple[int, int, float]:
         w = _plain(weight)
         bias = m.bias() if callable(getattr(m, "bias", None)) else getattr(m, "bias", None)
         n += weight.numel() + (bias.numel() if torch.is_tensor(bias) else 0)
-        size += weight.numel() * weight.element_size()
-        size += bias.numel() * bias.element_size() if torch.is_tensor(bias) else 0
+        size += _nbytes(weight) + (_nbytes(bias) if torch.is_tensor(bias) else 0)
         total += weight.numel()
         zeros += int((w == 0).sum()) if w is not None else 0
     return n, size, (zeros / total if total else 0.0)

@@ -20,6 +20,7 @@ from kafka import KafkaProducer
 from adapters.broker import EmbeddedBroker, free_port
 from adapters.kafka_topics import ensure_topics
 from adapters.settings import build_config
+from adapters.shared_snapshots import segment_prefix
 from daemon.synthetic import DriftingSEA
 
 pytestmark = pytest.mark.e2e
@@ -203,7 +204,6 @@ def test_serving_processes_exit_with_a_killed_daemon_and_free_the_port(tmp_path,
         "LEARND_SERVING__PROCESSES": "2",
         "LEARND_METRICS__ENABLED": "false",
     }
-    shm_before = set(os.listdir("/dev/shm"))
     proc = subprocess.Popen([LEARND, "run"], env=env, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
@@ -219,6 +219,7 @@ def test_serving_processes_exit_with_a_killed_daemon_and_free_the_port(tmp_path,
                 break
             time.sleep(0.01 if when == "starting" else 0.2)
         assert len(serving) == 2
+        created = _segments(segment_prefix(proc.pid))
     finally:
         proc.kill()
         proc.wait(10)
@@ -234,10 +235,16 @@ def test_serving_processes_exit_with_a_killed_daemon_and_free_the_port(tmp_path,
     except OSError as e:
         pytest.fail(f"port {port} still taken ({e}): {_port_holders(port)}")
     # the daemon's shared-memory segments are removed by its resource tracker
+    prefix = segment_prefix(proc.pid)
+    assert created, "the daemon made shared-memory segments for its serving processes"
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and set(os.listdir("/dev/shm")) - shm_before:
+    while time.monotonic() < deadline and _segments(prefix):
         time.sleep(0.1)
-    assert not set(os.listdir("/dev/shm")) - shm_before
+    assert not _segments(prefix)
+
+
+def _segments(prefix: str) -> list[str]:
+    return [n for n in os.listdir("/dev/shm") if n.startswith(prefix)]
 
 
 def _port_holders(port: int) -> list[str]:

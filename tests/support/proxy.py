@@ -53,10 +53,11 @@ class OutageProxy:
 
     async def _cut(self):
         self._server.close()
-        await self._server.wait_closed()
+        # Abort before waiting: from Python 3.12 wait_closed() also waits for the connections.
         for w in list(self._writers):
             w.transport.abort()
         self._writers.clear()
+        await self._server.wait_closed()
 
     def cut(self) -> None:
         self._call(self._cut())

@@ -73,9 +73,10 @@ def test_failed_write_leaves_previous_intact_and_no_temp(tmp_path):
     assert store.load_latest()["n"] == 1
 
 
-def _write_forever(directory: str) -> None:
+def _write_forever(directory: str, started) -> None:
     store = LocalCheckpointStore(directory, keep=2)
     n = store.load_latest()["n"]
+    started.set()
     while True:
         n += 1
         store.save({"format": 1, "n": n, "w": torch.full((250_000,), float(n))})
@@ -94,12 +95,19 @@ def test_writer_killed_200_times_mid_write_never_leaves_a_corrupt_checkpoint(tmp
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "adapters.storage", _write_forever.__module__])
     store = LocalCheckpointStore(tmp_path, keep=2)
+    t0 = time.perf_counter()
     store.save({"format": 1, "n": 0, "w": torch.zeros(250_000)})
+    # Kill within a few writes' time: some kills land mid-write, some between writes, whatever
+    # this machine's disk speed.
+    window_s = max(0.05, 3 * (time.perf_counter() - t0))
     rng = random.Random(4)
     for _ in range(200):
-        writer = ctx.Process(target=_write_forever, args=(str(tmp_path),))
+        started = ctx.Event()
+        writer = ctx.Process(target=_write_forever, args=(str(tmp_path), started))
         writer.start()
-        time.sleep(rng.uniform(0.0, 0.05))
+        # Kill it at a random moment of its writing (its start-up time varies with the machine).
+        assert started.wait(60), "a writer did not start"
+        time.sleep(rng.uniform(0.0, window_s))
         writer.kill()
         writer.join()
         reader = LocalCheckpointStore(tmp_path, keep=2)
