@@ -178,6 +178,31 @@ class LearndCollector(Collector):
             value=p.drift.estimation,
         )
 
+        ch = p.challenger
+        if ch is not None:
+            yield CounterMetricFamily(
+                "learnd_drift_warnings",
+                "Drift warnings (the more sensitive detector that starts a challenger).",
+                value=ch.warnings,
+            )
+            yield GaugeMetricFamily(
+                "learnd_challenger_training",
+                "1 while a background challenger learns beside the served model.",
+                value=1 if ch.learner is not None else 0,
+            )
+            outcomes = CounterMetricFamily(
+                "learnd_challengers",
+                "Background challengers, by outcome (started, promoted, dropped).",
+                labels=["outcome"],
+            )
+            for outcome, n in (
+                ("started", ch.started),
+                ("promoted", ch.promoted),
+                ("dropped", ch.dropped),
+            ):
+                outcomes.add_metric([outcome], n)
+            yield outcomes
+
         inputs = p.input_drift
         alarms = CounterMetricFamily(
             "learnd_input_drift_alarms",

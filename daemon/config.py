@@ -152,6 +152,31 @@ class ModelConfig(_Section):
         return v
 
 
+class ChallengerConfig(_Section):
+    """A background model trained from a drift warning on (see daemon/challenger.py)."""
+
+    enabled: bool = True
+    # The warning detector: an ADWIN on the same error stream, more sensitive than the drift
+    # detector (river's default delta is 0.002; its ARF pairs warning 0.01 with drift 0.001).
+    warning_delta: float = Field(0.01, gt=0, lt=1)
+    # The challenger replaces the served model once, over the last ``window`` events both
+    # predicted, its error is below the incumbent's by more than ``margin`` (0.01 = 1 point of
+    # accuracy; for regression a fraction of the incumbent's MAE).
+    window: int = Field(1000, ge=10, le=1_000_000)
+    margin: float = Field(0.01, ge=0, le=1)
+    # Given up (and its compute freed) when it has not won after this many events.
+    max_events: int = Field(20_000, ge=10)
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> ChallengerConfig:
+        if self.max_events < self.window:
+            raise ValueError(
+                f"learning.drift.challenger.max_events ({self.max_events}) is below its window "
+                f"({self.window}): a challenger could never be judged; set max_events >= window"
+            )
+        return self
+
+
 class DriftConfig(_Section):
     detector: Literal["adwin", "page_hinkley", "kswin", "none"] = "adwin"
     # Input drift: one detector per feature (the first 64) on each micro-batch's mean.
@@ -161,6 +186,7 @@ class DriftConfig(_Section):
     lr_boost: float = Field(3.0, ge=1.0, le=100.0)
     boost_half_life_steps: int = Field(200, ge=1)
     reset_optimizer: bool = False
+    challenger: ChallengerConfig = ChallengerConfig()
 
 
 class GateConfig(_Section):
@@ -210,7 +236,7 @@ class LearningConfig(_Section):
     # Catching up: while the consumer lag exceeds catch_up_lag records, batches of
     # catch_up_batch_size are learned (more events/s, fewer steps per event); back to
     # batch_size once the lag is below half of it. None: always batch_size.
-    catch_up_lag: int | None = Field(50_000, ge=1)
+    catch_up_lag: int | None = Field(10_000, ge=1)
     catch_up_batch_size: int = Field(256, ge=1, le=65_536)
     # Optimizer steps per micro-batch (the first on the batch's test-then-train forward pass):
     # more steps recover some of the per-example accuracy that batching gives away.

@@ -22,9 +22,9 @@ import numpy as np
 from river import drift
 
 
-def make_detector(name: str):
+def make_detector(name: str, adwin_delta: float = 0.002):
     if name == "adwin":
-        return drift.ADWIN()
+        return drift.ADWIN(delta=adwin_delta)
     if name == "page_hinkley":
         return drift.PageHinkley()
     if name == "kswin":
@@ -41,12 +41,17 @@ class DriftMonitor:
     or expose no estimate).
     """
 
-    def __init__(self, detector: str = "adwin", replay: int = 20_000):
+    def __init__(self, detector: str = "adwin", replay: int = 20_000, adwin_delta: float = 0.002):
         self.name = detector
         self.replay = replay
+        self.adwin_delta = adwin_delta  # river's default; larger is more sensitive
         self.enabled = detector != "none"
-        self._det = make_detector(detector) if self.enabled else None
-        self._recent = np.zeros(0, np.float64)
+        self._det = make_detector(detector, adwin_delta) if self.enabled else None
+        # The last `replay` inputs, in a ring (a concatenation per batch copied the whole
+        # window each time: ~1 us per event at batch 32).
+        self._ring = np.zeros(max(replay, 1), np.float64)
+        self._count = 0  # inputs held (<= replay)
+        self._head = 0  # where the next input goes
         self.alarms = 0
         self.improvements = 0
         self.last_alarm_at = -1
@@ -82,14 +87,31 @@ class DriftMonitor:
                 else:
                     self.improvements += 1
                 before = after
-        self._recent = np.concatenate([self._recent, errors])[-self.replay :]
+        self._remember(errors)
         if found:
             self.alarms += len(found)
             self.last_alarm_at = found[-1]
             # What came before the last alarm belongs to the old concept: do not replay it.
-            keep = start + len(errors) - 1 - found[-1]
-            self._recent = self._recent[len(self._recent) - keep :] if keep else self._recent[:0]
+            self._count = min(self._count, start + len(errors) - 1 - found[-1])
         return found
+
+    def _remember(self, values: np.ndarray) -> None:
+        size = len(self._ring)
+        values = values[-size:]
+        n = len(values)
+        first = min(n, size - self._head)
+        self._ring[self._head : self._head + first] = values[:first]
+        self._ring[: n - first] = values[first:]
+        self._head = (self._head + n) % size
+        self._count = min(self._count + n, self.replay)
+
+    @property
+    def _recent(self) -> np.ndarray:
+        """The remembered inputs, oldest first (a copy)."""
+        n = self._count
+        return (
+            np.roll(self._ring, -self._head)[len(self._ring) - n :] if n else self._ring[:0].copy()
+        )
 
     def state_dict(self) -> dict:
         return {
@@ -103,9 +125,11 @@ class DriftMonitor:
         self.alarms = int(state["alarms"])
         self.improvements = int(state["improvements"])
         self.last_alarm_at = int(state["last_alarm_at"])
-        self._recent = np.asarray(state["recent"], np.float64).copy()
+        self._ring[:] = 0.0
+        self._head = self._count = 0
+        self._remember(np.asarray(state["recent"], np.float64))
         if self.enabled:
-            det = make_detector(self.name)
+            det = make_detector(self.name, self.adwin_delta)
             for e in self._recent.tolist():
                 det.update(e)
             self._det = det

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from daemon.batching import MicroBatcher
+from daemon.challenger import Challenger
 from daemon.compress import select_form
 from daemon.config import LearndConfig
 from daemon.drift import DriftMonitor
@@ -56,6 +57,8 @@ class Pipeline:
         schema = cfg.schema_
         names = schema.features or tuple(f"x{i}" for i in range(schema.dim))
         self.input_drift = InputDriftMonitor(names, cfg.learning.drift.input_detector)
+        ch = cfg.learning.drift.challenger
+        self.challenger = Challenger(self._new_learner, ch) if ch.enabled else None
         self.metrics = RollingMetrics(cfg.schema_.task, cfg.learning.metrics_window)
         self.positions: dict[int, int] = {}
         self.valid = 0
@@ -197,7 +200,8 @@ class Pipeline:
             if held is not None:
                 self._decide(*held)
         self.input_drift.update(batch.X, start)
-        for at in self.drift.update_many(result.errors, start):
+        alarms = self.drift.update_many(result.errors, start)
+        for at in alarms:
             log.warning(
                 "drift alarm",
                 extra={"event": "drift_alarm", "at_event": at, "detector": self.drift.name},
@@ -213,6 +217,50 @@ class Pipeline:
                     "optimizer_reset": self.cfg.learning.drift.reset_optimizer,
                 },
             )
+        if self.challenger is not None:
+            self._challenge(batch, result, start, alarms)
+
+    def _new_learner(self) -> Learner:
+        return Learner(self.cfg.schema_, self.cfg.model, self.cfg.learning, self.learner.device)
+
+    def _challenge(
+        self, batch: EventBatch, result: StepResult, start: int, alarms: list[int]
+    ) -> None:
+        """Run the background challenger: start it on a warning (or an alarm), train it beside
+        the incumbent, promote or drop it."""
+        ch = self.challenger
+        assert ch is not None
+        warnings = ch.warn(result.errors, start)
+        for at in warnings:
+            log.info("drift warning", extra={"event": "drift_warning", "at_event": at})
+        if ch.learner is not None:
+            outcome = ch.observe(batch.X, batch.y, result.errors)
+            if outcome is None:
+                return
+            incumbent_err, challenger_err = ch.errors()
+            if outcome == "promote":
+                self.learner.adopt(ch.learner)
+            ch.finish(promoted=outcome == "promote", at=self.learner.events_learned)
+            log.warning(
+                "challenger %s",
+                "promoted: it now serves" if outcome == "promote" else "dropped",
+                extra={
+                    "event": "challenger_" + ("promoted" if outcome == "promote" else "dropped"),
+                    "started_at_event": ch.started_at,
+                    "events": ch.seen,
+                    "challenger_error": challenger_err,
+                    "incumbent_error": incumbent_err,
+                },
+            )
+            return
+        if warnings or alarms:
+            challenger = self._new_learner()
+            # It starts from what the inputs look like now, not from nothing.
+            challenger.x_scaler.load_state_dict(self.learner.x_scaler.state_dict())
+            challenger.y_scaler.load_state_dict(self.learner.y_scaler.state_dict())
+            at = (warnings or alarms)[0]
+            ch.start(challenger, at)
+            log.info("challenger started", extra={"event": "challenger_started", "at_event": at})
 
     def publish(self) -> None:
         """Publish a copy of the current model, through the gate once a model is served."""
@@ -320,6 +368,7 @@ class Pipeline:
             "model": self.cfg.model.model_dump(mode="json"),
             "learner": self.learner.state_dict(),
             "drift": self.drift.state_dict(),
+            **({"challenger": self.challenger.state_dict()} if self.challenger else {}),
             "positions": dict(self.positions),
             "next_version": self.ref.next_version,
             "valid": self.valid,
@@ -342,6 +391,8 @@ class Pipeline:
             )
         self.learner.load_state_dict(state["learner"])
         self.drift.load_state_dict(state["drift"])
+        if self.challenger is not None and "challenger" in state:
+            self.challenger.load_state_dict(state["challenger"])
         self.positions = {int(p): int(o) for p, o in state["positions"].items()}
         self.ref.continue_from(int(state["next_version"]))
         self.valid = int(state["valid"])

@@ -39,6 +39,10 @@ class DriftBoost:
     def on_drift(self, t: int) -> None:
         self.t_drift = t
 
+    def reset(self) -> None:
+        """End any boost: the base rate from now on (a promoted challenger learns at it)."""
+        self.t_drift = None
+
     def state_dict(self) -> dict:
         return {"t_drift": -1 if self.t_drift is None else self.t_drift}
 

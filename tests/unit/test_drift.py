@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from daemon.drift import DriftMonitor
 
@@ -51,6 +53,28 @@ def test_state_round_trip_keeps_counts_and_recent_window():
     restored.load_state_dict(mon.state_dict())
     assert (restored.alarms, restored.last_alarm_at) == (1, 5119)
     assert restored.estimation == pytest.approx(mon.estimation, abs=0.02)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    batches=st.lists(st.integers(1, 300), min_size=1, max_size=40),
+    replay=st.integers(1, 500),
+    seed=st.integers(0, 100),
+)
+def test_the_replay_window_is_the_last_inputs_since_the_last_alarm(batches, replay, seed):
+    """What a restore replays: the last ``replay`` inputs, none from before the last alarm."""
+    errors = stream(seed, (sum(batches) // 2, 0.05), (sum(batches) - sum(batches) // 2, 0.7))
+    mon = DriftMonitor("adwin", replay=replay)
+    seen: list[float] = []
+    start = 0
+    for n in batches:
+        chunk = errors[start : start + n]
+        found = mon.update_many(chunk, start)
+        seen += chunk.tolist()
+        if found:
+            seen = errors[found[-1] + 1 : start + len(chunk)].tolist()
+        start += n
+        np.testing.assert_array_equal(mon.state_dict()["recent"], np.array(seen[-replay:]))
 
 
 def test_disabled_monitor_never_alarms():

@@ -39,7 +39,13 @@ def build(cfg, learner_cls=Learner):
 
 
 def test_non_finite_inputs_and_a_learning_rate_spike_never_reach_serving_or_checkpoints(tmp_path):
-    cfg = sea_config(tmp_path, checkpoint={"every_events": 2000}, learning={"publish_every_s": 0.1})
+    # Batches of 32 throughout (the whole log is there at once, which would otherwise mean
+    # catching up in batches of 256): the spike's steps must fall among these 20k events.
+    cfg = sea_config(
+        tmp_path,
+        checkpoint={"every_events": 2000},
+        learning={"publish_every_s": 0.1, "catch_up_lag": None},
+    )
     svc, pipe, src, dead, store, clock = build(cfg)
     rng = np.random.default_rng(0)
     values, injected = [], 0
