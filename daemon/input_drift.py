@@ -7,6 +7,10 @@ update per feature per batch, so the cost does not grow with the event rate, and
 are close to normal, which suits ADWIN. Both directions count. The first ``max_features``
 features are watched (the metric's label set stays bounded).
 
+Like the concept-drift monitor, the detectors are restored by replay: the last ``replay`` batch
+means are kept (for each feature only those since its last alarm) and fed to fresh detectors
+when a checkpoint is loaded.
+
 Examples
 --------
 >>> import numpy as np
@@ -32,13 +36,25 @@ log = logging.getLogger("learnd.drift")
 
 
 class InputDriftMonitor:
-    def __init__(self, features: tuple[str, ...], detector: str = "adwin", max_features: int = 64):
+    def __init__(
+        self,
+        features: tuple[str, ...],
+        detector: str = "adwin",
+        max_features: int = 64,
+        replay: int = 2000,
+    ):
         self.features = tuple(features)[:max_features]
         self.enabled = detector != "none" and bool(self.features)
         self.name = detector
         self._dets = [self._make(detector) for _ in self.features] if self.enabled else []
         self.alarms = {f: 0 for f in self.features}
         self.last_alarm_at = {f: -1 for f in self.features}
+        # The last `replay` batch means (a ring of rows), and per feature how many of the
+        # newest rows came after its last alarm (what a restore replays).
+        self.replay = replay
+        self._ring = np.zeros((max(replay, 1), len(self.features)), np.float64)
+        self._head = 0
+        self._since = np.zeros(len(self.features), np.int64)
 
     @staticmethod
     def _make(name: str):
@@ -54,9 +70,13 @@ class InputDriftMonitor:
         means = np.asarray(X, np.float64)[:, : len(self.features)].mean(axis=0)
         at = start + len(X) - 1
         out = []
-        for name, det, m in zip(self.features, self._dets, means, strict=True):
+        self._ring[self._head] = means
+        self._head = (self._head + 1) % len(self._ring)
+        np.minimum(self._since + 1, self.replay, out=self._since)
+        for i, (name, det, m) in enumerate(zip(self.features, self._dets, means, strict=True)):
             det.update(float(m))
             if det.drift_detected:
+                self._since[i] = 0  # what came before belongs to the old distribution
                 self.alarms[name] += 1
                 self.last_alarm_at[name] = at
                 out.append((name, at))
@@ -74,3 +94,43 @@ class InputDriftMonitor:
             est = getattr(det, "estimation", None)
             out[name] = float(est) if est is not None else float("nan")
         return out
+
+    def _recent(self, i: int) -> np.ndarray:
+        """Feature ``i``'s remembered batch means since its last alarm, oldest first."""
+        n = int(self._since[i])
+        if n == 0:
+            return np.zeros(0, np.float64)
+        return np.roll(self._ring[:, i], -self._head)[len(self._ring) - n :].copy()
+
+    def state_dict(self) -> dict:
+        return {
+            "features": list(self.features),
+            "recent": [self._recent(i) for i in range(len(self.features))],
+            "alarms": dict(self.alarms),
+            "last_alarm_at": dict(self.last_alarm_at),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore counts and detectors; a checkpoint for other features restores nothing."""
+        if list(state["features"]) != list(self.features):
+            return
+        self.alarms = {f: int(state["alarms"][f]) for f in self.features}
+        self.last_alarm_at = {f: int(state["last_alarm_at"][f]) for f in self.features}
+        self._ring[:] = 0.0
+        self._head = 0
+        self._since[:] = 0
+        if not self.enabled:
+            return
+        recent = [np.asarray(r, np.float64)[-self.replay :] for r in state["recent"]]
+        rows = max((len(r) for r in recent), default=0)
+        for k in range(rows):  # rebuild the ring, newest rows aligned at the end
+            for i, r in enumerate(recent):
+                j = k - (rows - len(r))
+                if j >= 0:
+                    self._ring[self._head, i] = r[j]
+            self._head = (self._head + 1) % len(self._ring)
+        self._since[:] = [len(r) for r in recent]
+        self._dets = [self._make(self.name) for _ in self.features]
+        for det, r in zip(self._dets, recent, strict=True):
+            for m in r.tolist():
+                det.update(m)

@@ -368,6 +368,7 @@ class Pipeline:
             "model": self.cfg.model.model_dump(mode="json"),
             "learner": self.learner.state_dict(),
             "drift": self.drift.state_dict(),
+            "input_drift": self.input_drift.state_dict(),
             **({"challenger": self.challenger.state_dict()} if self.challenger else {}),
             "positions": dict(self.positions),
             "next_version": self.ref.next_version,
@@ -391,6 +392,8 @@ class Pipeline:
             )
         self.learner.load_state_dict(state["learner"])
         self.drift.load_state_dict(state["drift"])
+        if "input_drift" in state:  # older checkpoints: the monitors start empty
+            self.input_drift.load_state_dict(state["input_drift"])
         if self.challenger is not None and "challenger" in state:
             self.challenger.load_state_dict(state["challenger"])
         self.positions = {int(p): int(o) for p, o in state["positions"].items()}

@@ -26,7 +26,7 @@ def stream(seed=1, before=SWITCH, after=12_000):
     return X, np.where(np.arange(len(X)) < before, first, second).astype(np.float32)
 
 
-def pipeline(tmp_path, **challenger):
+def pipeline(tmp_path, device="cpu", **challenger):
     torch.manual_seed(0)
     cfg = LearndConfig.model_validate(
         {
@@ -37,7 +37,7 @@ def pipeline(tmp_path, **challenger):
         }
     )
     return Pipeline(
-        cfg, Learner(cfg.schema_, cfg.model, cfg.learning, "cpu"), ListDeadLetters(), ManualClock()
+        cfg, Learner(cfg.schema_, cfg.model, cfg.learning, device), ListDeadLetters(), ManualClock()
     )
 
 
@@ -101,14 +101,14 @@ def test_a_challenger_that_cannot_win_is_dropped_after_max_events():
     assert (ch.started, ch.promoted, ch.dropped, ch.state) == (1, 0, 1, "idle")
 
 
-def test_a_checkpoint_taken_mid_challenge_resumes_it_exactly(tmp_path):
+def test_a_checkpoint_taken_mid_challenge_resumes_it_exactly(tmp_path, device):
     X, y = stream()
-    first = pipeline(tmp_path / "a")
+    first = pipeline(tmp_path / "a", device)
     run(first, X, y, stop=8992)  # the challenger started at 8031 and has not won yet
     assert first.challenger.state == "training"
     state = first.state_dict()
 
-    restored = pipeline(tmp_path / "b")
+    restored = pipeline(tmp_path / "b", device)
     torch.manual_seed(123)  # the restored run must not depend on fresh initial weights
     restored.load_state_dict(state)
     assert restored.challenger.state == "training"
@@ -119,7 +119,9 @@ def test_a_checkpoint_taken_mid_challenge_resumes_it_exactly(tmp_path):
     run(first, X, y, start=8992, record=a_err)
     run(restored, X, y, start=8992, record=b_err)
     np.testing.assert_array_equal(np.concatenate(a_err), np.concatenate(b_err))
-    assert (first.challenger.ended_at, restored.challenger.ended_at) == (9920, 9920)
+    assert first.challenger.ended_at == restored.challenger.ended_at > 8992
+    if device == "cpu":  # the exact event on this stream (CUDA's arithmetic differs)
+        assert first.challenger.ended_at == 9920
     Xq = X[-100:]
     np.testing.assert_array_equal(first.learner.predict_many(Xq), restored.learner.predict_many(Xq))
 

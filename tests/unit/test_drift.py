@@ -119,3 +119,33 @@ def test_input_drift_is_reported_per_feature_apart_from_concept_drift(tmp_path):
     alarms = pipe.input_drift.alarms
     assert alarms["x1"] >= 1 and alarms["x2"] == alarms["x3"] == 0
     assert 6000 <= pipe.input_drift.last_alarm_at["x1"] < 6000 + 32 * 20
+
+
+def test_input_drift_monitors_are_checkpointed(tmp_path):
+    """Counts survive a restart, and each detector is rebuilt from the batch means since its
+    feature's last alarm (through a real checkpoint file)."""
+    from adapters.storage import LocalCheckpointStore
+    from daemon.input_drift import InputDriftMonitor
+
+    rng = np.random.default_rng(5)
+    mon = InputDriftMonitor(("a", "b"), replay=300)
+    for i in range(500):  # "b" jumps at batch 200; 300 batches after it
+        mon.update(rng.normal(size=(32, 2)) + [0.0, 3.0 * (i >= 200)], start=32 * i)
+    assert mon.alarms["a"] == 0 and mon.alarms["b"] >= 1
+    store = LocalCheckpointStore(tmp_path)
+    store.save({"format": 1, "input_drift": mon.state_dict()})
+    state = store.load_latest()["input_drift"]
+    since_b = (32 * 500 - 1 - mon.last_alarm_at["b"]) // 32
+    assert len(state["recent"][0]) == 300 and len(state["recent"][1]) == since_b
+
+    restored = InputDriftMonitor(("a", "b"), replay=300)
+    restored.load_state_dict(state)
+    assert restored.alarms == mon.alarms and restored.last_alarm_at == mon.last_alarm_at
+    for name in ("a", "b"):
+        assert restored.estimates()[name] == pytest.approx(mon.estimates()[name], abs=0.02)
+    np.testing.assert_array_equal(restored.state_dict()["recent"][1], state["recent"][1])
+    assert restored.estimates()["b"] == pytest.approx(3.0, abs=0.05), "no pre-jump means replayed"
+
+    other = InputDriftMonitor(("a", "c"))
+    other.load_state_dict(state)  # a checkpoint for other features restores nothing
+    assert other.alarms == {"a": 0, "c": 0}

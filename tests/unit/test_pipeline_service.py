@@ -115,6 +115,8 @@ def test_restart_is_equivalent_to_running_straight(tmp_path):
             st["exp_avg"].numpy(), b["optimizer"]["state"][pid]["exp_avg"].numpy()
         )
     assert a["schedule"] == b["schedule"] and sp.drift.alarms == p2.drift.alarms
+    assert sp.input_drift.alarms == p2.input_drift.alarms
+    assert p2.input_drift.estimates() == pytest.approx(sp.input_drift.estimates(), abs=0.05)
 
 
 def test_checkpoint_for_another_schema_refuses_to_start(tmp_path):
