@@ -50,7 +50,6 @@ class Challenger:
         self.seen = 0  # events it has been tested on
         # (events, incumbent error sum, challenger error sum) per micro-batch, last `window`
         self._window: deque[tuple[int, float, float]] = deque()
-        self._in_window = [0, 0.0, 0.0]
         self.warnings = 0
         self.started = 0
         self.promoted = 0
@@ -60,9 +59,14 @@ class Challenger:
     def state(self) -> str:
         return "idle" if self.learner is None else "training"
 
+    def _sums(self) -> tuple[int, float, float]:
+        """(events, incumbent errors, challenger errors) over the window (a few dozen rows)."""
+        w = self._window
+        return sum(r[0] for r in w), sum(r[1] for r in w), sum(r[2] for r in w)
+
     def errors(self) -> tuple[float, float]:
         """Mean error of the incumbent and of the challenger over the current window."""
-        n, inc, ch = self._in_window
+        n, inc, ch = self._sums()
         return (inc / n, ch / n) if n else (float("nan"), float("nan"))
 
     def warn(self, errors: np.ndarray, start: int) -> list[int]:
@@ -76,7 +80,6 @@ class Challenger:
         self.started_at = at
         self.seen = 0
         self._window.clear()
-        self._in_window = [0, 0.0, 0.0]
         self.started += 1
 
     def observe(self, X: np.ndarray, y: np.ndarray, incumbent_errors: np.ndarray) -> str | None:
@@ -90,14 +93,10 @@ class Challenger:
         ok = np.isfinite(incumbent_errors) & np.isfinite(result.errors)
         row = (int(ok.sum()), float(incumbent_errors[ok].sum()), float(result.errors[ok].sum()))
         self._window.append(row)
-        for i in range(3):
-            self._in_window[i] += row[i]
-        while self._window and self._in_window[0] - self._window[0][0] >= self.cfg.window:
-            old = self._window.popleft()
-            for i in range(3):
-                self._in_window[i] -= old[i]
+        while self._sums()[0] - self._window[0][0] >= self.cfg.window:
+            self._window.popleft()
         self.seen += len(y)
-        if self._in_window[0] >= self.cfg.window:
+        if self._sums()[0] >= self.cfg.window:
             inc, ch = self.errors()
             # classification: accuracy points; regression: a fraction of the incumbent's MAE
             margin = self.cfg.margin * (inc if self.learner.task == "regression" else 1.0)
@@ -113,7 +112,6 @@ class Challenger:
         self.learner = None
         self.ended_at = at
         self._window.clear()
-        self._in_window = [0, 0.0, 0.0]
         if promoted:
             self.promoted += 1
             self.warning = DriftMonitor("adwin", adwin_delta=self.cfg.warning_delta)
@@ -141,9 +139,4 @@ class Challenger:
         self.ended_at = int(state["ended_at"])
         self.seen = int(state["seen"])
         self._window = deque((int(n), float(a), float(b)) for n, a, b in state["window"])
-        self._in_window = [
-            sum(r[0] for r in self._window),
-            sum(r[1] for r in self._window),
-            sum(r[2] for r in self._window),
-        ]
         self.warnings, self.started, self.promoted, self.dropped = map(int, state["counts"])

@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 from river import drift
 
+from daemon.replay import ReplayRing
+
 
 def make_detector(name: str, adwin_delta: float = 0.002):
     if name == "adwin":
@@ -49,9 +51,8 @@ class DriftMonitor:
         self._det = make_detector(detector, adwin_delta) if self.enabled else None
         # The last `replay` inputs, in a ring (a concatenation per batch copied the whole
         # window each time: ~1 us per event at batch 32).
-        self._ring = np.zeros(max(replay, 1), np.float64)
-        self._count = 0  # inputs held (<= replay)
-        self._head = 0  # where the next input goes
+        self._ring = ReplayRing(replay)
+        self._count = 0  # inputs that count (<= replay): those since the last alarm
         self.alarms = 0
         self.improvements = 0
         self.last_alarm_at = -1
@@ -96,22 +97,13 @@ class DriftMonitor:
         return found
 
     def _remember(self, values: np.ndarray) -> None:
-        size = len(self._ring)
-        values = values[-size:]
-        n = len(values)
-        first = min(n, size - self._head)
-        self._ring[self._head : self._head + first] = values[:first]
-        self._ring[: n - first] = values[first:]
-        self._head = (self._head + n) % size
-        self._count = min(self._count + n, self.replay)
+        self._ring.extend(values[:, None])
+        self._count = min(self._count + len(values), self.replay)
 
     @property
     def _recent(self) -> np.ndarray:
         """The remembered inputs, oldest first (a copy)."""
-        n = self._count
-        return (
-            np.roll(self._ring, -self._head)[len(self._ring) - n :] if n else self._ring[:0].copy()
-        )
+        return self._ring.last(self._count)[:, 0]
 
     def state_dict(self) -> dict:
         return {
@@ -125,8 +117,8 @@ class DriftMonitor:
         self.alarms = int(state["alarms"])
         self.improvements = int(state["improvements"])
         self.last_alarm_at = int(state["last_alarm_at"])
-        self._ring[:] = 0.0
-        self._head = self._count = 0
+        self._ring.clear()
+        self._count = 0
         self._remember(np.asarray(state["recent"], np.float64))
         if self.enabled:
             det = make_detector(self.name, self.adwin_delta)

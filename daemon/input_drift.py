@@ -31,6 +31,7 @@ import numpy as np
 from river import drift
 
 from daemon.drift import make_detector
+from daemon.replay import ReplayRing
 
 log = logging.getLogger("learnd.drift")
 
@@ -52,8 +53,7 @@ class InputDriftMonitor:
         # The last `replay` batch means (a ring of rows), and per feature how many of the
         # newest rows came after its last alarm (what a restore replays).
         self.replay = replay
-        self._ring = np.zeros((max(replay, 1), len(self.features)), np.float64)
-        self._head = 0
+        self._ring = ReplayRing(replay, len(self.features))
         self._since = np.zeros(len(self.features), np.int64)
 
     @staticmethod
@@ -70,8 +70,7 @@ class InputDriftMonitor:
         means = np.asarray(X, np.float64)[:, : len(self.features)].mean(axis=0)
         at = start + len(X) - 1
         out = []
-        self._ring[self._head] = means
-        self._head = (self._head + 1) % len(self._ring)
+        self._ring.extend(means[None, :])
         np.minimum(self._since + 1, self.replay, out=self._since)
         for i, (name, det, m) in enumerate(zip(self.features, self._dets, means, strict=True)):
             det.update(float(m))
@@ -97,10 +96,7 @@ class InputDriftMonitor:
 
     def _recent(self, i: int) -> np.ndarray:
         """Feature ``i``'s remembered batch means since its last alarm, oldest first."""
-        n = int(self._since[i])
-        if n == 0:
-            return np.zeros(0, np.float64)
-        return np.roll(self._ring[:, i], -self._head)[len(self._ring) - n :].copy()
+        return self._ring.last(int(self._since[i]))[:, i]
 
     def state_dict(self) -> dict:
         return {
@@ -116,19 +112,15 @@ class InputDriftMonitor:
             return
         self.alarms = {f: int(state["alarms"][f]) for f in self.features}
         self.last_alarm_at = {f: int(state["last_alarm_at"][f]) for f in self.features}
-        self._ring[:] = 0.0
-        self._head = 0
+        self._ring.clear()
         self._since[:] = 0
         if not self.enabled:
             return
         recent = [np.asarray(r, np.float64)[-self.replay :] for r in state["recent"]]
-        rows = max((len(r) for r in recent), default=0)
-        for k in range(rows):  # rebuild the ring, newest rows aligned at the end
-            for i, r in enumerate(recent):
-                j = k - (rows - len(r))
-                if j >= 0:
-                    self._ring[self._head, i] = r[j]
-            self._head = (self._head + 1) % len(self._ring)
+        rows = np.zeros((max((len(r) for r in recent), default=0), len(recent)))
+        for i, r in enumerate(recent):  # newest rows aligned at the end
+            rows[len(rows) - len(r) :, i] = r
+        self._ring.extend(rows)
         self._since[:] = [len(r) for r in recent]
         self._dets = [self._make(self.name) for _ in self.features]
         for det, r in zip(self._dets, recent, strict=True):
