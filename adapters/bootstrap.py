@@ -16,14 +16,13 @@ import time
 import torch
 
 from adapters.kafka_sink import KafkaDeadLetters
-from adapters.kafka_source import KafkaEventSource
 from adapters.prometheus import LearndCollector, MetricsServer, make_registry
 from adapters.serving_metrics import ServingMetrics
 from adapters.serving_processes import ServingProcesses, SummedServingCollector
 from adapters.socket_server import PredictionServer
+from adapters.sources import open_source
 from adapters.storage import LocalCheckpointStore
 from daemon.config import LearndConfig
-from daemon.errors import StartupError
 from daemon.failpoints import NONE
 from daemon.learner import Learner
 from daemon.pipeline import Pipeline
@@ -51,7 +50,7 @@ class Daemon:
             cfg, self.learner, self.dead_letters, time.monotonic, failpoints=failpoints
         )
         self.store = store or _checkpoint_store(cfg, failpoints)
-        self.source = source or _event_source(cfg)
+        self.source = source or open_source(cfg)
         self.service = Service(
             self.pipeline,
             self.source,
@@ -141,17 +140,3 @@ def _checkpoint_store(cfg: LearndConfig, failpoints):
             ck.s3_bucket, ck.s3_prefix, ck.keep, endpoint_url=ck.s3_endpoint_url
         )
     return LocalCheckpointStore(ck.dir, ck.keep, failpoints)
-
-
-def _event_source(cfg: LearndConfig):
-    if cfg.kafka.client == "kafka-python":
-        return KafkaEventSource(cfg.kafka)
-    try:
-        from adapters.confluent_source import ConfluentEventSource
-    except ImportError as e:
-        raise StartupError(
-            f"kafka.client is 'confluent' but confluent-kafka cannot be imported ({e}); install "
-            "it with: pip install 'learnd[confluent]', or set kafka.client; valid values: "
-            "'kafka-python', 'confluent'"
-        ) from e
-    return ConfluentEventSource(cfg.kafka)

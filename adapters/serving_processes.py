@@ -36,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
+from adapters.child_process import die_with_parent
 from adapters.shared_snapshots import SeqBlock, SnapshotChannel
 from adapters.socket_server import bind_sockets
 from daemon.config import LearndConfig
@@ -202,15 +203,11 @@ def worker_main(
 ) -> None:
     """A serving process: answers requests from the mirrored snapshot until SIGTERM, or until
     the daemon (pid ``parent``) is gone."""
-    _die_with_parent()
-    if os.getppid() != parent:  # the daemon died while this process was starting
-        os._exit(0)
-    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch", daemon=True).start()
+    die_with_parent(parent)
     from adapters.serving_metrics import ServingMetrics
     from adapters.shared_snapshots import SnapshotMirror
     from adapters.socket_server import PredictionServer
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the daemon, which stops us
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     ref = SnapshotRef(keep=cfg.serving.keep_versions)
@@ -255,26 +252,6 @@ class _MirrorCollector(Collector):
         family.add_metric(["loaded"], self.mirror.loads)
         family.add_metric(["rejected"], self.mirror.rejected)
         yield family
-
-
-def _watch_parent(parent: int) -> None:
-    """Exit the moment the daemon is gone, whatever the main thread is doing: an orphaned
-    serving process would hold the port and the daemon's output pipes."""
-    while os.getppid() == parent:
-        time.sleep(0.2)
-    os._exit(0)
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM this process when the daemon dies (the ppid check in the main loop
-    covers other systems, within half a second)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 class _MirroredHandler:

@@ -9,8 +9,8 @@ validate, learn, gate, checkpoint, commit) with prediction latency sampled durin
 start and end, checkpoint time, and how throughput changes with model size, batch size and
 partitions. Last, the time from `learnd run` starting to its first served prediction.
 
-On two cores the broker, the daemon, its serving process and kafka-python's IO thread share the
-CPU, and single runs of the same configuration were seen to differ by 25%. The consume rates and
+On two cores the broker, the daemon, its consumer and serving processes and kafka-python's IO
+thread share the CPU, and single runs of the same configuration were seen to differ by 25%. The consume rates and
 learnd's main end-to-end runs are therefore repeated (``--repeat``, default 3) and reported as
 median (min-max); the targets of issue #7 are checked against the medians.
 """
@@ -134,7 +134,16 @@ def raw_consume_confluent(bootstrap, topic, n, partitions, decode=False):
 
 
 def learnd_run(
-    bootstrap, topic, n, tmp, hidden=(64, 64), batch=32, tag="", catch_up=True, client=None
+    bootstrap,
+    topic,
+    n,
+    tmp,
+    hidden=(64, 64),
+    batch=32,
+    tag="",
+    catch_up=True,
+    client=None,
+    consumer_process=True,
 ):
     port = free_port()
     cfg = build_config(
@@ -150,6 +159,7 @@ def learnd_run(
                 "heartbeat_interval_ms": 1000,
                 "max_poll_interval_ms": 10000,
                 **({"client": client} if client else {}),
+                "consumer_process": consumer_process,
             },
             "model": {"hidden": list(hidden)},
             "learning": {
@@ -273,6 +283,10 @@ def main():
         base = sorted(runs, key=lambda r: r["rate"])[len(runs) // 2]  # the median run
         rates = [r["rate"] for r in runs]
         steady = learnd_run(broker.bootstrap, "bench1", n, tmp, tag="steady", catch_up=False)
+        inline = [
+            learnd_run(broker.bootstrap, "bench1", n, tmp, tag=f"inline{i}", consumer_process=False)
+            for i in range(k)
+        ]
         c_raw = raw_consume_confluent(broker.bootstrap, "bench1", n, 1)
         print(f"\n{'path (1 partition)':<44}{'events/s':>12}   (median, min-max of {k})")
         print(f"{'kafka-python consume, no decoding':<44}{_spread(raw)}")
@@ -285,6 +299,12 @@ def main():
         print(
             f"{'  ... batches of 32 throughout':<44}{steady['rate']:>12,.0f}"
             f"   = {100 * steady['rate'] / ceiling:.0f}% (learning.catch_up_lag null; one run)"
+        )
+        inline_rates = [r["rate"] for r in inline]
+        print(
+            f"{'  ... consumer in the learning thread':<44}{_spread(inline_rates)}"
+            f"   = {100 * statistics.median(inline_rates) / ceiling:.0f}% (kafka.consumer_process"
+            " false)"
         )
         best = statistics.median(rates)
         if c_raw is None:

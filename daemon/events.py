@@ -106,6 +106,19 @@ class EventBatch:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """Records decoded where they were read (the consumer process): the valid events, the
+    rejections, and the next offset of each partition the records came from."""
+
+    events: EventBatch
+    rejections: list[Rejection]
+    positions: dict[int, int]
+
+    def __len__(self) -> int:
+        return len(self.events) + len(self.rejections)
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -226,6 +239,11 @@ class EventDecoder:
         """
         fast = self._decode_fast(records)
         return fast if fast is not None else self._decode_each(records)
+
+    def decode(self, records: Sequence[RawRecord]) -> Decoded:
+        """:meth:`decode_many`, with the next offset of each partition after ``records``."""
+        events, rejections = self.decode_many(records)
+        return Decoded(events, rejections, {r.partition: r.offset + 1 for r in records})
 
     def _decode_fast(self, records: Sequence[RawRecord]) -> tuple[EventBatch, list] | None:
         if not records:

@@ -22,7 +22,7 @@ from daemon.compress import select_form
 from daemon.config import LearndConfig
 from daemon.drift import DriftMonitor
 from daemon.errors import StartupError
-from daemon.events import EventBatch, EventDecoder, Reason
+from daemon.events import Decoded, EventBatch, EventDecoder, Reason
 from daemon.failpoints import NONE, Failpoints
 from daemon.gate import Gate, Verdict, judge
 from daemon.input_drift import InputDriftMonitor
@@ -82,8 +82,10 @@ class Pipeline:
         self._last_publish = float("-inf")
         self._learned_at_publish = -1
 
-    def process(self, records: Sequence[RawRecord]) -> None:
-        events, rejections = self.decoder.decode_many(records)
+    def process(self, records: Sequence[RawRecord] | Decoded) -> None:
+        """Hand in records as read, or as decoded already by the source (in its own process)."""
+        decoded = records if isinstance(records, Decoded) else self.decoder.decode(records)
+        events, rejections = decoded.events, decoded.rejections
         for r in rejections:
             self.dead_letters.send(r.record, str(r.reason), r.detail)
             self.rejected[str(r.reason)] += 1
@@ -92,8 +94,7 @@ class Pipeline:
         self.batcher.add(events, now)
         for batch in self.batcher.ready(now):
             self._learn(batch)
-        for rec in records:
-            self.positions[rec.partition] = rec.offset + 1
+        self.positions.update(decoded.positions)
 
     def set_backlog(self, lag: int) -> None:
         """Learn in larger batches while far behind the log (``learning.catch_up_*``)."""

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from daemon.events import Decoded
 
 
 class RawRecord(Protocol):
@@ -41,8 +44,9 @@ class Record:
 class EventSource(Protocol):
     """Where labelled events come from (Kafka in production, a list in tests)."""
 
-    def poll(self, timeout_s: float) -> Sequence[RawRecord]:
-        """Records in log order per partition; empty when none arrived within the timeout."""
+    def poll(self, timeout_s: float) -> Sequence[RawRecord] | Decoded:
+        """Records in log order per partition; empty when none arrived within the timeout.
+        A source that decodes where it reads (in another process) hands over ``Decoded``."""
         ...
 
     def seek(self, positions: Mapping[int, int]) -> None:

@@ -64,6 +64,18 @@ def _env(tmp_path, bootstrap, name, port):
     }
 
 
+def _wait_gone(pid: int, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:  # gone, or a zombie waiting for whoever inherited it to reap it
+            if open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
+                return
+        except FileNotFoundError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} outlived the daemon")
+
+
 def _logs(stderr: str) -> list[dict]:
     return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
 
@@ -90,6 +102,9 @@ def test_crash_then_restart_applies_every_id_exactly_once(tmp_path, broker, poin
     )
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-3000:]
     assert any(r.get("event") == "failpoint" for r in _logs(crashed.stderr))
+    for r in _logs(crashed.stderr):  # the consumer process did not outlive the daemon
+        if r.get("event") == "consumer_start":
+            _wait_gone(r["pid"])
 
     proc = subprocess.Popen([LEARND, "run"], env=env, stderr=subprocess.PIPE, text=True)
     try:

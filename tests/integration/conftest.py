@@ -110,7 +110,8 @@ def start_daemon(tmp_path, kafka_section):
     running = []
 
     def start(**sections):
-        cfg = sea_config(tmp_path, kafka=kafka_section, **sections)
+        kafka = {**kafka_section, **sections.pop("kafka", {})}
+        cfg = sea_config(tmp_path, kafka=kafka, **sections)
         ensure_topics(cfg.kafka, partitions=2)
         d = Daemon(cfg)
         d.start()

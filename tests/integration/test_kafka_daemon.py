@@ -129,17 +129,21 @@ def test_every_kind_of_bad_record_is_dead_lettered_with_reason_and_source(
     assert dict(d.pipeline.rejected) == {reason: 1 for reason in BAD}
 
 
-def test_restart_resumes_from_checkpoint_nothing_lost_nothing_twice(start_daemon, kafka_section):
+@pytest.mark.parametrize("consumer_process", [True, False], ids=["consumer-process", "in-thread"])
+def test_restart_resumes_from_checkpoint_nothing_lost_nothing_twice(
+    start_daemon, kafka_section, consumer_process
+):
     bootstrap, topic = kafka_section["bootstrap_servers"], kafka_section["topic"]
     events = list(DriftingSEA(seed=13).take(3000))
     produce(bootstrap, topic, events[:2000])
-    d1 = start_daemon()
+    kafka = {"consumer_process": consumer_process}
+    d1 = start_daemon(kafka=kafka)
     wait_for(learned(d1, 2000), 60, what="first 2000 learned")
     d1.stop()
     d1.join(30)
     v1 = d1.pipeline.ref.current.version
     produce(bootstrap, topic, events[2000:])
-    d2 = start_daemon()
+    d2 = start_daemon(kafka=kafka)
     assert d2.pipeline.learner.events_learned == 2000, "restored from the checkpoint"
     assert d2.pipeline.ref.current.version > v1
     wait_for(learned(d2, 3000), 60, what="all 3000 learned")

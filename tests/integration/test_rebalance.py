@@ -19,14 +19,17 @@ from .test_kafka_daemon import learned, produce
 pytestmark = pytest.mark.integration
 
 
-def split_with_a_second_member(d1, kafka_section, tmp_path, seed, check=lambda: None):
+def split_with_a_second_member(
+    d1, kafka_section, tmp_path, seed, check=lambda: None, consumer_process=True
+):
     """Start a second member, wait until each holds one of the 2 partitions, run ``check``,
     produce 2000 more records: the second member must learn exactly its partition's new 1000
     (it starts from the offset d1 committed, not from the partition's beginning)."""
     from adapters.bootstrap import Daemon
 
     bootstrap, topic = kafka_section["bootstrap_servers"], kafka_section["topic"]
-    d2 = Daemon(sea_config(tmp_path / "second", kafka=kafka_section))
+    kafka = {**kafka_section, "consumer_process": consumer_process}
+    d2 = Daemon(sea_config(tmp_path / "second", kafka=kafka))
     d2.start()
     d2.run_in_thread()
     try:
@@ -58,18 +61,25 @@ def test_second_member_takes_a_partition_after_a_checkpoint(start_daemon, kafka_
     split_with_a_second_member(d1, kafka_section, tmp_path, seed=102)
 
 
+@pytest.mark.parametrize("consumer_process", [True, False], ids=["consumer-process", "in-thread"])
 def test_revoked_partitions_are_checkpointed_and_committed_before_the_hand_over(
-    start_daemon, kafka_section, tmp_path
+    start_daemon, kafka_section, tmp_path, consumer_process
 ):
-    """No scheduled checkpoint ever runs here: only the hand-over can record d1's progress."""
+    """No scheduled checkpoint ever runs here: only the hand-over can record d1's progress.
+    With the consumer in a process of its own, the hand-over crosses the process boundary."""
     bootstrap, topic = kafka_section["bootstrap_servers"], kafka_section["topic"]
     ensure_topics(sea_config(tmp_path, kafka=kafka_section).kafka, partitions=2)
     produce(bootstrap, topic, list(DriftingSEA(seed=103).take(2000)), partitions=2)
-    d1 = start_daemon(checkpoint={"every_s": 3600, "every_events": 10**9})
+    d1 = start_daemon(
+        kafka={"consumer_process": consumer_process},
+        checkpoint={"every_s": 3600, "every_events": 10**9},
+    )
     wait_for(learned(d1, 2000), 60, what="d1 learned both partitions")
     assert d1.service.health.checkpoints == 0
 
     def handed_over():
         assert d1.source.handovers >= 1 and d1.service.health.checkpoints >= 1
 
-    split_with_a_second_member(d1, kafka_section, tmp_path, seed=104, check=handed_over)
+    split_with_a_second_member(
+        d1, kafka_section, tmp_path, seed=104, check=handed_over, consumer_process=consumer_process
+    )

@@ -173,11 +173,15 @@ def test_the_confluent_client_without_its_package_stops_startup_saying_how_to_in
 ):
     import sys
 
-    from adapters.bootstrap import _event_source
+    from adapters.sources import open_source
     from daemon.errors import StartupError
 
     monkeypatch.setitem(sys.modules, "confluent_kafka", None)  # import fails
     monkeypatch.delitem(sys.modules, "adapters.confluent_source", raising=False)
     cfg = build_config(environ={**MIN_ENV, "LEARND_KAFKA__CLIENT": "confluent"})
-    with pytest.raises(StartupError, match=r"kafka.client is 'confluent'.*learnd\[confluent\]"):
-        _event_source(cfg)
+    for in_process in (True, False):  # refused at start-up, not in the consumer process
+        cfg = cfg.model_copy(
+            update={"kafka": cfg.kafka.model_copy(update={"consumer_process": not in_process})}
+        )
+        with pytest.raises(StartupError, match=r"kafka.client is 'confluent'.*learnd\[confluent\]"):
+            open_source(cfg)

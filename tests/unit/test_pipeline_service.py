@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
 from adapters.fakes import ListDeadLetters, ListSource, ManualClock, MemoryCheckpointStore
 from adapters.storage import LocalCheckpointStore
 from daemon.errors import StartupError
+from daemon.events import EventDecoder
 from daemon.learner import Learner
 from daemon.pipeline import Pipeline
 from daemon.service import Service
@@ -219,3 +222,44 @@ def test_large_batches_while_catching_up_then_back_to_the_configured_size(tmp_pa
 def test_catch_up_batches_smaller_than_the_batch_size_are_refused(tmp_path):
     with pytest.raises(ValueError, match="catch_up_batch_size"):
         sea_config(tmp_path, learning={"batch_size": 64, "catch_up_batch_size": 32})
+
+
+class _DecodingSource(ListSource):
+    """Decodes where it reads and hands batches over pickled, as the consumer process does."""
+
+    def __init__(self, decoder):
+        super().__init__()
+        self.decoder = decoder
+
+    def poll(self, timeout_s):
+        records = super().poll(timeout_s)
+        return pickle.loads(pickle.dumps(self.decoder.decode(records))) if records else []
+
+
+def test_batches_decoded_by_the_source_are_learned_exactly_as_raw_records(tmp_path):
+    cfg = sea_config(tmp_path)
+    runs = []
+    for decoding in (False, True):
+        src = _DecodingSource(EventDecoder(cfg.schema_)) if decoding else ListSource()
+        svc, pipe, src, dead = build(cfg, source=src)
+        src.append(list(DriftingSEA(seed=2).take(3000)), partition=0)
+        src.append([b"nope", *DriftingSEA(seed=3).take(700), {"features": [1], "label": 1}], 1)
+        svc.restore()
+        drain(svc, src)
+        svc.checkpoint()
+        X = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+        runs.append(
+            (
+                pipe.learner.predict_many(X),
+                [(r.partition, r.offset, reason) for r, reason, _ in dead.sent],
+                dict(pipe.positions),
+                dict(src.committed),
+                pipe.learner.events_learned,
+            )
+        )
+    (p0, *rest0), (p1, *rest1) = runs
+    np.testing.assert_array_equal(p0, p1)
+    assert rest0 == rest1
+    letters, positions, committed, learned = rest1
+    assert letters == [(1, 0, "not_json"), (1, 701, "wrong_dimension")]
+    assert positions == {0: 3000, 1: 702} == committed and learned == 3700

@@ -1,0 +1,64 @@
+"""The consumer process (kafka.consumer_process, the default): a killed one is replaced without
+loss or duplicates, its logs come out of the daemon's loggers, and it stops with the daemon."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+import pytest
+
+from daemon.synthetic import DriftingSEA
+
+from .conftest import wait_for
+from .test_kafka_daemon import learned, produce
+
+pytestmark = pytest.mark.integration
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_killed_consumer_process_is_replaced_nothing_lost_nothing_twice(
+    start_daemon, kafka_section, caplog
+):
+    caplog.set_level(logging.INFO)
+    bootstrap, topic = kafka_section["bootstrap_servers"], kafka_section["topic"]
+    events = list(DriftingSEA(seed=21).take(22_000))
+    produce(bootstrap, topic, events[:2000])
+    d = start_daemon(kafka={"max_poll_records": 100})
+    wait_for(learned(d, 2000), 60, what="first 2000 learned")
+    first = d.source.pid
+    # the child's own log lines come out of the daemon's loggers, marked with its pid
+    assert any(
+        r.getMessage().startswith("first record of partition") and r.process == first
+        for r in caplog.records
+    )
+    os.kill(first, signal.SIGKILL)  # idle: everything it read was handed over
+    produce(bootstrap, topic, events[2000:])
+    wait_for(lambda: d.source.restarts == 1, 30, what="the consumer process replaced")
+    wait_for(learned(d, 5000), 60, what="learning again")
+    second = d.source.pid
+    assert second not in (None, first)
+    os.kill(second, signal.SIGKILL)  # most likely mid-stream, with batches in the pipe
+    wait_for(lambda: d.source.restarts == 2, 30, what="replaced again")
+    wait_for(learned(d, 22_000), 90, what="all 22,000 learned")
+    wait_for(lambda: sum(d.source.lag().values()) == 0 and d.source.lag(), 10, what="lag 0")
+    restarts = [r for r in caplog.records if getattr(r, "event", None) == "consumer_restart"]
+    assert len(restarts) == 2 and "exited (code -9)" in restarts[0].getMessage()
+    import time
+
+    time.sleep(1.5)  # give a duplicate delivery the chance to show up
+    assert d.pipeline.learner.events_learned == 22_000
+    assert d.pipeline.positions == {0: 11_000, 1: 11_000}
+    third = d.source.pid
+    d.stop()
+    d.join(30)
+    assert _gone(third), "the consumer process stops with the daemon"
+    assert d.source.pid is None
