@@ -45,8 +45,8 @@ from daemon.synthetic import DriftingSEA  # noqa: E402
 HIDDEN = {"10k": (96, 96), "100k": (310, 310), "1M": (1000, 1000)}
 
 
-def rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def rss(pid="self") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
@@ -205,6 +205,8 @@ def learnd_run(
         time.sleep(0.01)
     dt = time.perf_counter() - t0
     rate = (n - n0) / dt
+    child = getattr(d.source, "pid", None)
+    child_rss = rss(child) if child else 0
     stop.set()
     sampler.join()
     d.stop()
@@ -217,6 +219,7 @@ def learnd_run(
         "p99_us": lat[int(0.99 * (len(lat) - 1))] * 1e6 if lat else float("nan"),
         "rss0": rss0,
         "rss1": rss1,
+        "child_rss": child_rss,
         "ckpt_ms": 1000 * statistics.median(saves) if saves else float("nan"),
         "params": count_parameters(build_model(cfg.model, 3, 1)),
     }
@@ -334,7 +337,8 @@ def main():
         print(
             f"\nserving while learning at full speed: p50 {base['p50_us']:.0f} us, "
             f"p99 {base['p99_us']:.0f} us; RSS {base['rss0'] / 2**20:.0f} -> "
-            f"{base['rss1'] / 2**20:.0f} MiB; checkpoint {base['ckpt_ms']:.1f} ms"
+            f"{base['rss1'] / 2**20:.0f} MiB (consumer process {base['child_rss'] / 2**20:.0f} MiB);"
+            f" checkpoint {base['ckpt_ms']:.1f} ms"
         )
         if not args.quick:
             print(
