@@ -210,11 +210,12 @@ class SnapshotRef:
             return True
 
     def _serve(self, snap: Snapshot) -> Snapshot:
+        # Mirrors first: once ``current`` names a version, every serving process can serve it.
+        for listener in self._listeners:
+            listener(snap)
         self._next_version = snap.version + 1
         self._history.append(snap)
         self._current = snap
-        for listener in self._listeners:
-            listener(snap)
         return snap
 
     def rollback(self, version: int) -> Snapshot:
