@@ -11,7 +11,7 @@ partitions. Last, the time from `learnd run` starting to its first served predic
 
 On two cores the broker, the daemon, its consumer and serving processes and kafka-python's IO
 thread share the CPU, and single runs of the same configuration were seen to differ by 25%. The consume rates and
-learnd's main end-to-end runs are therefore repeated (``--repeat``, default 3) and reported as
+learnd's main end-to-end runs are therefore repeated (``--repeat``, default 5) and reported as
 median (min-max); the targets of issue #7 are checked against the medians.
 """
 
@@ -268,7 +268,7 @@ def main():
     ap.add_argument(
         "--quick", action="store_true", help="skip the model-size / batch / partition sweep"
     )
-    ap.add_argument("--repeat", type=int, default=3, help="runs of the main measurements")
+    ap.add_argument("--repeat", type=int, default=5, help="runs of the main measurements")
     args = ap.parse_args()
     n = args.events
     tmp = Path(tempfile.mkdtemp(prefix="learnd-bench-"))

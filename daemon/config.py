@@ -52,7 +52,7 @@ class KafkaConfig(_Section):
     # a broker delivers; librdkafka does not.
     client: Literal["kafka-python", "confluent"] = "kafka-python"
     # Run the client and event decoding in a process of their own, overlapping learning on
-    # another core (end to end ~1.5x faster on 2 cores, bench/e2e.py); false: all of it in the
+    # another core (1.4x end to end in a 5-run benchmark on 2 cores, README); false: all in the
     # learning thread, which suits a single core.
     consumer_process: bool = True
     max_poll_records: int = Field(2000, ge=1, le=100_000)
