@@ -95,6 +95,19 @@ def proc_stats(pid):
     return rss, len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def consumer_child(pid):
+    """The daemon's consumer process (kafka.consumer_process), or None."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            except FileNotFoundError:
+                continue
+            if b"adapters.consumer_process" in cmdline:
+                return int(child)
+    return None
+
+
 # ---------------------------------------------------------------- leak
 def leak(args):
     tmp = Path(tempfile.mkdtemp(prefix="learnd-leak-"))
@@ -142,16 +155,21 @@ def leak(args):
     rows = []
     t0 = time.monotonic()
     print(f"leak check: {args.minutes} min, {args.rate:g} events/s, ~100 predictions/s")
-    print(f"{'minute':>7} {'events':>11} {'learned':>11} {'rss MiB':>8} {'fds':>4} {'version':>8}")
+    print(
+        f"{'minute':>7} {'events':>11} {'learned':>11} {'rss MiB':>8} {'fds':>4} {'version':>8}"
+        f" {'consumer MiB':>13}"
+    )
     try:
         while time.monotonic() - t0 < args.minutes * 60:
             time.sleep(args.every)
             rss, fds = proc_stats(proc.pid)
+            child = consumer_child(proc.pid)
+            child_rss = proc_stats(child)[0] if child else 0
             i = info(port) or {}
-            rows.append((time.monotonic() - t0, rss, fds))
+            rows.append((time.monotonic() - t0, rss, fds, child_rss))
             print(
                 f"{(time.monotonic() - t0) / 60:7.1f} {sent[0]:>11,} {i.get('events_learned', 0):>11,} "
-                f"{rss / 2**20:8.1f} {fds:>4} {i.get('version', 0):>8}",
+                f"{rss / 2**20:8.1f} {fds:>4} {i.get('version', 0):>8} {child_rss / 2**20:13.1f}",
                 flush=True,
             )
     finally:
@@ -167,6 +185,11 @@ def leak(args):
         f"\nRSS after warm-up {first[1] / 2**20:.1f} MiB -> end {last[1] / 2**20:.1f} MiB "
         f"({100 * (last[1] - first[1]) / first[1]:+.1f}%), max {max(r[1] for r in rows) / 2**20:.1f} MiB"
     )
+    if first[3]:
+        print(
+            f"consumer process RSS after warm-up {first[3] / 2**20:.1f} MiB -> end "
+            f"{last[3] / 2**20:.1f} MiB ({100 * (last[3] - first[3]) / first[3]:+.1f}%)"
+        )
     print(f"fds after warm-up {first[2]} -> end {last[2]} (max {max(r[2] for r in rows)})")
     print(f"client connection errors: {errors[0]}; daemon exit code {rc}")
 
