@@ -68,6 +68,7 @@ class ConsumerProcess:
         self._commands: Connection | None = None  # daemon -> child: seek, commit, close
         self._positions: dict[int, int] = {}  # where what was handed over ends
         self._status: dict[str, Any] = _idle_status()
+        self._carried = dict.fromkeys(_COUNTERS, 0)  # the counters of children gone
         self._revoked = False
         self._revoke_handler: Callable[[], Mapping[int, int] | None] | None = None
         self._restart_at = 0.0
@@ -88,6 +89,8 @@ class ConsumerProcess:
             self._lost()
             return []
         _emit(logs)
+        if kind == "failed":  # its last words: logs only
+            return []
         self._status = status
         self._revoked |= status["revoked"]
         if kind == "revoke":  # the child waits in its revocation callback for our answer
@@ -147,19 +150,23 @@ class ConsumerProcess:
 
     @property
     def out_of_range_resets(self) -> int:
-        return self._status["out_of_range_resets"]
+        return self._counter("out_of_range_resets")
 
     @property
     def skipped_records(self) -> int:
-        return self._status["skipped_records"]
+        return self._counter("skipped_records")
 
     @property
     def handovers(self) -> int:
-        return self._status["handovers"]
+        return self._counter("handovers")
 
     @property
     def handover_commit_failures(self) -> int:
-        return self._status["handover_commit_failures"]
+        return self._counter("handover_commit_failures")
+
+    def _counter(self, name: str) -> int:
+        """Counted by every child so far: a replaced child starts from 0, the metric does not."""
+        return self._carried[name] + self._status[name]
 
     @property
     def pid(self) -> int | None:
@@ -222,7 +229,9 @@ class ConsumerProcess:
             if conn is not None:
                 conn.close()
         self._proc = self._data = self._commands = None
-        self._status = {**_idle_status(), **{k: self._status[k] for k in _COUNTERS}}
+        for name in _COUNTERS:
+            self._carried[name] += self._status[name]
+        self._status = _idle_status()
 
     def _send(self, kind: str, payload: Any) -> None:
         if self._commands is None:
