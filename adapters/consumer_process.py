@@ -179,8 +179,7 @@ class ConsumerProcess:
             return False
         data_r, data_w = os.pipe()
         commands_r, commands_w = os.pipe()
-        if PIPE_BYTES:
-            _widen(data_w, PIPE_BYTES)
+        _widen(data_w, PIPE_BYTES)
         # A plain interpreter on our module, not multiprocessing's spawn: spawn re-imports the
         # daemon's __main__ (the learnd script: torch and all), and a child holding torch was
         # measured ~20% slower at consuming (bench/e2e.py).
