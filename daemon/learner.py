@@ -31,6 +31,7 @@ from daemon.config import LearningConfig, ModelConfig, SchemaConfig
 from daemon.errors import StartupError
 from daemon.model import build_model, count_parameters, linear_layers
 from daemon.normalizer import Standardizer
+from daemon.optim_step import FusedAdamStep
 from daemon.schedules import DriftBoost
 from daemon.weights import DenseWeights
 
@@ -118,6 +119,7 @@ class Learner:
             learning.weight_decay,
             self.device,
         )
+        self._fast = FusedAdamStep(self.optimizer)
         self.schedule = DriftBoost(
             learning.lr, learning.drift.lr_boost, learning.drift.boost_half_life_steps
         )
@@ -208,11 +210,10 @@ class Learner:
         loss_value = float(loss.detach())
         applied = math.isfinite(loss_value)
         if applied:
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.lr
+            lr = self.lr
             self._zero_grad()
             loss.backward()
-            self.optimizer.step()
+            self._fast.step(lr)
             self.steps += 1
             for _ in range(self.learning.steps_per_batch - 1):  # more steps on the same batch
                 again = self._loss(self.net(xb), target)
@@ -220,7 +221,7 @@ class Learner:
                     break
                 self._zero_grad()
                 again.backward()
-                self.optimizer.step()
+                self._fast.step(lr)
                 self.steps += 1
         else:
             self.skipped_steps += 1

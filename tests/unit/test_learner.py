@@ -155,3 +155,29 @@ def test_several_steps_per_batch_predict_first_then_step_k_times(device):
     learn(one, X[32:], y[32:])
     learn(two, X[32:], y[32:])
     assert two.steps == 2 * one.steps == 200
+
+
+@pytest.mark.parametrize(
+    "optimizer, weight_decay", [("adam", 0.0), ("adam", 0.01), ("adamw", 0.01)]
+)
+def test_the_fused_kernel_step_equals_adam_step_bit_for_bit(optimizer, weight_decay, device):
+    """FusedAdamStep calls Adam's own kernel directly: weights and moments must stay exactly
+    what ``optimizer.step()`` gives, through a drift boost and a checkpoint restore."""
+    X, y = sea_arrays(3_200)
+    cfg = LearningConfig(optimizer=optimizer, weight_decay=weight_decay, steps_per_batch=2)
+    fast = Learner(SEA, ModelConfig(), cfg, device)
+    slow = Learner(SEA, ModelConfig(), cfg, device)
+    slow._fast.enabled = False
+    for lrn in (fast, slow):
+        learn(lrn, X[:1600], y[:1600])
+        lrn.on_drift()
+        lrn.load_state_dict(lrn.state_dict())
+        learn(lrn, X[1600:], y[1600:])
+    assert fast._fast.enabled and fast._fast.kernel_steps == 2 * 100 - 1
+    assert slow._fast.kernel_steps == 0
+    for a, b in zip(fast.net.parameters(), slow.net.parameters(), strict=True):
+        assert torch.equal(a, b)
+    fs, ss = fast.optimizer.state_dict()["state"], slow.optimizer.state_dict()["state"]
+    for k in ss:
+        for name in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(fs[k][name], ss[k][name]), (k, name)
