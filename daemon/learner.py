@@ -29,7 +29,7 @@ from torch import nn
 
 from daemon.config import LearningConfig, ModelConfig, SchemaConfig
 from daemon.errors import StartupError
-from daemon.model import build_model, count_parameters, linear_layers
+from daemon.model import build_model, count_parameters, linear_layers, share_one_buffer
 from daemon.normalizer import Standardizer
 from daemon.optim_step import FusedAdamStep
 from daemon.schedules import DriftBoost
@@ -112,6 +112,7 @@ class Learner:
         self.net = net.to(self.device)
         # Loading a state copies into these same tensors, so the list stays valid.
         self._params: list[torch.Tensor] = list(self.net.parameters())
+        self._flat = share_one_buffer(self._params)  # the weights, all in one tensor
         self.optimizer = _make_optimizer(
             learning.optimizer,
             self._params,
@@ -319,12 +320,10 @@ class Learner:
         )
 
     def is_finite(self) -> bool:
-        """Every weight finite. One fused norm per parameter and one device sync in all: a
-        NaN or Inf makes its tensor's norm non-finite (so does a weight beyond ~1e19, whose
-        square overflows float32: a model that far gone has exploded as surely)."""
-        with torch.no_grad():
-            norms = torch._foreach_norm(self._params)
-            return bool(torch.isfinite(torch.stack(norms)).all())
+        """Every weight finite: one sum over the buffer holding them all and one device sync.
+        A NaN or Inf makes the sum non-finite (so do weights summing beyond ~3e38, which
+        overflows float32: a model that far gone has exploded as surely)."""
+        return math.isfinite(float(self._flat.detach().sum()))
 
     def state_dict(self) -> dict:
         return {

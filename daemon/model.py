@@ -38,5 +38,21 @@ def linear_layers(net: nn.Sequential) -> list[nn.Linear]:
     return [m for m in net if isinstance(m, nn.Linear)]
 
 
+def share_one_buffer(params: list[torch.Tensor]) -> torch.Tensor:
+    """Move ``params`` into one contiguous buffer (each becomes a view of it) and return it.
+
+    Loading a state copies into the same views, so the buffer stays valid; one reduction over
+    it checks every weight at once (:meth:`daemon.learner.Learner.is_finite`).
+    """
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    offset = 0
+    with torch.no_grad():
+        for p in params:
+            n = p.numel()
+            p.data = flat[offset : offset + n].view_as(p)
+            offset += n
+    return flat
+
+
 def count_parameters(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())

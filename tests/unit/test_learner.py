@@ -181,3 +181,25 @@ def test_the_fused_kernel_step_equals_adam_step_bit_for_bit(optimizer, weight_de
     for k in ss:
         for name in ("step", "exp_avg", "exp_avg_sq"):
             assert torch.equal(fs[k][name], ss[k][name]), (k, name)
+
+
+def test_is_finite_sees_a_bad_weight_in_any_parameter_also_after_a_state_load(device):
+    lrn = Learner(SEA, ModelConfig(), LearningConfig(), device)
+    X, y = sea_arrays(320)
+    learn(lrn, X, y)  # the optimizer has written into the weights
+    assert lrn.is_finite()
+    good = lrn.state_dict()
+    for i, name in enumerate(good["model"]):
+        for bad in (float("nan"), float("inf"), float("-inf")):
+            state = {**good, "model": dict(good["model"])}
+            t = state["model"][name].clone()
+            t.view(-1)[-1] = bad
+            state["model"][name] = t
+            lrn.load_state_dict(state)  # copies into the same tensors
+            assert not lrn.is_finite(), (name, bad)
+            lrn.load_state_dict(good)
+            assert lrn.is_finite()
+        with torch.no_grad():  # an in-place write, as an exploding optimizer step makes
+            list(lrn.net.parameters())[i].view(-1)[0] = float("nan")
+        assert not lrn.is_finite()
+        lrn.load_state_dict(good)
