@@ -70,6 +70,7 @@ class LearndCollector(Collector):
                 "applied": learner.steps,
                 "skipped_nonfinite": learner.skipped_steps,
                 "failed": p.learn_failures,
+                "replay": learner.replay_steps,
             },
         )
         yield CounterMetricFamily(
@@ -81,6 +82,16 @@ class LearndCollector(Collector):
             value=learner.events_learned,
         )
         yield GaugeMetricFamily("learnd_learning_rate", "Current learning rate.", value=learner.lr)
+        yield GaugeMetricFamily(
+            "learnd_replay_window_events",
+            "Recently learned events held for rehearsal (emptied at drift alarms and rollbacks).",
+            value=len(learner.window),
+        )
+        yield GaugeMetricFamily(
+            "learnd_replay_steps_per_batch",
+            "Rehearsal steps taken per micro-batch now (0 while the consumer is behind).",
+            value=p.replay_steps(),
+        )
 
         summary = p.metrics.summary()
         for name, value in summary.items():

@@ -193,6 +193,21 @@ class DriftConfig(_Section):
     challenger: ChallengerConfig = ChallengerConfig()
 
 
+class ReplayConfig(_Section):
+    """Rehearsal of recently learned events while the learner keeps up (daemon/replay_window.py).
+
+    After each micro-batch, ``steps_per_batch`` extra optimizer steps are taken on batches
+    drawn from the last ``window`` learned events, but only while the consumer lag is at most
+    ``max_lag`` records: compute the learner has to spare while live, given back as soon as it
+    falls behind. 3 steps: bench/quality.py, mean prequential accuracy over seven streams .916
+    against .908 (1 step), .913 (2) and .892 (none); see README "Learning quality".
+    """
+
+    steps_per_batch: int = Field(3, ge=0, le=16)
+    window: int = Field(2000, ge=1, le=1_000_000)
+    max_lag: int = Field(1000, ge=0)
+
+
 class GateConfig(_Section):
     """The publish gate (see daemon/gate.py): candidates are scored on fresh events first."""
 
@@ -251,6 +266,7 @@ class LearningConfig(_Section):
     publish_every_events: int | None = Field(None, ge=1)  # also publish after this many events
     deterministic: bool = False
     drift: DriftConfig = DriftConfig()
+    replay: ReplayConfig = ReplayConfig()
     gate: GateConfig = GateConfig()
     # Guards: a step whose loss is non-finite or above loss_explosion_factor x its running
     # average is "bad"; after rollback_after_bad_steps bad steps in a row (or at once, when the

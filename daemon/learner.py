@@ -32,6 +32,7 @@ from daemon.errors import StartupError
 from daemon.model import build_model, count_parameters, linear_layers, share_one_buffer
 from daemon.normalizer import Standardizer
 from daemon.optim_step import FusedAdamStep
+from daemon.replay_window import ReplayWindow
 from daemon.schedules import DriftBoost
 from daemon.weights import DenseWeights
 
@@ -126,7 +127,10 @@ class Learner:
         )
         self.x_scaler = Standardizer(schema.dim)
         self.y_scaler = Standardizer(1)
+        # Recently learned examples, rehearsed by replay() (see daemon/replay_window.py).
+        self.window = ReplayWindow(learning.replay.window, schema.dim, seed=model_cfg.seed)
         self.steps = 0
+        self.replay_steps = 0
         self.skipped_steps = 0
         self.events_learned = 0
         self.rollbacks = 0
@@ -134,6 +138,7 @@ class Learner:
         self._loss_avg: float | None = None
         self._last_good: dict | None = None
         self._last_good_step = -1
+        self._probe: nn.Module | None = None  # the last good weights, to judge a loss spike
         self._loss: nn.Module
         if self.task == "binary":
             self._loss = nn.BCEWithLogitsLoss()
@@ -227,32 +232,86 @@ class Learner:
         else:
             self.skipped_steps += 1
         self.events_learned += len(y)
-        self._guard(loss_value)
+        if self._guard(loss_value, xb, target) and applied:
+            self.window.add(X, y)
         return StepResult(outputs, self._errors(outputs, y), loss_value, applied)
+
+    def replay(self, steps: int) -> int:
+        """Take up to ``steps`` optimizer steps on batches drawn from the replay window (events
+        already learned: nothing is predicted or counted as learned, the scalers stay). Returns
+        the steps taken; a non-finite loss ends the round, non-finite weights roll back."""
+        if steps <= 0 or len(self.window) < 2:
+            return 0
+        n = self.learning.batch_size
+        taken = 0
+        if not self.net.training:
+            self.net.train()
+        for _ in range(steps):
+            X, y = self.window.sample(n)
+            loss = self._loss(
+                self.net(torch.from_numpy(self.x_scaler.transform(X)).to(self.device)),
+                self._target(y),
+            )
+            if not math.isfinite(float(loss.detach())):
+                break
+            self._zero_grad()
+            loss.backward()
+            self._fast.step(self.lr)
+            taken += 1
+        self.replay_steps += taken
+        if taken and not self.is_finite():
+            self.rollback()
+        return taken
 
     def _zero_grad(self) -> None:
         # What optimizer.zero_grad(set_to_none=True) does, without its per-step module walk.
         for p in self._params:
             p.grad = None
 
-    def _guard(self, loss: float) -> None:
-        """Count bad steps; roll back to the last good state when they persist."""
+    def _guard(self, loss: float, xb: torch.Tensor, target: torch.Tensor) -> bool:
+        """Count bad steps; roll back to the last good state when they persist. True when the
+        step was good.
+
+        A loss far above its running average is a bad step only when the last good state does
+        much better on the same batch: when it does as badly, the data changed (an abrupt
+        concept drift, met by a model confident in the old concept), not the weights, and
+        rolling back would only throw away what was learned since the change.
+        """
         weights_ok = self.is_finite()
         exploded = (
             self._loss_avg is not None
             and self.steps > 50
             and loss > self.learning.loss_explosion_factor * max(self._loss_avg, 1e-3)
+            and not self._as_bad_before(loss, xb, target)
         )
         if not weights_ok or not math.isfinite(loss) or exploded:
             self.bad_steps += 1
             if not weights_ok or self.bad_steps >= self.learning.rollback_after_bad_steps:
                 self.rollback()
-            return
+            return False
         self.bad_steps = 0
         self._loss_avg = loss if self._loss_avg is None else 0.98 * self._loss_avg + 0.02 * loss
-        if self.steps - self._last_good_step >= self.learning.good_state_every_steps:
+        every = self.learning.good_state_every_steps
+        # The first good state is kept as soon as losses are judged (after 50 steps), so that
+        # a spike is never judged against, or rolled back to, the untrained initial weights.
+        if self.steps - self._last_good_step >= every or (
+            self._last_good is None and self.steps > 50
+        ):
             self._last_good = self._model_state()
             self._last_good_step = self.steps
+        return True
+
+    @torch.no_grad()
+    def _as_bad_before(self, loss: float, xb: torch.Tensor, target: torch.Tensor) -> bool:
+        """Whether the last good state's loss on this batch is at least half of ``loss``."""
+        if self._last_good is None:
+            return False
+        if self._probe is None:
+            self._probe = build_model(self.model_cfg, self.schema.dim, self.schema.n_outputs)
+            self._probe.to(self.device)
+        self._probe.load_state_dict(self._last_good["model"])
+        before = float(self._loss(self._probe(xb), target))
+        return 2 * before >= loss
 
     def _model_state(self) -> dict:
         return {
@@ -273,6 +332,7 @@ class Learner:
             self._loss_avg = self._last_good["loss_avg"]
         self.rollbacks += 1
         self.bad_steps = 0
+        self.window.clear()  # it may hold what broke the model
 
     @torch.inference_mode()
     def predict_many(self, X: np.ndarray) -> np.ndarray:
@@ -283,6 +343,7 @@ class Learner:
     def on_drift(self) -> None:
         """React to a concept-drift alarm: boost the learning rate; optionally forget moments."""
         self.schedule.on_drift(self.steps)
+        self.window.clear()  # the old concept is not to be rehearsed
         if self.learning.drift.reset_optimizer:
             self.optimizer.state.clear()
 
@@ -295,6 +356,7 @@ class Learner:
         self.optimizer.load_state_dict(state["optimizer"])
         self.x_scaler.load_state_dict(state["x_scaler"])
         self.y_scaler.load_state_dict(state["y_scaler"])
+        self.window.load_state_dict(state["window"])  # the new concept's recent events
         # A boost from the alarm was meant for the old weights; with it, the adopted ones did
         # worse (on the stream of tests/unit/test_challenger.py: rolling accuracy 0.947 at the
         # end with the boost kept, 0.972 without).
@@ -335,7 +397,9 @@ class Learner:
             "schedule": self.schedule.state_dict(),
             "x_scaler": self.x_scaler.state_dict(),
             "y_scaler": self.y_scaler.state_dict(),
+            "window": self.window.state_dict(),
             "steps": self.steps,
+            "replay_steps": self.replay_steps,
             "skipped_steps": self.skipped_steps,
             "events_learned": self.events_learned,
             "rollbacks": self.rollbacks,
@@ -347,7 +411,9 @@ class Learner:
         self.schedule.load_state_dict(state["schedule"])
         self.x_scaler.load_state_dict(state["x_scaler"])
         self.y_scaler.load_state_dict(state["y_scaler"])
+        self.window.load_state_dict(state.get("window"))  # absent before session 6
         self.steps = int(state["steps"])
+        self.replay_steps = int(state.get("replay_steps", 0))
         self.skipped_steps = int(state["skipped_steps"])
         self.events_learned = int(state["events_learned"])
         self.rollbacks = int(state.get("rollbacks", 0))

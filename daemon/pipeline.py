@@ -81,6 +81,7 @@ class Pipeline:
         self.alarms_at: deque[int] = deque(maxlen=1000)  # event positions of recent alarms
         self._last_publish = float("-inf")
         self._learned_at_publish = -1
+        self.lag = 0  # the source's consumer lag, as last reported (0: live, or no source)
 
     def process(self, records: Sequence[RawRecord] | Decoded) -> None:
         """Hand in records as read, or as decoded already by the source (in its own process)."""
@@ -98,6 +99,7 @@ class Pipeline:
 
     def set_backlog(self, lag: int) -> None:
         """Learn in larger batches while far behind the log (``learning.catch_up_*``)."""
+        self.lag = lag
         lrn = self.cfg.learning
         if lrn.catch_up_lag is None:
             return
@@ -218,14 +220,22 @@ class Pipeline:
                     "optimizer_reset": self.cfg.learning.drift.reset_optimizer,
                 },
             )
+        replay = self.replay_steps()
         if self.challenger is not None:
-            self._challenge(batch, result, start, alarms)
+            self._challenge(batch, result, start, alarms, replay)
+        self.learner.replay(replay)
+
+    def replay_steps(self) -> int:
+        """Rehearsal steps per batch: the configured number while the learner keeps up with
+        the log (lag at most ``learning.replay.max_lag``), none while it is behind."""
+        rp = self.cfg.learning.replay
+        return rp.steps_per_batch if self.lag <= rp.max_lag else 0
 
     def _new_learner(self) -> Learner:
         return Learner(self.cfg.schema_, self.cfg.model, self.cfg.learning, self.learner.device)
 
     def _challenge(
-        self, batch: EventBatch, result: StepResult, start: int, alarms: list[int]
+        self, batch: EventBatch, result: StepResult, start: int, alarms: list[int], replay: int
     ) -> None:
         """Run the background challenger: start it on a warning (or an alarm), train it beside
         the incumbent, promote or drop it."""
@@ -235,7 +245,7 @@ class Pipeline:
         for at in warnings:
             log.info("drift warning", extra={"event": "drift_warning", "at_event": at})
         if ch.learner is not None:
-            outcome = ch.observe(batch.X, batch.y, result.errors)
+            outcome = ch.observe(batch.X, batch.y, result.errors, replay)
             if outcome is None:
                 return
             incumbent_err, challenger_err = ch.errors()

@@ -26,14 +26,17 @@ def stream(seed=1, before=SWITCH, after=12_000):
     return X, np.where(np.arange(len(X)) < before, first, second).astype(np.float32)
 
 
-def pipeline(tmp_path, device="cpu", **challenger):
+def pipeline(tmp_path, device="cpu", replay=3, **challenger):
     torch.manual_seed(0)
     cfg = LearndConfig.model_validate(
         {
             "schema": {"task": "binary", "n_features": 3},
             "checkpoint": {"dir": str(tmp_path)},
             "serving": {"tcp_port": 0},
-            "learning": {"drift": {"challenger": challenger}},
+            "learning": {
+                "drift": {"challenger": challenger},
+                "replay": {"steps_per_batch": replay},
+            },
         }
     )
     return Pipeline(
@@ -57,17 +60,20 @@ def run(pipe, X, y, start=0, stop=None, record=None):
 
 
 def test_a_warning_starts_a_challenger_that_is_promoted_and_serves_better(tmp_path):
+    # Without replay: with it (the default) the incumbent re-learns this switch as fast as a
+    # challenger does (0.975 against 0.976 over the same 4,000 events), so it shows no gain
+    # here; on bench/quality.py's Agrawal stream the challenger still adds 3 points with replay.
     X, y = stream()
     errors: list[np.ndarray] = []
-    pipe = pipeline(tmp_path)
+    pipe = pipeline(tmp_path, replay=0)
     run(pipe, X, y, record=errors)
     ch = pipe.challenger
     assert list(pipe.alarms_at) == [8031]
     assert (ch.warnings, ch.started, ch.promoted, ch.dropped) == (1, 1, 1, 0)
-    assert (ch.started_at, ch.ended_at, ch.state) == (8031, 9920, "idle")
+    assert (ch.started_at, ch.ended_at, ch.state) == (8031, 9056, "idle")
 
     base_errors: list[np.ndarray] = []
-    run(pipeline(tmp_path, enabled=False), X, y, record=base_errors)
+    run(pipeline(tmp_path, replay=0, enabled=False), X, y, record=base_errors)
     after = slice(10_000, 14_000)  # the 4,000 events after the promotion
     with_ch = 1 - np.concatenate(errors)[after].mean()
     without = 1 - np.concatenate(base_errors)[after].mean()
@@ -121,7 +127,7 @@ def test_a_checkpoint_taken_mid_challenge_resumes_it_exactly(tmp_path, device):
     np.testing.assert_array_equal(np.concatenate(a_err), np.concatenate(b_err))
     assert first.challenger.ended_at == restored.challenger.ended_at > 8992
     if device == "cpu":  # the exact event on this stream (CUDA's arithmetic differs)
-        assert first.challenger.ended_at == 9920
+        assert first.challenger.ended_at == 9056
     Xq = X[-100:]
     np.testing.assert_array_equal(first.learner.predict_many(Xq), restored.learner.predict_many(Xq))
 

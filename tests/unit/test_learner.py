@@ -203,3 +203,24 @@ def test_is_finite_sees_a_bad_weight_in_any_parameter_also_after_a_state_load(de
             list(lrn.net.parameters())[i].view(-1)[0] = float("nan")
         assert not lrn.is_finite()
         lrn.load_state_dict(good)
+
+
+def test_a_loss_spike_from_new_data_is_not_rolled_back_but_one_from_broken_weights_is(device):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(16_000, 3)).astype(np.float32)
+    X[:, 0] += np.sign(X[:, 0])  # a wide margin: the model grows very confident
+    y = (X[:, 0] > 0).astype(np.float32)
+    lrn = Learner(SEA, ModelConfig(), LearningConfig(), device)
+    learn(lrn, X[:12_000], y[:12_000])
+    assert lrn.rollbacks == 0 and lrn._loss_avg < 0.01
+    # The concept flips: the loss jumps far beyond 100x its average, but the last good state
+    # does as badly on these batches, so it is the data: no rollback, the model re-learns.
+    flipped = learn(lrn, X[12_000:14_000], 1 - y[12_000:14_000])
+    assert flipped[0].loss > 100 * 0.01 and lrn.rollbacks == 0
+    assert np.mean(flipped[-10:][0].errors) < 0.5  # it has learned the flipped concept
+    # Broken weights (what an exploding step leaves): the last good state does far better on
+    # the same batches, so after rollback_after_bad_steps bad steps the learner rolls back.
+    with torch.no_grad():
+        list(lrn.net.parameters())[-2].mul_(-1000.0)
+    learn(lrn, X[14_000:14_160], 1 - y[14_000:14_160])
+    assert lrn.rollbacks == 1
