@@ -5,8 +5,9 @@
 
 Every system sees the same seeded streams, test-then-train, one example at a time for river
 and VW and in learnd's default micro-batches for learnd (through ``Pipeline.learn_arrays``: the
-daemon's own learning path with its guards, drift detection and drift reaction, minus Kafka).
-Printed: prequential accuracy and examples/s per system and stream; for learnd on the streams
+daemon's own learning path with its guards, drift detection and drift reaction, minus Kafka),
+twice: as when the daemon keeps up with the log (each batch followed by rehearsal steps) and as
+when it is behind it (no rehearsal; the examples/s there are what catching up runs at). Printed: prequential accuracy and examples/s per system and stream; for learnd on the streams
 with known switch points, each drift alarm's delay, false alarms, and the events needed after
 each switch to get back within 1 point of the pre-switch accuracy (ARF's alongside).
 VW needs ``pip install vowpalwabbit``; without it its column says so. Single CPU thread.
@@ -59,10 +60,13 @@ def switching(make, n, parts):
     return pairs, [per * i for i in range(1, len(parts))]
 
 
+def sea(n, seed=7):
+    pairs, sw = switching(lambda v: synth.SEA(variant=v, seed=seed, noise=0.05), n, [0, 1, 2, 3])
+    return ("SEA, 3 abrupt switches", *_arrays(pairs), sw)
+
+
 def streams(n, quick):
-    out = []
-    pairs, sw = switching(lambda v: synth.SEA(variant=v, seed=7, noise=0.05), n, [0, 1, 2, 3])
-    out.append(("SEA, 3 abrupt switches", *_arrays(pairs), sw))
+    out = [sea(n)]
     hp = synth.Hyperplane(seed=7, n_features=10, mag_change=0.001)
     out.append(("Hyperplane(10, mag_change .001)", *_arrays(hp.take(n)), []))
     pairs, sw = switching(lambda f: synth.Agrawal(classification_function=f, seed=7), n, [0, 2, 5])
@@ -78,8 +82,13 @@ def streams(n, quick):
 
 
 # ---------------------------------------------------------------- systems
-def run_learnd_recorded(X, y, labels):
-    """learnd with per-event correctness recorded (the prequential outputs of each step)."""
+def run_learnd_recorded(X, y, labels, behind=False):
+    """learnd with per-event correctness recorded (the prequential outputs of each step).
+
+    ``behind``: as when the consumer lags the log by more than ``learning.replay.max_lag``
+    records (but less than ``catch_up_lag``): micro-batches of 32 without rehearsal. Otherwise
+    as when it keeps up: each batch followed by the rehearsal steps (the default config both
+    ways)."""
     task = "binary" if len(labels) == 2 else "multiclass"
     schema = {"task": task, "n_features": X.shape[1]}
     if task == "multiclass":
@@ -89,6 +98,9 @@ def run_learnd_recorded(X, y, labels):
     )
     learner = Learner(cfg.schema_, cfg.model, cfg.learning, "cpu")
     pipe = Pipeline(cfg, learner, ListDeadLetters(), ManualClock())
+    if behind:
+        pipe.set_backlog(cfg.learning.replay.max_lag + 1)
+        assert pipe.replay_steps() == 0 and pipe.batcher.size == cfg.learning.batch_size
     errors: list[np.ndarray] = []
     learn_many = learner.learn_many
 
@@ -144,6 +156,16 @@ def run_vw(X, y, n_classes):
     return dt, correct
 
 
+def alarm_delays(alarms, switches):
+    """Each switch's first alarm delay (None: none within 5,000 events), and false alarms."""
+    false = sum(1 for a in alarms if not any(s <= a < s + 5000 for s in switches))
+    delays = []
+    for s in switches:
+        hits = [a - s for a in alarms if s <= a < s + 5000]
+        delays.append(hits[0] if hits else None)
+    return delays, false
+
+
 def recovery(correct, switches):
     """Events after each switch until accuracy over the last RECOVERY_WINDOW events is back
     within 1 point of the 2000 events before the switch (None: never, before the next one)."""
@@ -168,11 +190,29 @@ def main():
     ap.add_argument(
         "--learnd-only", action="store_true", help="skip river and VW (learnd's columns only)"
     )
+    ap.add_argument(
+        "--recovery-seeds",
+        type=int,
+        default=0,
+        metavar="K",
+        help="only compare SEA recoveries (learnd both ways, ARF) over seeds 7..7+K-1",
+    )
     args = ap.parse_args()
+    if args.recovery_seeds:
+        torch.set_num_threads(1)
+        recovery_over_seeds(args.events, args.recovery_seeds, arf=not args.learnd_only)
+        return
     n = 20_000 if args.quick else args.events
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, 1 thread; synthetic streams {n:,} events, seed 7\n")
-    header = ["learnd (default)", "river LR", "river HATC", "river ARF", "VW logistic"]
+    header = [
+        "learnd, keeping up",
+        "learnd, behind",
+        "river LR",
+        "river HATC",
+        "river ARF",
+        "VW logistic",
+    ]
     print("| stream | " + " | ".join(header) + " |")
     print("|---|" + "---|" * len(header))
     drift_rows = []
@@ -181,7 +221,9 @@ def main():
         cells = []
         arf_correct = None
         dt, correct, alarms = run_learnd_recorded(X, y, labels)
-        cells.append(f"{correct.mean():.3f} / {len(y) / dt / 1000:,.0f}k")
+        cells.append(f"{correct.mean():.3f} / {_rate(len(y), dt)}")
+        bdt, behind, balarms = run_learnd_recorded(X, y, labels, behind=True)
+        cells.append(f"{behind.mean():.3f} / {_rate(len(y), bdt)}")
         lr = preprocessing.StandardScaler() | (
             linear_model.LogisticRegression()
             if k == 2
@@ -204,7 +246,7 @@ def main():
                 arf_correct = mcorrect
             cells.append(f"{mcorrect.mean():.3f} / {_rate(len(y), mdt)}")
         if args.learnd_only:
-            cells.extend(["not run"] * (len(header) - 1))
+            cells.extend(["not run"] * (len(header) - 2))
         else:
             vw = run_vw(X, y, k)
             cells.append(
@@ -212,17 +254,11 @@ def main():
             )
         print(f"| {name} ({len(y):,}) | " + " | ".join(cells) + " |", flush=True)
         if switches:
-            delays, false = [], 0
-            for a in alarms:
-                after = [s for s in switches if s <= a < s + 5000]
-                if not after:
-                    false += 1
-            for s in switches:
-                hits = [a - s for a in alarms if s <= a < s + 5000]
-                delays.append(hits[0] if hits else None)
-            rec = recovery(correct, switches)
             rec_arf = recovery(arf_correct, switches) if arf_correct is not None else None
-            drift_rows.append((name, switches, delays, false, rec, rec_arf))
+            for mode, al, corr in (("keeping up", alarms, correct), ("behind", balarms, behind)):
+                delays, false = alarm_delays(al, switches)
+                rec = recovery(corr, switches)
+                drift_rows.append((f"{name}, {mode}", switches, delays, false, rec, rec_arf))
     print(
         "\nlearnd's drift alarms and recovery (events; '-' = none within 5,000 / before the next switch)\n"
     )
@@ -233,6 +269,47 @@ def main():
             f"| {name} | {', '.join(f'{s:,}' for s in switches)} | {_list(delays)} | {false} | "
             f"{_list(rec)} | {_list(rec_arf) if rec_arf is not None else 'not run'} |"
         )
+
+
+def recovery_over_seeds(n, k, arf=True):
+    """SEA's recoveries after each switch, per seed, and how often learnd beat ARF: one seed's
+    recoveries turn on where the hard stretches of that seed's stream fall."""
+    print(f"SEA, {n:,} events, 3 abrupt switches; recovery in events (within 1 point of the")
+    print("2,000 events before the switch, over 500; '-': not before the next switch)\n")
+    print("| seed | learnd, keeping up | learnd, behind | ARF |")
+    print("|---|---|---|---|")
+    rows = []
+    for seed in range(7, 7 + k):
+        _, X, y, labels, switches = sea(n, seed)
+        up = recovery(run_learnd_recorded(X, y, labels)[1], switches)
+        behind = recovery(run_learnd_recorded(X, y, labels, behind=True)[1], switches)
+        ref = recovery(run_river(forest.ARFClassifier(seed=7), X, y)[1], switches) if arf else None
+        rows.append((up, behind, ref))
+        print(
+            f"| {seed} | {_list(up)} | {_list(behind)} | {_list(ref) if ref else 'not run'} |",
+            flush=True,
+        )
+    if not arf:
+        return
+    for mode, i in (("keeping up", 0), ("behind", 1)):
+        wins = [sum(1 for r in rows if _faster(r[i][j], r[2][j])) for j in range(len(rows[0][2]))]
+        med = [_median([r[i][j] for r in rows]) for j in range(len(wins))]
+        ref = [_median([r[2][j] for r in rows]) for j in range(len(wins))]
+        print(
+            f"\nlearnd {mode}: faster than ARF on {', '.join(f'{w}/{k}' for w in wins)} seeds "
+            f"(switches 1, 2, 3); median recovery {_list(med)} against ARF's {_list(ref)}"
+        )
+
+
+def _faster(a, b):
+    """Whether recovery ``a`` came sooner than ``b`` (None: never)."""
+    return a is not None and (b is None or a < b)
+
+
+def _median(values):
+    """The median with None (never recovered) counted as the largest."""
+    ordered = sorted(values, key=lambda v: (v is None, v or 0))
+    return ordered[len(ordered) // 2]
 
 
 def _rate(n, dt):

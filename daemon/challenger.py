@@ -9,7 +9,9 @@ A confirmed drift alarm with no challenger running starts one too. While it runs
 challenger is tested then trained on every micro-batch the incumbent learns (its errors come
 from before its own update, as the incumbent's do), and both error streams are summed over the
 last ``window`` events. It is promoted when its windowed error is below the incumbent's by more
-than ``margin``, and dropped after ``max_events`` without winning. Both the warning detector and
+than ``margin`` and, over the newest ``recent_share`` of the window, no higher than the
+incumbent's (by then an incumbent that rehearses has often re-learned the new concept, and a
+fresh model would serve worse than it), and dropped after ``max_events`` without winning. Both the warning detector and
 a running challenger are part of the checkpoint.
 
 Examples
@@ -64,6 +66,17 @@ class Challenger:
         w = self._window
         return sum(r[0] for r in w), sum(r[1] for r in w), sum(r[2] for r in w)
 
+    def _recent_sums(self) -> tuple[float, float]:
+        """(incumbent errors, challenger errors) over the newest ``recent_share`` of the
+        window, in whole micro-batches."""
+        need = self.cfg.window * self.cfg.recent_share
+        n = inc = ch = 0.0
+        for events, a, b in reversed(self._window):
+            n, inc, ch = n + events, inc + a, ch + b
+            if n >= need:
+                break
+        return inc, ch
+
     def errors(self) -> tuple[float, float]:
         """Mean error of the incumbent and of the challenger over the current window."""
         n, inc, ch = self._sums()
@@ -104,7 +117,8 @@ class Challenger:
             inc, ch = self.errors()
             # classification: accuracy points; regression: a fraction of the incumbent's MAE
             margin = self.cfg.margin * (inc if self.learner.task == "regression" else 1.0)
-            if ch < inc - margin:
+            recent_inc, recent_ch = self._recent_sums()
+            if ch < inc - margin and recent_ch <= recent_inc:
                 return "promote"
         if self.seen >= self.cfg.max_events:
             return "drop"

@@ -61,8 +61,8 @@ def run(pipe, X, y, start=0, stop=None, record=None):
 
 def test_a_warning_starts_a_challenger_that_is_promoted_and_serves_better(tmp_path):
     # Without replay: with it (the default) the incumbent re-learns this switch as fast as a
-    # challenger does (0.975 against 0.976 over the same 4,000 events), so it shows no gain
-    # here; on bench/quality.py's Agrawal stream the challenger still adds 3 points with replay.
+    # challenger does (0.975 against 0.977 over the same 4,000 events), so it shows little
+    # gain here; on bench/quality.py's Agrawal stream the challenger adds 3 points with replay.
     X, y = stream()
     errors: list[np.ndarray] = []
     pipe = pipeline(tmp_path, replay=0)
@@ -70,7 +70,7 @@ def test_a_warning_starts_a_challenger_that_is_promoted_and_serves_better(tmp_pa
     ch = pipe.challenger
     assert list(pipe.alarms_at) == [8031]
     assert (ch.warnings, ch.started, ch.promoted, ch.dropped) == (1, 1, 1, 0)
-    assert (ch.started_at, ch.ended_at, ch.state) == (8031, 9056, "idle")
+    assert (ch.started_at, ch.ended_at, ch.state) == (8031, 9280, "idle")
 
     base_errors: list[np.ndarray] = []
     run(pipeline(tmp_path, replay=0, enabled=False), X, y, record=base_errors)
@@ -127,7 +127,7 @@ def test_a_checkpoint_taken_mid_challenge_resumes_it_exactly(tmp_path, device):
     np.testing.assert_array_equal(np.concatenate(a_err), np.concatenate(b_err))
     assert first.challenger.ended_at == restored.challenger.ended_at > 8992
     if device == "cpu":  # the exact event on this stream (CUDA's arithmetic differs)
-        assert first.challenger.ended_at == 9056
+        assert first.challenger.ended_at == 9088
     Xq = X[-100:]
     np.testing.assert_array_equal(first.learner.predict_many(Xq), restored.learner.predict_many(Xq))
 
@@ -146,3 +146,28 @@ def test_a_checkpoint_without_challenger_state_still_loads(tmp_path):
 def test_max_events_below_the_window_is_a_config_error():
     with pytest.raises(ValidationError, match="max_events .* is below its window"):
         ChallengerConfig(window=1000, max_events=500)
+
+
+@pytest.mark.parametrize("recent_share, promoted", [(0.25, False), (1.0, True)])
+def test_no_promotion_while_the_incumbent_is_better_on_the_newest_events(recent_share, promoted):
+    """Better over the whole window is not enough: an incumbent that has re-learned the new
+    concept (no errors over the newest quarter) keeps serving."""
+    schema = SchemaConfig(task="binary", n_features=3)
+    torch.manual_seed(0)
+
+    def make():
+        return Learner(schema, ModelConfig(hidden=(8,)), LearningConfig(), "cpu")
+
+    cfg = ChallengerConfig(window=128, margin=0.01, recent_share=recent_share, max_events=10_000)
+    ch = Challenger(make, cfg)
+    ch.start(make(), at=0)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(128, 3)).astype(np.float32)
+    y = (rng.random(128) < 0.5).astype(np.float32)  # a coin: the challenger errs half the time
+    incumbent = np.r_[np.ones(96), np.zeros(32)]  # wrong, then right over the newest quarter
+    outcomes = [
+        ch.observe(X[i : i + 32], y[i : i + 32], incumbent[i : i + 32]) for i in range(0, 128, 32)
+    ]
+    inc, chal = ch.errors()
+    assert chal < inc - 0.01  # better over the window as a whole
+    assert outcomes[-1] == ("promote" if promoted else None)
