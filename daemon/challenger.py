@@ -96,17 +96,18 @@ class Challenger:
         self.started += 1
 
     def observe(
-        self, X: np.ndarray, y: np.ndarray, incumbent_errors: np.ndarray, replay: int = 0
+        self, X: np.ndarray, y: np.ndarray, incumbent_errors: np.ndarray, rehearse: bool = False
     ) -> str | None:
         """Test then train the challenger on a micro-batch the incumbent has just learned (and
-        take ``replay`` rehearsal steps on its own window, as the incumbent does).
+        rehearse on its own window when ``rehearse``, as the incumbent does).
 
         Returns ``"promote"`` when it has won (the caller adopts it, then calls
         :meth:`finish`), ``"drop"`` when it has run out of events, else None.
         """
         assert self.learner is not None
         result = self.learner.learn_many(X, y)
-        self.learner.replay(replay)
+        if rehearse:
+            self.learner.replay()
         ok = np.isfinite(incumbent_errors) & np.isfinite(result.errors)
         row = (int(ok.sum()), float(incumbent_errors[ok].sum()), float(result.errors[ok].sum()))
         self._window.append(row)

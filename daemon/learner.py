@@ -236,10 +236,22 @@ class Learner:
             self.window.add(X, y)
         return StepResult(outputs, self._errors(outputs, y), loss_value, applied)
 
-    def replay(self, steps: int) -> int:
-        """Take up to ``steps`` optimizer steps on batches drawn from the replay window (events
-        already learned: nothing is predicted or counted as learned, the scalers stay). Returns
-        the steps taken; a non-finite loss ends the round, non-finite weights roll back."""
+    def rehearsal_steps(self) -> int:
+        """Rehearsal steps per batch now: ``refill_steps_per_batch`` while the replay window is
+        refilling (from the start, and after a drift alarm or a rollback empties it: a young
+        model, or one facing a new concept, gains most from passes over what it has seen),
+        ``steps_per_batch`` once it is full."""
+        rp = self.learning.replay
+        filling = len(self.window) < self.window.capacity
+        return rp.refill_steps_per_batch if filling else rp.steps_per_batch
+
+    def replay(self, steps: int | None = None) -> int:
+        """Take up to ``steps`` (default: :meth:`rehearsal_steps`) optimizer steps on batches
+        drawn from the replay window (events already learned: nothing is predicted or counted
+        as learned, the scalers stay). Returns the steps taken; a non-finite loss ends the
+        round, non-finite weights roll back."""
+        if steps is None:
+            steps = self.rehearsal_steps()
         if steps <= 0 or len(self.window) < 2:
             return 0
         n = self.learning.batch_size

@@ -220,22 +220,27 @@ class Pipeline:
                     "optimizer_reset": self.cfg.learning.drift.reset_optimizer,
                 },
             )
-        replay = self.replay_steps()
+        rehearse = self.keeping_up
         if self.challenger is not None:
-            self._challenge(batch, result, start, alarms, replay)
-        self.learner.replay(replay)
+            self._challenge(batch, result, start, alarms, rehearse)
+        if rehearse:
+            self.learner.replay()
+
+    @property
+    def keeping_up(self) -> bool:
+        """Whether the consumer lag is at most ``learning.replay.max_lag``: only then is there
+        compute to spare for rehearsal."""
+        return self.lag <= self.cfg.learning.replay.max_lag
 
     def replay_steps(self) -> int:
-        """Rehearsal steps per batch: the configured number while the learner keeps up with
-        the log (lag at most ``learning.replay.max_lag``), none while it is behind."""
-        rp = self.cfg.learning.replay
-        return rp.steps_per_batch if self.lag <= rp.max_lag else 0
+        """Rehearsal steps per micro-batch now: none while behind the log."""
+        return self.learner.rehearsal_steps() if self.keeping_up else 0
 
     def _new_learner(self) -> Learner:
         return Learner(self.cfg.schema_, self.cfg.model, self.cfg.learning, self.learner.device)
 
     def _challenge(
-        self, batch: EventBatch, result: StepResult, start: int, alarms: list[int], replay: int
+        self, batch: EventBatch, result: StepResult, start: int, alarms: list[int], rehearse: bool
     ) -> None:
         """Run the background challenger: start it on a warning (or an alarm), train it beside
         the incumbent, promote or drop it."""
@@ -245,7 +250,7 @@ class Pipeline:
         for at in warnings:
             log.info("drift warning", extra={"event": "drift_warning", "at_event": at})
         if ch.learner is not None:
-            outcome = ch.observe(batch.X, batch.y, result.errors, replay)
+            outcome = ch.observe(batch.X, batch.y, result.errors, rehearse)
             if outcome is None:
                 return
             incumbent_err, challenger_err = ch.errors()

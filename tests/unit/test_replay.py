@@ -97,7 +97,10 @@ def test_a_drift_alarm_and_a_rollback_empty_the_window():
 def test_replay_runs_only_while_the_consumer_keeps_up(tmp_path):
     cfg = sea_config(
         tmp_path,
-        learning={"replay": {"steps_per_batch": 2, "max_lag": 1000}, "catch_up_lag": None},
+        learning={
+            "replay": {"steps_per_batch": 2, "refill_steps_per_batch": 5, "max_lag": 1000},
+            "catch_up_lag": None,
+        },
     )
     src = ListSource(batch=500)
     svc, pipe, _, _ = build(cfg, src)
@@ -108,15 +111,23 @@ def test_replay_runs_only_while_the_consumer_keeps_up(tmp_path):
         return next(s.value for m in registry.collect() for s in m.samples if s.name == name)
 
     steps = []
-    replay = pipe.learner.replay
-    pipe.learner.replay = lambda k: steps.append(k) or replay(k)
+    learn_many = pipe.learner.learn_many
+
+    def learning(X, y):  # what the pipeline will rehearse after this batch
+        result = learn_many(X, y)
+        steps.append(pipe.replay_steps())
+        return result
+
+    pipe.learner.learn_many = learning
     src.append(list(DriftingSEA(seed=9).take(6000)))
     svc.restore()
     svc.step()  # lag 5500 after this poll
     assert gauge("learnd_replay_steps_per_batch") == 0
     drain(svc, src)
     svc.checkpoint()
-    # behind (lag above 1000) for the first polls: no rehearsal; then 2 steps per batch
+    # behind (lag above 1000) for the first polls: no rehearsal; then 2 steps per batch (the
+    # window filled while behind, so there is no refill phase; no alarm on this stream)
+    assert pipe.drift.alarms == 0
     first = steps.index(2)
     assert set(steps[:first]) == {0} and first >= 100
     assert set(steps[first:]) == {2}
@@ -130,3 +141,17 @@ def test_replay_runs_only_while_the_consumer_keeps_up(tmp_path):
         if s.name == "learnd_learn_steps_total"
     }
     assert applied["replay"] == pipe.learner.replay_steps > 0
+
+
+def test_more_rehearsal_while_the_window_refills_at_start_and_after_an_alarm():
+    cfg = LearningConfig(replay={"steps_per_batch": 2, "refill_steps_per_batch": 5, "window": 320})
+    lrn = Learner(TWO, ModelConfig(), cfg, "cpu")
+    X, y = rings(1000)
+    taken = []
+    for i in range(0, 640, 32):
+        lrn.learn_many(X[i : i + 32], y[i : i + 32])
+        taken.append(lrn.replay())
+    assert taken == [5] * 9 + [2] * 11  # full after 10 batches (320 events)
+    lrn.on_drift()
+    lrn.learn_many(X[640:672], y[640:672])
+    assert lrn.rehearsal_steps() == 5 and lrn.replay() == 5
