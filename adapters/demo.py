@@ -189,6 +189,7 @@ def _progress(
                 f"t={now - t0:6.1f}s learned={n:>8,} ({rate:>7,.0f}/s) rolling_acc="
                 f"{acc:.3f} (low {'-' if low != low else f'{low:.3f}'}) concept={producer.concept} version={ans['version']:>4} "
                 f"drift_alarms={p.drift.alarms} dead_letters={sum(p.rejected.values())} lag={lag} "
+                f"rehearsal={p.replay_steps()}/batch "
                 f"| predict(6,2.5,1)={ans['prediction']} p1={ans['scores']['1']:.2f}"
             )
             if p.drift.alarms > alarms_seen:
