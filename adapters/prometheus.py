@@ -71,6 +71,7 @@ class LearndCollector(Collector):
                 "skipped_nonfinite": learner.skipped_steps,
                 "failed": p.learn_failures,
                 "replay": learner.replay_steps,
+                "replay_failed": p.replay_failures,
             },
         )
         yield CounterMetricFamily(

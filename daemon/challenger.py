@@ -11,8 +11,8 @@ from before its own update, as the incumbent's do), and both error streams are s
 last ``window`` events. It is promoted when its windowed error is below the incumbent's by more
 than ``margin`` and, over the newest ``recent_share`` of the window, no higher than the
 incumbent's (by then an incumbent that rehearses has often re-learned the new concept, and a
-fresh model would serve worse than it), and dropped after ``max_events`` without winning. Both the warning detector and
-a running challenger are part of the checkpoint.
+fresh model would serve worse than it); it is dropped after ``max_events`` without winning.
+Both the warning detector and a running challenger are part of the checkpoint.
 
 Examples
 --------

@@ -82,6 +82,7 @@ class Pipeline:
         self._last_publish = float("-inf")
         self._learned_at_publish = -1
         self.lag = 0  # the source's consumer lag, as last reported (0: live, or no source)
+        self.replay_failures = 0
 
     def process(self, records: Sequence[RawRecord] | Decoded) -> None:
         """Hand in records as read, or as decoded already by the source (in its own process)."""
@@ -224,7 +225,21 @@ class Pipeline:
         if self.challenger is not None:
             self._challenge(batch, result, start, alarms, rehearse)
         if rehearse:
+            self._rehearse()
+
+    def _rehearse(self) -> None:
+        """Rehearsal steps; one that raises is logged and counted, never retried: the batch
+        itself is learned already, and rehearsal resumes with the next one."""
+        try:
             self.learner.replay()
+        except Exception as e:  # noqa: BLE001 - any failure of a rehearsal step is handled alike
+            self.replay_failures += 1
+            log.warning(
+                "rehearsal step failed: %s: %s",
+                type(e).__name__,
+                e,
+                extra={"event": "replay_failed"},
+            )
 
     @property
     def keeping_up(self) -> bool:

@@ -155,3 +155,21 @@ def test_more_rehearsal_while_the_window_refills_at_start_and_after_an_alarm():
     lrn.on_drift()
     lrn.learn_many(X[640:672], y[640:672])
     assert lrn.rehearsal_steps() == 5 and lrn.replay() == 5
+
+
+def test_a_rehearsal_step_that_raises_is_counted_and_learning_goes_on(tmp_path):
+    cfg = sea_config(tmp_path)
+    svc, pipe, src, dead = build(cfg)
+    calls = []
+
+    def failing(steps=None):
+        calls.append(steps)
+        raise RuntimeError("out of memory")
+
+    pipe.learner.replay = failing
+    src.append(list(DriftingSEA(seed=3).take(640)))
+    svc.restore()
+    drain(svc, src)
+    svc.checkpoint()
+    assert pipe.learner.events_learned == 640 and pipe.learn_failures == 0
+    assert pipe.replay_failures == len(calls) == 20 and not dead.sent
