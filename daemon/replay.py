@@ -1,5 +1,6 @@
-"""The recent inputs a drift detector is rebuilt from on restore (river's ADWIN is an opaque
-native object, so it is replayed rather than saved).
+"""A ring of the most recent rows: the recent inputs a drift detector is rebuilt from on
+restore (river's ADWIN is an opaque native object, so it is replayed rather than saved), and
+the storage of the learner's rehearsal window (daemon/replay_window.py).
 
 Examples
 --------
@@ -37,6 +38,22 @@ class ReplayRing:
         """The newest ``n`` rows (at most the capacity), oldest first, as a copy."""
         n = min(n, len(self._rows))
         return np.roll(self._rows, -self._head, axis=0)[len(self._rows) - n :]
+
+    @property
+    def head(self) -> int:
+        """The position the next row goes to (before the ring first wraps: the rows written)."""
+        return self._head
+
+    def at(self, positions: np.ndarray) -> np.ndarray:
+        """The rows at these ring positions, as a copy."""
+        return self._rows[positions]
+
+    def restore(self, rows: np.ndarray, head: int) -> None:
+        """Put ``rows`` back at positions ``0...`` with the next row going to ``head``: the
+        layout :meth:`at` and :attr:`head` describe."""
+        self.clear()
+        self._rows[: len(rows)] = rows
+        self._head = head % len(self._rows)
 
     def clear(self) -> None:
         self._rows[:] = 0.0

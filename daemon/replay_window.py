@@ -27,54 +27,54 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from daemon.replay import ReplayRing
+
 
 class ReplayWindow:
-    """A ring of the last ``capacity`` examples: features (float32) and labels (float64, which
-    holds class indices, 0/1 and float32 regression targets exactly)."""
+    """The last ``capacity`` examples in a :class:`~daemon.replay.ReplayRing`, one row each:
+    the features, then the label (float64 holds float32 features, class indices, 0/1 and
+    float32 regression targets exactly)."""
 
     def __init__(self, capacity: int, dim: int, seed: int = 0):
         self.capacity = max(capacity, 1)
-        self._X = np.zeros((self.capacity, dim), np.float32)
-        self._y = np.zeros(self.capacity, np.float64)
+        self.dim = dim
+        self._ring = ReplayRing(self.capacity, dim + 1)
         self._n = 0  # valid rows: positions [0, n) (the ring fills from 0 before it wraps)
-        self._head = 0  # where the next row goes
         self._gen = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
         return self._n
 
     def add(self, X: np.ndarray, y: np.ndarray) -> None:
-        X, y = X[-self.capacity :], np.asarray(y)[-self.capacity :]
-        n = len(y)
-        first = min(n, self.capacity - self._head)
-        self._X[self._head : self._head + first] = X[:first]
-        self._y[self._head : self._head + first] = y[:first]
-        self._X[: n - first] = X[first:]
-        self._y[: n - first] = y[first:]
-        self._head = (self._head + n) % self.capacity
-        self._n = min(self._n + n, self.capacity)
+        rows = self._join(X, y)
+        self._ring.extend(rows)
+        self._n = min(self._n + len(rows), self.capacity)
 
     def sample(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """``n`` examples drawn uniformly, with replacement (the window must not be empty)."""
         idx = torch.randint(0, self._n, (n,), generator=self._gen).numpy()
-        return self._X[idx], self._y[idx]
+        return self._split(self._ring.at(idx))
 
     def rows(self) -> tuple[np.ndarray, np.ndarray]:
         """Every example held, oldest first (copies)."""
-        order = np.roll(np.arange(self._n), -self._head if self._n == self.capacity else 0)
-        return self._X[order], self._y[order]
+        return self._split(self._ring.last(self._n))
+
+    def _join(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        rows = np.empty((len(y), self.dim + 1), np.float64)
+        rows[:, :-1] = X
+        rows[:, -1] = y
+        return rows
+
+    def _split(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return rows[:, :-1].astype(np.float32), rows[:, -1].copy()
 
     def clear(self) -> None:
+        self._ring.clear()
         self._n = 0
-        self._head = 0
 
     def state_dict(self) -> dict:
-        return {
-            "X": self._X[: self._n].copy(),
-            "y": self._y[: self._n].copy(),
-            "head": self._head,
-            "generator": self._gen.get_state(),
-        }
+        X, y = self._split(self._ring.at(np.arange(self._n)))  # the ring's own layout
+        return {"X": X, "y": y, "head": self._ring.head, "generator": self._gen.get_state()}
 
     def load_state_dict(self, state: dict | None) -> None:
         """Restore rows, ring position and generator; ``None`` (a checkpoint from before the
@@ -83,12 +83,9 @@ class ReplayWindow:
         if state is None:
             return
         X = np.asarray(state["X"], np.float32)
-        if X.ndim != 2 or X.shape[1] != self._X.shape[1] or len(X) > self.capacity:
+        if X.ndim != 2 or X.shape[1] != self.dim or len(X) > self.capacity:
             return  # another schema or a smaller window: start empty
-        n = len(X)
-        self._X[:n] = X
-        self._y[:n] = np.asarray(state["y"], np.float64)
-        self._n = n
-        self._head = int(state["head"]) % self.capacity
+        self._ring.restore(self._join(X, np.asarray(state["y"])), int(state["head"]))
+        self._n = len(X)
         gen = state["generator"]
         self._gen.set_state(gen if torch.is_tensor(gen) else torch.as_tensor(gen))
