@@ -15,7 +15,7 @@ Forms
                    the layers really shrink
 ``int8``           int8 weights: ``torch.ao.quantization.quantize_dynamic`` on the CPU (deprecated
                    in torch; its warnings are caught here and the form reports itself unavailable
-                   once torch removes it), torchao's weight-only int8 on CUDA where installed
+                   once torch removes it); torchao's weight-only int8 on CUDA where it works
 ``fp16``/``bf16``  half precision on CUDA
 
 Examples
@@ -139,15 +139,25 @@ def _quantize_dynamic(net: nn.Module) -> nn.Module:
             raise Unavailable(f"quantize_dynamic failed: {e}") from e
 
 
-def _quantize_torchao(net: nn.Module) -> nn.Module:
+def _quantize_torchao(net: nn.Module, device: torch.device) -> nn.Module:
     try:
         from torchao.quantization import Int8WeightOnlyConfig, quantize_
     except ImportError as e:
         raise Unavailable("int8 on CUDA needs torchao (pip install torchao)") from e
     except Exception as e:  # noqa: BLE001 - a torchao that does not import here is just absent
         raise Unavailable(f"torchao does not import here: {type(e).__name__}: {e}") from e
+    net = net.to(device)
     try:
-        quantize_(net, Int8WeightOnlyConfig())
+        with warnings.catch_warnings():
+            # torchao 0.15+ deprecates its version-1 tensor layouts (pytorch/ao#2752) and asks
+            # for version=2, which older releases do not take: known, and handled here.
+            warnings.filterwarnings("ignore", message=".*[Dd]eprecat.*", category=UserWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                config = Int8WeightOnlyConfig(version=2)
+            except TypeError:  # a torchao before the version argument
+                config = Int8WeightOnlyConfig()
+            quantize_(net, config)
     except Exception as e:  # noqa: BLE001 - e.g. a torchao built for another torch
         raise Unavailable(f"torchao quantize_ failed: {type(e).__name__}: {e}") from e
     return net
@@ -184,13 +194,21 @@ def _torch_form(name: str, w: DenseWeights) -> TorchForward:
     if name == "torch":
         return TorchForward(to_module(w), cpu, torch.float32, "torch-fp32")
     if name == "int8":
+        # torchao's weight-only int8 on the GPU where it works; otherwise the CPU's
+        # quantize_dynamic, also on a GPU machine without a working torchao.
+        gpu_reason = ""
+        if torch.cuda.is_available():
+            dev = torch.device("cuda")
+            try:
+                net = _quantize_torchao(to_module(w), dev)
+                return TorchForward(net, dev, torch.float32, "cuda-int8")
+            except Unavailable as e:
+                gpu_reason = f"{e}; "
         try:
-            dev = _cuda()
-        except Unavailable:
-            return TorchForward(_quantize_dynamic(to_module(w)), cpu, torch.float32, "torch-int8")
-        return TorchForward(
-            _quantize_torchao(to_module(w).to(dev)), dev, torch.float32, "cuda-int8"
-        )
+            net = _quantize_dynamic(to_module(w))
+        except Unavailable as e:
+            raise Unavailable(f"{gpu_reason}{e}") from e
+        return TorchForward(net, cpu, torch.float32, "torch-int8")
     if name in ("fp16", "bf16"):
         dtype = torch.float16 if name == "fp16" else torch.bfloat16
         dev = _cuda()
