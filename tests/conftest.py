@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -9,6 +10,11 @@ import torch
 
 from daemon.config import LearndConfig
 from daemon.synthetic import FEATURES
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under pytest-xdist each worker would run torch with a thread per core: N workers x cores
+    # threads on cores, and CPU steps crawl. One torch thread per worker.
+    torch.set_num_threads(1)
 
 
 def sea_config(tmp_path, **sections) -> LearndConfig:
