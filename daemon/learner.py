@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from daemon.backprop import Backprop
 from daemon.config import LearningConfig, ModelConfig, SchemaConfig
 from daemon.errors import StartupError
 from daemon.model import build_model, count_parameters, linear_layers, share_one_buffer
@@ -121,7 +122,10 @@ class Learner:
             learning.weight_decay,
             self.device,
         )
-        self._fast = FusedAdamStep(self.optimizer)
+        # Forward and backward passes without autograd, gradients in one buffer too, so that
+        # the optimizer steps the whole model as one tensor (daemon/backprop.py).
+        self._backprop = Backprop(self.net, self.task)
+        self._fast = FusedAdamStep(self.optimizer, self._flat, self._backprop.grad)
         self.schedule = DriftBoost(
             learning.lr, learning.drift.lr_boost, learning.drift.boost_half_life_steps
         )
@@ -208,25 +212,20 @@ class Learner:
             self.y_scaler.update_many(np.asarray(y, np.float64).reshape(-1, 1))
         xb = torch.from_numpy(self.x_scaler.transform(X)).to(self.device)
         target = self._target(y)
-        if not self.net.training:  # train() walks every module: only when predict_many left eval
-            self.net.train()
-        raw = self.net(xb)
-        loss = self._loss(raw, target)
+        bp = self._backprop
+        raw, loss = bp.loss(xb, target)
         outputs = self._outputs(raw)
-        loss_value = float(loss.detach())
+        loss_value = float(loss)
         applied = math.isfinite(loss_value)
         if applied:
             lr = self.lr
-            self._zero_grad()
-            loss.backward()
+            bp.backward(target)
             self._fast.step(lr)
             self.steps += 1
             for _ in range(self.learning.steps_per_batch - 1):  # more steps on the same batch
-                again = self._loss(self.net(xb), target)
-                if not math.isfinite(float(again.detach())):
+                if not math.isfinite(float(bp.loss(xb, target)[1])):
                     break
-                self._zero_grad()
-                again.backward()
+                bp.backward(target)
                 self._fast.step(lr)
                 self.steps += 1
         else:
@@ -256,29 +255,20 @@ class Learner:
             return 0
         n = self.learning.batch_size
         taken = 0
-        if not self.net.training:
-            self.net.train()
+        bp = self._backprop
         for _ in range(steps):
             X, y = self.window.sample(n)
-            loss = self._loss(
-                self.net(torch.from_numpy(self.x_scaler.transform(X)).to(self.device)),
-                self._target(y),
-            )
-            if not math.isfinite(float(loss.detach())):
+            target = self._target(y)
+            _, loss = bp.loss(torch.from_numpy(self.x_scaler.transform(X)).to(self.device), target)
+            if not math.isfinite(float(loss)):
                 break
-            self._zero_grad()
-            loss.backward()
+            bp.backward(target)
             self._fast.step(self.lr)
             taken += 1
         self.replay_steps += taken
         if taken and not self.is_finite():
             self.rollback()
         return taken
-
-    def _zero_grad(self) -> None:
-        # What optimizer.zero_grad(set_to_none=True) does, without its per-step module walk.
-        for p in self._params:
-            p.grad = None
 
     def _guard(self, loss: float, xb: torch.Tensor, target: torch.Tensor) -> bool:
         """Count bad steps; roll back to the last good state when they persist. True when the
