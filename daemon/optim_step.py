@@ -65,7 +65,15 @@ class FusedAdamStep:
             and len({(p.device, p.dtype) for p in g["params"]}) == 1  # one kernel call
         )
         self._flat = None
-        if flat_params is not None and flat_grads is not None:
+        # On CUDA, Adam's L2 weight decay through the kernel over one flat tensor differed
+        # from the per-tensor call in the last bits (seen on an H100; AdamW and no decay were
+        # equal bit for bit): there it keeps the per-tensor call.
+        l2_on_cuda = (
+            g["weight_decay"] != 0
+            and not g.get("decoupled_weight_decay")
+            and any(p.device.type == "cuda" for p in g["params"])
+        )
+        if flat_params is not None and flat_grads is not None and not l2_on_cuda:
             params = g["params"]
             if _slices_of(flat_params, params) and _slices_of(flat_grads, [p.grad for p in params]):
                 self._flat = (flat_params, flat_grads)
