@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/quality.py            # 100k events per synthetic stream (~10 min)
     .venv/bin/python bench/quality.py --quick    # 20k events, no ARF on the long streams
+    .venv/bin/python bench/quality.py --pace 30000,100000   # learnd with events arriving at a rate
 
 Every system sees the same seeded streams, test-then-train, one example at a time for river
 and VW and in learnd's default micro-batches for learnd (through ``Pipeline.learn_arrays``: the
@@ -120,6 +121,69 @@ def run_learnd_recorded(X, y, labels, behind=False):
     return dt, correct, list(pipe.alarms_at)
 
 
+def run_learnd_paced(X, y, labels, pace):
+    """learnd fed as if event ``i`` arrived at ``i / pace`` seconds: before each micro-batch the
+    pipeline is told the lag the daemon's consumer would see (events arrived, not yet learned),
+    so it rehearses only while it keeps up and takes catch-up batches when far behind, as live.
+    Returns accuracy, the share of batches followed by rehearsal, the rate achieved (events over
+    the time the last one was learned at) and the largest lag."""
+    task = "binary" if len(labels) == 2 else "multiclass"
+    schema = {"task": task, "n_features": X.shape[1]}
+    if task == "multiclass":
+        schema["classes"] = [str(c) for c in labels]
+    cfg = LearndConfig.model_validate(
+        {"schema": schema, "checkpoint": {"dir": tempfile.mkdtemp()}, "serving": {"tcp_port": 0}}
+    )
+    learner = Learner(cfg.schema_, cfg.model, cfg.learning, "cpu")
+    pipe = Pipeline(cfg, learner, ListDeadLetters(), ManualClock())
+    errors: list[np.ndarray] = []
+    learn_many = learner.learn_many
+
+    def recording(Xb, yb):
+        result = learn_many(Xb, yb)
+        errors.append(result.errors)
+        return result
+
+    learner.learn_many = recording  # type: ignore[method-assign]
+    yy = y.astype(np.float32) if task == "binary" else y
+    n, i = len(y), 0
+    batches = rehearsed = max_lag = 0
+    t0 = time.perf_counter()
+    while i < n:
+        b = pipe.batcher.size
+        due = t0 + min(n, i + b) / pace  # when this batch's last event has arrived
+        while (now := time.perf_counter()) < due:  # idle until it arrives, as a live consumer
+            if due - now > 2e-4:
+                time.sleep(due - now - 1e-4)
+        arrived = min(n, int((now - t0) * pace))
+        j = min(n, i + b)
+        pipe.set_backlog(arrived - j)
+        max_lag = max(max_lag, arrived - j)
+        rehearsed += pipe.replay_steps() > 0
+        batches += 1
+        pipe.learn_arrays(X[i:j], yy[i:j])
+        i = j
+    dt = time.perf_counter() - t0
+    correct = np.concatenate(errors) == 0
+    return correct.mean(), rehearsed / batches, n / dt, max_lag
+
+
+def paced(n, quick, paces):
+    """learnd's accuracy with its events arriving at each of ``paces`` (events/s)."""
+    print(
+        f"learnd with events arriving at a fixed rate (synthetic streams {n:,} events): accuracy,"
+        "\nshare of micro-batches followed by rehearsal, rate achieved, largest lag\n"
+    )
+    print("| stream | " + " | ".join(f"{p:,.0f}/s" for p in paces) + " |")
+    print("|---|" + "---|" * len(paces))
+    for name, X, y, labels, _ in streams(n, quick):
+        cells = []
+        for p in paces:
+            acc, share, rate, lag = run_learnd_paced(X, y, labels, p)
+            cells.append(f"{acc:.3f}, {share:.0%}, {_rate(len(y), len(y) / rate)}, {lag:,}")
+        print(f"| {name} ({len(y):,}) | " + " | ".join(cells) + " |", flush=True)
+
+
 def run_river(model, X, y):
     names = [f"x{i}" for i in range(X.shape[1])]
     rows = [dict(zip(names, map(float, r), strict=True)) for r in X]
@@ -197,7 +261,21 @@ def main():
         metavar="K",
         help="only compare SEA recoveries (learnd both ways, ARF) over seeds 7..7+K-1",
     )
+    ap.add_argument(
+        "--pace",
+        default="",
+        metavar="R[,R...]",
+        help="only learnd, fed as if events arrived at R events/s (comma-separated rates)",
+    )
     args = ap.parse_args()
+    if args.pace:
+        torch.set_num_threads(1)
+        paced(
+            20_000 if args.quick else args.events,
+            args.quick,
+            [float(r) for r in args.pace.split(",")],
+        )
+        return
     if args.recovery_seeds:
         torch.set_num_threads(1)
         recovery_over_seeds(args.events, args.recovery_seeds, arf=not args.learnd_only)
