@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from daemon.config import LearningConfig, ModelConfig, SchemaConfig
+from daemon.config import DriftConfig, LearningConfig, ModelConfig, SchemaConfig
 from daemon.errors import StartupError
 from daemon.learner import Learner, resolve_device
 from daemon.snapshot import Draft, SnapshotRef
@@ -183,6 +183,41 @@ def test_the_fused_kernel_step_equals_adam_step_bit_for_bit(optimizer, weight_de
     for k in ss:
         for name in ("step", "exp_avg", "exp_avg_sq"):
             assert torch.equal(fs[k][name], ss[k][name]), (k, name)
+
+
+def test_the_one_tensor_step_follows_every_replacement_of_the_optimizer_state(device):
+    """The moments are moved into flat buffers once; a cleared state (reset at an alarm), a
+    rollback, an adopted challenger and a checkpoint load each replace them, and the next step
+    must move the new ones in, not step stale copies: weights stay equal to ``step()``'s."""
+    X, y = sea_arrays(6_400)
+    cfg = LearningConfig(drift=DriftConfig(reset_optimizer=True))
+    fast = Learner(SEA, ModelConfig(), cfg, device)
+    slow = Learner(SEA, ModelConfig(), cfg, device)
+    slow._fast.enabled = False
+    donor = Learner(SEA, ModelConfig(seed=3), cfg, device)
+    learn(donor, X[:1600], y[:1600])
+    for lrn in (fast, slow):
+        learn(lrn, X[:1600], y[:1600])
+        lrn.on_drift()  # clears the optimizer state
+        learn(lrn, X[1600:3200], y[1600:3200])
+        lrn.rollback()  # loads the last good state's moments
+        learn(lrn, X[3200:4000], y[3200:4000])
+        lrn.adopt(donor)  # another learner's moments
+        learn(lrn, X[4000:4800], y[4000:4800])
+        lrn.load_state_dict(lrn.state_dict())
+        learn(lrn, X[4800:], y[4800:])
+    assert fast._fast.flat and fast.rollbacks == slow.rollbacks == 1
+    for a, b in zip(fast.net.parameters(), slow.net.parameters(), strict=True):
+        assert torch.equal(a, b)
+    fs, ss = fast.optimizer.state_dict()["state"], slow.optimizer.state_dict()["state"]
+    for k in ss:
+        for name in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(fs[k][name], ss[k][name]), (k, name)
+    # and the optimizer's state tensors are the flat buffers' views the kernel stepped
+    exp_avg = fast._fast._moments[0]
+    for p in fast.net.parameters():
+        m = fast.optimizer.state[p]["exp_avg"]
+        assert m.untyped_storage().data_ptr() == exp_avg.untyped_storage().data_ptr()
 
 
 def test_is_finite_sees_a_bad_weight_in_any_parameter_also_after_a_state_load(device):
