@@ -1,7 +1,8 @@
 """Test-then-train learning on micro-batches with a torch model.
 
 One forward pass serves both halves of the prequential protocol: its outputs are the
-predictions made *before* the batch's labels are used, then the same graph is back-propagated.
+predictions made *before* the batch's labels are used, then the gradients of that same pass are
+taken (written out in daemon/backprop.py, no autograd graph).
 
 Examples
 --------
