@@ -83,13 +83,9 @@ def streams(n, quick):
 
 
 # ---------------------------------------------------------------- systems
-def run_learnd_recorded(X, y, labels, behind=False):
-    """learnd with per-event correctness recorded (the prequential outputs of each step).
-
-    ``behind``: as when the consumer lags the log by more than ``learning.replay.max_lag``
-    records (but less than ``catch_up_lag``): micro-batches of 32 without rehearsal. Otherwise
-    as when it keeps up: each batch followed by the rehearsal steps (the default config both
-    ways)."""
+def _learnd(X, y, labels):
+    """learnd's default config and pipeline for this stream, with each step's errors recorded
+    (the prequential outputs): ``(cfg, pipe, y as learned, errors)``."""
     task = "binary" if len(labels) == 2 else "multiclass"
     schema = {"task": task, "n_features": X.shape[1]}
     if task == "multiclass":
@@ -99,9 +95,6 @@ def run_learnd_recorded(X, y, labels, behind=False):
     )
     learner = Learner(cfg.schema_, cfg.model, cfg.learning, "cpu")
     pipe = Pipeline(cfg, learner, ListDeadLetters(), ManualClock())
-    if behind:
-        pipe.set_backlog(cfg.learning.replay.max_lag + 1)
-        assert pipe.replay_steps() == 0 and pipe.batcher.size == cfg.learning.batch_size
     errors: list[np.ndarray] = []
     learn_many = learner.learn_many
 
@@ -111,8 +104,21 @@ def run_learnd_recorded(X, y, labels, behind=False):
         return result
 
     learner.learn_many = recording  # type: ignore[method-assign]
+    return cfg, pipe, (y.astype(np.float32) if task == "binary" else y), errors
+
+
+def run_learnd_recorded(X, y, labels, behind=False):
+    """learnd with per-event correctness recorded.
+
+    ``behind``: as when the consumer lags the log by more than ``learning.replay.max_lag``
+    records (but less than ``catch_up_lag``): micro-batches of 32 without rehearsal. Otherwise
+    as when it keeps up: each batch followed by the rehearsal steps (the default config both
+    ways)."""
+    cfg, pipe, yy, errors = _learnd(X, y, labels)
+    if behind:
+        pipe.set_backlog(cfg.learning.replay.max_lag + 1)
+        assert pipe.replay_steps() == 0 and pipe.batcher.size == cfg.learning.batch_size
     b = cfg.learning.batch_size
-    yy = y.astype(np.float32) if task == "binary" else y
     t0 = time.perf_counter()
     for i in range(0, len(y), b):
         pipe.learn_arrays(X[i : i + b], yy[i : i + b])
@@ -127,25 +133,7 @@ def run_learnd_paced(X, y, labels, pace):
     so it rehearses only while it keeps up and takes catch-up batches when far behind, as live.
     Returns accuracy, the share of batches followed by rehearsal, the rate achieved (events over
     the time the last one was learned at) and the largest lag."""
-    task = "binary" if len(labels) == 2 else "multiclass"
-    schema = {"task": task, "n_features": X.shape[1]}
-    if task == "multiclass":
-        schema["classes"] = [str(c) for c in labels]
-    cfg = LearndConfig.model_validate(
-        {"schema": schema, "checkpoint": {"dir": tempfile.mkdtemp()}, "serving": {"tcp_port": 0}}
-    )
-    learner = Learner(cfg.schema_, cfg.model, cfg.learning, "cpu")
-    pipe = Pipeline(cfg, learner, ListDeadLetters(), ManualClock())
-    errors: list[np.ndarray] = []
-    learn_many = learner.learn_many
-
-    def recording(Xb, yb):
-        result = learn_many(Xb, yb)
-        errors.append(result.errors)
-        return result
-
-    learner.learn_many = recording  # type: ignore[method-assign]
-    yy = y.astype(np.float32) if task == "binary" else y
+    _, pipe, yy, errors = _learnd(X, y, labels)
     n, i = len(y), 0
     batches = rehearsed = max_lag = 0
     t0 = time.perf_counter()

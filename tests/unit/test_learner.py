@@ -157,6 +157,15 @@ def test_several_steps_per_batch_predict_first_then_step_k_times(device):
     assert two.steps == 2 * one.steps == 200
 
 
+def assert_same_weights_and_moments(fast, slow):
+    for a, b in zip(fast.net.parameters(), slow.net.parameters(), strict=True):
+        assert torch.equal(a, b)
+    fs, ss = fast.optimizer.state_dict()["state"], slow.optimizer.state_dict()["state"]
+    for k in ss:
+        for name in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(fs[k][name], ss[k][name]), (k, name)
+
+
 @pytest.mark.parametrize(
     "optimizer, weight_decay", [("adam", 0.0), ("adam", 0.01), ("adamw", 0.01)]
 )
@@ -177,12 +186,7 @@ def test_the_fused_kernel_step_equals_adam_step_bit_for_bit(optimizer, weight_de
     # one kernel call over the whole model, except Adam's L2 decay on CUDA (daemon/optim_step.py)
     assert fast._fast.flat == (device == "cpu" or optimizer == "adamw" or weight_decay == 0)
     assert slow._fast.kernel_steps == 0
-    for a, b in zip(fast.net.parameters(), slow.net.parameters(), strict=True):
-        assert torch.equal(a, b)
-    fs, ss = fast.optimizer.state_dict()["state"], slow.optimizer.state_dict()["state"]
-    for k in ss:
-        for name in ("step", "exp_avg", "exp_avg_sq"):
-            assert torch.equal(fs[k][name], ss[k][name]), (k, name)
+    assert_same_weights_and_moments(fast, slow)
 
 
 def test_the_one_tensor_step_follows_every_replacement_of_the_optimizer_state(device):
@@ -207,12 +211,7 @@ def test_the_one_tensor_step_follows_every_replacement_of_the_optimizer_state(de
         lrn.load_state_dict(lrn.state_dict())
         learn(lrn, X[4800:], y[4800:])
     assert fast._fast.flat and fast.rollbacks == slow.rollbacks == 1
-    for a, b in zip(fast.net.parameters(), slow.net.parameters(), strict=True):
-        assert torch.equal(a, b)
-    fs, ss = fast.optimizer.state_dict()["state"], slow.optimizer.state_dict()["state"]
-    for k in ss:
-        for name in ("step", "exp_avg", "exp_avg_sq"):
-            assert torch.equal(fs[k][name], ss[k][name]), (k, name)
+    assert_same_weights_and_moments(fast, slow)
     # and the optimizer's state tensors are the flat buffers' views the kernel stepped
     exp_avg = fast._fast._moments[0]
     for p in fast.net.parameters():
