@@ -107,12 +107,15 @@ def test_run_predict_health_and_graceful_sigterm(tmp_path, broker):
     )
     try:
 
-        def trained():
+        def trained():  # a learned model, right on both corners (an early one may not be)
             r = run("predict", "--tcp", f"127.0.0.1:{port}", '{"x1": 9, "x2": 9, "x3": 0}')
-            if r.returncode != 0:
+            low = run("predict", "--tcp", f"127.0.0.1:{port}", '{"x1": 0.1, "x2": 0.1, "x3": 0}')
+            if r.returncode != 0 or low.returncode != 0:
                 return None
             ans = json.loads(r.stdout)
-            return ans if ans["version"] >= 2 else None
+            if ans["version"] < 2 or ans["prediction"] != 1:
+                return None
+            return ans if json.loads(low.stdout)["prediction"] == 0 else None
 
         ans = wait_until(trained, 60, "a trained model answering")
         assert ans["ok"] and ans["prediction"] == 1
