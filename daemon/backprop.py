@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from daemon.model import views_like
+
 _aten = torch.ops.aten
 MEAN = 1  # at::Reduction::Mean
 NO_INDEX = -100  # nll_loss's default ignore_index
@@ -67,11 +69,8 @@ class Backprop:
         self.grad = torch.zeros(
             sum(p.numel() for p in params), device=first.device, dtype=first.dtype
         )
-        offset = 0
-        for p in params:
-            n = p.numel()
-            p.grad = self.grad[offset : offset + n].view_as(p)
-            offset += n
+        for p, view in zip(params, views_like(self.grad, params), strict=True):
+            p.grad = view
         # The Parameter objects stay for the model's life (loading a state copies into them).
         self._w = [lin.weight for lin in self._lins]
         self._b = [lin.bias for lin in self._lins]

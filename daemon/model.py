@@ -10,6 +10,8 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -45,13 +47,22 @@ def share_one_buffer(params: list[torch.Tensor]) -> torch.Tensor:
     it checks every weight at once (:meth:`daemon.learner.Learner.is_finite`).
     """
     flat = torch.cat([p.detach().reshape(-1) for p in params])
-    offset = 0
     with torch.no_grad():
-        for p in params:
-            n = p.numel()
-            p.data = flat[offset : offset + n].view_as(p)
-            offset += n
+        for p, view in zip(params, views_like(flat, params), strict=True):
+            p.data = view
     return flat
+
+
+def views_like(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Consecutive slices of ``flat`` shaped as ``like``'s tensors, in order: the one layout
+    the weights, their gradients and the optimizer's moments share."""
+    views = []
+    offset = 0
+    for t in like:
+        n = t.numel()
+        views.append(flat[offset : offset + n].view_as(t))
+        offset += n
+    return views
 
 
 def count_parameters(net: nn.Module) -> int:

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import torch
 
+from daemon.model import views_like
+
 _KERNELS = (getattr(torch, "_fused_adam_", None), getattr(torch, "_fused_adamw_", None))
 
 
@@ -156,15 +158,11 @@ class FusedAdamStep:
         exp_avg = torch.cat([s["exp_avg"].reshape(-1) for s in states])
         exp_avg_sq = torch.cat([s["exp_avg_sq"].reshape(-1) for s in states])
         step = first.clone()
-        offset = 0
         self._bound = []
-        for p, s in zip(params, states, strict=True):
-            n = p.numel()
-            s["exp_avg"] = exp_avg[offset : offset + n].view_as(p)
-            s["exp_avg_sq"] = exp_avg_sq[offset : offset + n].view_as(p)
-            s["step"] = step
-            self._bound.append((s["exp_avg"], s["exp_avg_sq"], step))
-            offset += n
+        views = zip(views_like(exp_avg, params), views_like(exp_avg_sq, params), strict=True)
+        for s, (m, v) in zip(states, views, strict=True):
+            s["exp_avg"], s["exp_avg_sq"], s["step"] = m, v, step
+            self._bound.append((m, v, step))
         self._moments = (exp_avg, exp_avg_sq, step)
         return True
 
