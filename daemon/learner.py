@@ -257,10 +257,14 @@ class Learner:
         n = self.learning.batch_size
         taken = 0
         bp = self._backprop
-        for _ in range(steps):
-            X, y = self.window.sample(n)
-            target = self._target(y)
-            _, loss = bp.loss(torch.from_numpy(self.x_scaler.transform(X)).to(self.device), target)
+        # One draw for the whole round: the same rows as one draw of n per step (the window and
+        # the scalers do not change during it), standardised and moved in one go.
+        X, y = self.window.sample(n * steps)
+        xs = torch.from_numpy(self.x_scaler.transform(X)).to(self.device)
+        targets = self._target(y)
+        for i in range(steps):
+            target = targets[i * n : (i + 1) * n]
+            _, loss = bp.loss(xs[i * n : (i + 1) * n], target)
             if not math.isfinite(float(loss)):
                 break
             bp.backward(target)
