@@ -47,6 +47,10 @@ log = logging.getLogger("learnd.serving")
 
 FORWARDED = ("versions", "rollback", "unpin")
 STATS_BYTES = 256 * 1024
+# How the daemon stops a serving process. Not SIGTERM: a stop meant for the daemon often reaches
+# its whole process group, and the serving processes ignore it, to answer until the daemon has
+# checkpointed and stops them (adapters/child_process.py).
+STOP_SIGNAL = signal.SIGUSR2
 
 
 class ServingProcesses:
@@ -156,8 +160,11 @@ class ServingProcesses:
         if self._thread is not None:
             self._thread.join(timeout_s)
         for proc in self._procs:
-            if proc is not None and proc.is_alive():
-                proc.terminate()
+            if proc is not None and proc.is_alive() and proc.pid is not None:
+                try:
+                    os.kill(proc.pid, STOP_SIGNAL)
+                except ProcessLookupError:
+                    pass
         for proc in self._procs:
             if proc is not None:
                 proc.join(timeout_s)
@@ -201,15 +208,15 @@ class SummedServingCollector(Collector):
 def worker_main(
     cfg: LearndConfig, sockets, control: str, health: str, stats: str, pipe, parent: int
 ) -> None:
-    """A serving process: answers requests from the mirrored snapshot until SIGTERM, or until
-    the daemon (pid ``parent``) is gone."""
+    """A serving process: answers requests from the mirrored snapshot until the daemon sends
+    :data:`STOP_SIGNAL`, or until it (pid ``parent``) is gone."""
     die_with_parent(parent)
     from adapters.serving_metrics import ServingMetrics
     from adapters.shared_snapshots import SnapshotMirror
     from adapters.socket_server import PredictionServer
 
     stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    signal.signal(STOP_SIGNAL, lambda *_: stopped.set())
     ref = SnapshotRef(keep=cfg.serving.keep_versions)
     mirror = SnapshotMirror(control, health, ref)
     mirror.refresh()

@@ -6,8 +6,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 
 from daemon.synthetic import DriftingSEA
 
@@ -52,8 +54,6 @@ def test_killed_consumer_process_is_replaced_nothing_lost_nothing_twice(
     wait_for(lambda: sum(d.source.lag().values()) == 0 and d.source.lag(), 10, what="lag 0")
     restarts = [r for r in caplog.records if getattr(r, "event", None) == "consumer_restart"]
     assert len(restarts) == 2 and "exited (code -9)" in restarts[0].getMessage()
-    import time
-
     time.sleep(1.5)  # give a duplicate delivery the chance to show up
     assert d.pipeline.learner.events_learned == 22_000
     assert d.pipeline.positions == {0: 11_000, 1: 11_000}
@@ -62,3 +62,32 @@ def test_killed_consumer_process_is_replaced_nothing_lost_nothing_twice(
     d.join(30)
     assert _gone(third), "the consumer process stops with the daemon"
     assert d.source.pid is None
+
+
+def test_a_stop_signal_for_the_process_group_leaves_the_consumer_to_the_daemon(
+    start_daemon, kafka_section, caplog
+):
+    """systemd (KillMode=control-group), `timeout` and `kill -- -PGID` send SIGTERM to every
+    process of the group at once, and Ctrl-C sends SIGINT: the consumer process ignores both,
+    so the daemon's shutdown still has it to commit and leave the group with, and nothing is
+    reported lost or restarted."""
+    caplog.set_level(logging.INFO)
+    bootstrap, topic = kafka_section["bootstrap_servers"], kafka_section["topic"]
+    produce(bootstrap, topic, list(DriftingSEA(seed=22).take(2000)))
+    d = start_daemon()
+    wait_for(learned(d, 2000), 60, what="2000 learned")
+    child = d.source.pid
+    os.kill(child, signal.SIGTERM)
+    os.kill(child, signal.SIGINT)
+    time.sleep(1.0)
+    assert not _gone(child) and d.source.restarts == 0
+    d.stop()
+    d.join(30)
+    assert _gone(child)
+    assert not [r for r in caplog.records if getattr(r, "event", None) == "consumer_restart"]
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=kafka_section["group_id"], enable_auto_commit=False
+    )
+    committed = {p: consumer.committed(TopicPartition(topic, p)) for p in (0, 1)}
+    consumer.close()
+    assert committed == {0: 1000, 1: 1000} == d.pipeline.positions

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,17 @@ def test_serving_processes_follow_publishes_forward_rollback_and_survive_a_kill(
 
     # 400 + 2 (unix) + 3 (versions, rollback, predict) + 10 + 1 (unpin) + the waits before
     wait_for(lambda: served_requests() >= 417, 10, what="summed request metrics")
+
+    # SIGTERM and SIGINT meant for the daemon often reach its whole process group (systemd,
+    # `timeout`, Ctrl-C): the serving processes ignore them and answer on until the daemon,
+    # once it has checkpointed, stops them itself
+    for proc in daemon.server._procs:
+        os.kill(proc.pid, signal.SIGTERM)
+        os.kill(proc.pid, signal.SIGINT)
+    time.sleep(1.0)
+    assert all(p.is_alive() for p in daemon.server._procs) and daemon.server.restarts == 0
+    for _ in range(20):
+        assert predict(port)["ok"]
 
     # a serving process killed outright is restarted; the socket stays open meanwhile
     victim = daemon.server._procs[0]
