@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -138,7 +139,7 @@ def run_learnd_paced(X, y, labels, pace, seed=0):
     pipeline is told the lag the daemon's consumer would see (events arrived, not yet learned),
     so it rehearses only while it keeps up and takes catch-up batches when far behind, as live.
     Returns accuracy, the share of batches followed by rehearsal, the rate achieved (events over
-    the time the last one was learned at) and the largest lag."""
+    the time the last one was learned at), the largest lag, per-event correctness and alarms."""
     _, pipe, yy, errors = _learnd(X, y, labels, seed)
     n, i = len(y), 0
     batches = rehearsed = max_lag = 0
@@ -159,7 +160,18 @@ def run_learnd_paced(X, y, labels, pace, seed=0):
         i = j
     dt = time.perf_counter() - t0
     correct = np.concatenate(errors) == 0
-    return correct.mean(), rehearsed / batches, n / dt, max_lag
+    return PacedRun(
+        float(correct.mean()), rehearsed / batches, n / dt, max_lag, correct, list(pipe.alarms_at)
+    )
+
+
+class PacedRun(NamedTuple):
+    accuracy: float
+    rehearsed: float  # the share of micro-batches followed by rehearsal
+    rate: float  # events over the time the last one was learned at
+    max_lag: int
+    correct: np.ndarray  # per event
+    alarms: list[int]  # event positions of the drift alarms
 
 
 def paced(n, quick, paces):
@@ -170,12 +182,27 @@ def paced(n, quick, paces):
     )
     print("| stream | " + " | ".join(f"{p:,.0f}/s" for p in paces) + " |")
     print("|---|" + "---|" * len(paces))
-    for name, X, y, labels, _ in streams(n, quick):
+    drift_rows = []
+    for name, X, y, labels, switches in streams(n, quick):
         cells = []
         for p in paces:
-            acc, share, rate, lag = run_learnd_paced(X, y, labels, p)
-            cells.append(f"{acc:.3f}, {share:.0%}, {_rate(len(y), len(y) / rate)}, {lag:,}")
+            r = run_learnd_paced(X, y, labels, p)
+            cells.append(
+                f"{r.accuracy:.3f}, {r.rehearsed:.0%}, {_rate(len(y), len(y) / r.rate)},"
+                f" {r.max_lag:,}"
+            )
+            if switches:
+                delays, false = alarm_delays(r.alarms, switches)
+                drift_rows.append((name, p, switches, delays, false, recovery(r.correct, switches)))
         print(f"| {name} ({len(y):,}) | " + " | ".join(cells) + " |", flush=True)
+    print("\nlearnd's drift alarms and recovery at those rates (events; '-' as in the main run)\n")
+    print("| stream | rate | switches at | alarm delay | false alarms | learnd recovery |")
+    print("|---|---|---|---|---|---|")
+    for name, p, switches, delays, false, rec in drift_rows:
+        print(
+            f"| {name} | {p:,.0f}/s | {', '.join(f'{s:,}' for s in switches)} | {_list(delays)} |"
+            f" {false} | {_list(rec)} |"
+        )
 
 
 def river_systems(k, seed=7):
@@ -193,7 +220,7 @@ def river_systems(k, seed=7):
     ]
 
 
-def paced_over_seeds(n, quick, pace, k):
+def paced_over_seeds(n, quick, pace, k, others=True):
     """At one arrival rate, learnd over model seeds 0..k-1 against the best other system over
     its seeds 7..7+k-1 (LR and VW draw nothing at random: run once). On the small streams one
     seed's accuracy moves by up to a point either way, for learnd and for ARF alike, so a single
@@ -218,6 +245,16 @@ def paced_over_seeds(n, quick, pace, k):
     )
     print("|---|---|---|---|---|---|---|")
     for (name, X, y, labels, _), runs, up in zip(data, learnd, ceiling, strict=True):
+        accs = [r.accuracy for r in runs]
+        share = np.mean([r.rehearsed for r in runs])
+        rate = min(r.rate for r in runs)  # the slowest run
+        head = (
+            f"| {name} ({len(y):,}) | {_spread(accs)} |{{}}| {share:.0%},"
+            f" {_rate(len(y), len(y) / rate)} | {np.mean(up):.4f} |"
+        )
+        if not others:
+            print(head.format(" not run ") + " not run | not run |", flush=True)
+            continue
         refs: dict[str, list[float]] = {}
         for seed in range(7, 7 + k):
             for system, model in river_systems(len(labels), seed):
@@ -230,14 +267,9 @@ def paced_over_seeds(n, quick, pace, k):
             refs["VW logistic"] = [float(vw[1].mean())]
         best = max(refs, key=lambda system: np.mean(refs[system]))
         line = float(np.mean(refs[best])) - 0.005
-        accs = [r[0] for r in runs]
-        share = np.mean([r[1] for r in runs])
-        rate = min(r[2] for r in runs)  # the slowest run
         print(
-            f"| {name} ({len(y):,}) | {_spread(accs)} | {sum(a >= line for a in accs)}/{k} |"
-            f" {share:.0%}, {_rate(len(y), len(y) / rate)} | {np.mean(up):.4f} |"
-            f" {best}: {_spread(refs[best])} |"
-            f" {line:.4f} |",
+            head.format(f" {sum(a >= line for a in accs)}/{k} ")
+            + f" {best}: {_spread(refs[best])} | {line:.4f} |",
             flush=True,
         )
 
@@ -341,7 +373,8 @@ def main():
     if args.pace and args.seeds:
         torch.set_num_threads(1)
         n = 20_000 if args.quick else args.events
-        paced_over_seeds(n, args.quick, float(args.pace.split(",")[0]), args.seeds)
+        pace = float(args.pace.split(",")[0])
+        paced_over_seeds(n, args.quick, pace, args.seeds, others=not args.learnd_only)
         return
     if args.pace:
         torch.set_num_threads(1)

@@ -206,7 +206,8 @@ class ReplayConfig(_Section):
     ``window`` learned events, but only while the consumer lag is at most ``max_lag`` records:
     compute the learner has to spare while live, given back as soon as it falls behind. While
     the window refills (from the start, and after a drift alarm empties it) it takes
-    ``refill_steps_per_batch``, once full ``steps_per_batch``. Chosen with bench/quality.py
+    ``refill_steps_per_batch``, once full ``steps_per_batch``, and rehearses up to a lag of
+    ``refill_max_lag``. Chosen with bench/quality.py
     (see README "Learning quality"): over seven streams at 20k events, a constant 3 steps lifted
     the mean prequential accuracy from .892 to .918, 8 steps to .926 but cost Hyperplane, a
     continuously drifting stream, 1.3 points at 100k (3 steps: 0.6); 8 while refilling and 3
@@ -217,6 +218,16 @@ class ReplayConfig(_Section):
     refill_steps_per_batch: int = Field(8, ge=0, le=32)
     window: int = Field(2000, ge=1, le=1_000_000)
     max_lag: int = Field(1000, ge=0)
+    # While the window refills, rehearsal goes on up to this lag: headroom above max_lag kept
+    # for when rehearsal matters most, a young model and a new concept. Under load the lag
+    # hovers at max_lag, so without it an alarm found no compute to rehearse with. At 100,000
+    # events/s (bench/quality.py --pace, 5 runs against 3): SEA's recoveries after its second
+    # and third switches went from 1,170-1,670 and 1,330-1,610 events to 960-1,120 and
+    # 1,100-1,300 (ARF: 1,100 and 1,250); over 5 model seeds Agrawal +0.5 points, ImageSegments
+    # +0.6, Bananas +0.25. 2,000 recovered more slowly; with 5,000 Hyperplane's rate fell to
+    # 92k/s and Agrawal did not recover from its second switch.
+    # A value below max_lag counts as max_lag (no extra headroom).
+    refill_max_lag: int = Field(3000, ge=0)
 
 
 class GateConfig(_Section):

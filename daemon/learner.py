@@ -242,8 +242,13 @@ class Learner:
         model, or one facing a new concept, gains most from passes over what it has seen),
         ``steps_per_batch`` once it is full."""
         rp = self.learning.replay
-        filling = len(self.window) < self.window.capacity
-        return rp.refill_steps_per_batch if filling else rp.steps_per_batch
+        return rp.refill_steps_per_batch if self.refilling else rp.steps_per_batch
+
+    @property
+    def refilling(self) -> bool:
+        """Whether the replay window is refilling: from the start, and after a drift alarm or
+        a rollback emptied it."""
+        return len(self.window) < self.window.capacity
 
     def replay(self, steps: int | None = None) -> int:
         """Take up to ``steps`` (default: :meth:`rehearsal_steps`) optimizer steps on batches

@@ -243,9 +243,12 @@ class Pipeline:
 
     @property
     def keeping_up(self) -> bool:
-        """Whether the consumer lag is at most ``learning.replay.max_lag``: only then is there
-        compute to spare for rehearsal."""
-        return self.lag <= self.cfg.learning.replay.max_lag
+        """Whether the consumer lag leaves compute to spare for rehearsal: at most
+        ``learning.replay.max_lag``, or ``refill_max_lag`` while the replay window refills."""
+        replay = self.cfg.learning.replay
+        if self.learner.refilling:
+            return self.lag <= max(replay.max_lag, replay.refill_max_lag)
+        return self.lag <= replay.max_lag
 
     def replay_steps(self) -> int:
         """Rehearsal steps per micro-batch now: none while behind the log."""

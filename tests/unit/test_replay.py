@@ -157,6 +157,38 @@ def test_more_rehearsal_while_the_window_refills_at_start_and_after_an_alarm():
     assert lrn.rehearsal_steps() == 5 and lrn.replay() == 5
 
 
+def test_a_refilling_window_is_rehearsed_up_to_refill_max_lag_a_full_one_up_to_max_lag(tmp_path):
+    cfg = sea_config(
+        tmp_path,
+        learning={
+            "replay": {"window": 320, "max_lag": 1000, "refill_max_lag": 3000},
+            "catch_up_lag": None,
+        },
+    )
+    _, pipe, _, _ = build(cfg)
+    X = np.random.default_rng(0).uniform(0, 10, size=(1000, 3)).astype(np.float32)
+    y = (X[:, 0] + X[:, 1] > 10).astype(np.float32)  # SEA's first concept
+    steps = []
+    for i in range(0, 640, 32):
+        pipe.set_backlog(2000)  # above max_lag, below refill_max_lag
+        steps.append(pipe.replay_steps())
+        pipe.learn_arrays(X[i : i + 32], y[i : i + 32])
+    assert steps == [8] * 10 + [0] * 10  # the window is full after 10 batches (320 events)
+    assert pipe.learner.replay_steps == 8 * 9  # none on the first batch: nothing learned yet
+    pipe.learner.on_drift()  # an alarm empties it: headroom again
+    assert pipe.replay_steps() == 8
+    pipe.set_backlog(3001)
+    assert pipe.replay_steps() == 0
+    pipe.set_backlog(1000)
+    pipe.learn_arrays(X[640:960], y[640:960])  # refilled in one batch of 320
+    assert not pipe.learner.refilling and pipe.replay_steps() == 3
+    # a refill_max_lag below max_lag counts as max_lag
+    low = sea_config(tmp_path, learning={"replay": {"max_lag": 1000, "refill_max_lag": 10}})
+    _, pipe, _, _ = build(low)
+    pipe.set_backlog(1000)
+    assert pipe.learner.refilling and pipe.replay_steps() == 8
+
+
 def test_a_rehearsal_step_that_raises_is_counted_and_learning_goes_on(tmp_path):
     cfg = sea_config(tmp_path)
     svc, pipe, src, dead = build(cfg)
