@@ -118,12 +118,13 @@ def run_learnd_recorded(X, y, labels, behind=False, seed=0):
     """learnd with per-event correctness recorded.
 
     ``behind``: as when the consumer lags the log by more than ``learning.replay.max_lag``
-    records (but less than ``catch_up_lag``): micro-batches of 32 without rehearsal. Otherwise
-    as when it keeps up: each batch followed by the rehearsal steps (the default config both
-    ways)."""
+    and ``refill_max_lag`` records (but less than ``catch_up_lag``): micro-batches of 32
+    without rehearsal. Otherwise as when it keeps up: each batch followed by the rehearsal
+    steps (the default config both ways)."""
     cfg, pipe, yy, errors = _learnd(X, y, labels, seed)
     if behind:
-        pipe.set_backlog(cfg.learning.replay.max_lag + 1)
+        replay = cfg.learning.replay
+        pipe.set_backlog(max(replay.max_lag, replay.refill_max_lag) + 1)
         assert pipe.replay_steps() == 0 and pipe.batcher.size == cfg.learning.batch_size
     b = cfg.learning.batch_size
     t0 = time.perf_counter()
