@@ -354,7 +354,8 @@ def main():
         type=int,
         default=0,
         metavar="K",
-        help="only compare SEA recoveries (learnd both ways, ARF) over seeds 7..7+K-1",
+        help="only compare SEA recoveries (learnd both ways, or at --pace R; ARF) over seeds"
+        " 7..7+K-1",
     )
     ap.add_argument(
         "--pace",
@@ -377,6 +378,11 @@ def main():
         pace = float(args.pace.split(",")[0])
         paced_over_seeds(n, args.quick, pace, args.seeds, others=not args.learnd_only)
         return
+    if args.recovery_seeds:
+        torch.set_num_threads(1)
+        pace = float(args.pace.split(",")[0]) if args.pace else None
+        recovery_over_seeds(args.events, args.recovery_seeds, not args.learnd_only, pace)
+        return
     if args.pace:
         torch.set_num_threads(1)
         paced(
@@ -384,10 +390,6 @@ def main():
             args.quick,
             [float(r) for r in args.pace.split(",")],
         )
-        return
-    if args.recovery_seeds:
-        torch.set_num_threads(1)
-        recovery_over_seeds(args.events, args.recovery_seeds, arf=not args.learnd_only)
         return
     n = 20_000 if args.quick else args.events
     torch.set_num_threads(1)
@@ -445,32 +447,37 @@ def main():
         )
 
 
-def recovery_over_seeds(n, k, arf=True):
+def recovery_over_seeds(n, k, arf=True, pace=None):
     """SEA's recoveries after each switch, per seed, and how often learnd beat ARF: one seed's
-    recoveries turn on where the hard stretches of that seed's stream fall."""
+    recoveries turn on where the hard stretches of that seed's stream fall. With ``pace``,
+    learnd is fed at that many events/s instead (``run_learnd_paced``)."""
     print(f"SEA, {n:,} events, 3 abrupt switches; recovery in events (within 1 point of the")
     print("2,000 events before the switch, over 500; '-': not before the next switch)\n")
-    print("| seed | learnd, keeping up | learnd, behind | ARF |")
-    print("|---|---|---|---|")
+    modes = [f"learnd at {pace:,.0f}/s"] if pace else ["learnd, keeping up", "learnd, behind"]
+    print("| seed | " + " | ".join(modes) + " | ARF |")
+    print("|---|" + "---|" * (len(modes) + 1))
     rows = []
     for seed in range(7, 7 + k):
         _, X, y, labels, switches = sea(n, seed)
-        up = recovery(run_learnd_recorded(X, y, labels)[1], switches)
-        behind = recovery(run_learnd_recorded(X, y, labels, behind=True)[1], switches)
+        if pace:
+            runs = [recovery(run_learnd_paced(X, y, labels, pace).correct, switches)]
+        else:
+            runs = [
+                recovery(run_learnd_recorded(X, y, labels)[1], switches),
+                recovery(run_learnd_recorded(X, y, labels, behind=True)[1], switches),
+            ]
         ref = recovery(run_river(forest.ARFClassifier(seed=7), X, y)[1], switches) if arf else None
-        rows.append((up, behind, ref))
-        print(
-            f"| {seed} | {_list(up)} | {_list(behind)} | {_list(ref) if ref else 'not run'} |",
-            flush=True,
-        )
+        rows.append((*runs, ref))
+        cells = " | ".join(_list(r) for r in runs)
+        print(f"| {seed} | {cells} | {_list(ref) if ref else 'not run'} |", flush=True)
     if not arf:
         return
-    for mode, i in (("keeping up", 0), ("behind", 1)):
-        wins = [sum(1 for r in rows if _faster(r[i][j], r[2][j])) for j in range(len(rows[0][2]))]
+    for i, mode in enumerate(modes):
+        wins = [sum(1 for r in rows if _faster(r[i][j], r[-1][j])) for j in range(len(rows[0][-1]))]
         med = [_median([r[i][j] for r in rows]) for j in range(len(wins))]
-        ref = [_median([r[2][j] for r in rows]) for j in range(len(wins))]
+        ref = [_median([r[-1][j] for r in rows]) for j in range(len(wins))]
         print(
-            f"\nlearnd {mode}: faster than ARF on {', '.join(f'{w}/{k}' for w in wins)} seeds "
+            f"\n{mode}: faster than ARF on {', '.join(f'{w}/{k}' for w in wins)} seeds "
             f"(switches 1, 2, 3); median recovery {_list(med)} against ARF's {_list(ref)}"
         )
 
