@@ -123,8 +123,7 @@ def run_learnd_recorded(X, y, labels, behind=False, seed=0):
     steps (the default config both ways)."""
     cfg, pipe, yy, errors = _learnd(X, y, labels, seed)
     if behind:
-        replay = cfg.learning.replay
-        pipe.set_backlog(max(replay.max_lag, replay.refill_max_lag) + 1)
+        pipe.set_backlog(cfg.learning.replay.lag_limit(refilling=True) + 1)
         assert pipe.replay_steps() == 0 and pipe.batcher.size == cfg.learning.batch_size
     b = cfg.learning.batch_size
     t0 = time.perf_counter()
@@ -249,30 +248,36 @@ def paced_over_seeds(n, quick, pace, k, others=True):
         accs = [r.accuracy for r in runs]
         share = np.mean([r.rehearsed for r in runs])
         rate = min(r.rate for r in runs)  # the slowest run
-        head = (
-            f"| {name} ({len(y):,}) | {_spread(accs)} |{{}}| {share:.0%},"
-            f" {_rate(len(y), len(y) / rate)} | {np.mean(up):.4f} |"
-        )
-        if not others:
-            print(head.format(" not run ") + " not run | not run |", flush=True)
-            continue
-        refs: dict[str, list[float]] = {}
-        for seed in range(7, 7 + k):
-            for system, model in river_systems(len(labels), seed):
-                skip = system == "river LR" and seed > 7
-                skip |= system == "river ARF" and quick and len(y) > 10_000
-                if not skip:
-                    refs.setdefault(system, []).append(float(run_river(model, X, y)[1].mean()))
-        vw = run_vw(X, y, len(labels))
-        if vw is not None:
-            refs["VW logistic"] = [float(vw[1].mean())]
-        best = max(refs, key=lambda system: np.mean(refs[system]))
-        line = float(np.mean(refs[best])) - 0.005
+        cells = ["not run"] * 3
+        if others:
+            best, ref = _best_other(X, y, labels, k, quick)
+            line = float(np.mean(ref)) - 0.005
+            cells = [
+                f"{sum(a >= line for a in accs)}/{k}",
+                f"{best}: {_spread(ref)}",
+                f"{line:.4f}",
+            ]
         print(
-            head.format(f" {sum(a >= line for a in accs)}/{k} ")
-            + f" {best}: {_spread(refs[best])} | {line:.4f} |",
+            f"| {name} ({len(y):,}) | {_spread(accs)} | {cells[0]} | {share:.0%},"
+            f" {_rate(len(y), len(y) / rate)} | {np.mean(up):.4f} | {cells[1]} | {cells[2]} |",
             flush=True,
         )
+
+
+def _best_other(X, y, labels, k, quick):
+    """The other system with the best mean accuracy over seeds 7..7+k-1, and its accuracies."""
+    refs: dict[str, list[float]] = {}
+    for seed in range(7, 7 + k):
+        for system, model in river_systems(len(labels), seed):
+            skip = system == "river LR" and seed > 7
+            skip |= system == "river ARF" and quick and len(y) > 10_000
+            if not skip:
+                refs.setdefault(system, []).append(float(run_river(model, X, y)[1].mean()))
+    vw = run_vw(X, y, len(labels))
+    if vw is not None:
+        refs["VW logistic"] = [float(vw[1].mean())]
+    best = max(refs, key=lambda system: np.mean(refs[system]))
+    return best, refs[best]
 
 
 def _spread(values):

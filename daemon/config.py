@@ -229,6 +229,10 @@ class ReplayConfig(_Section):
     # A value below max_lag counts as max_lag (no extra headroom).
     refill_max_lag: int = Field(3000, ge=0)
 
+    def lag_limit(self, refilling: bool) -> int:
+        """The largest consumer lag at which rehearsal goes on."""
+        return max(self.max_lag, self.refill_max_lag) if refilling else self.max_lag
+
 
 class GateConfig(_Section):
     """The publish gate (see daemon/gate.py): candidates are scored on fresh events first."""

@@ -245,10 +245,7 @@ class Pipeline:
     def keeping_up(self) -> bool:
         """Whether the consumer lag leaves compute to spare for rehearsal: at most
         ``learning.replay.max_lag``, or ``refill_max_lag`` while the replay window refills."""
-        replay = self.cfg.learning.replay
-        if self.learner.refilling:
-            return self.lag <= max(replay.max_lag, replay.refill_max_lag)
-        return self.lag <= replay.max_lag
+        return self.lag <= self.cfg.learning.replay.lag_limit(self.learner.refilling)
 
     def replay_steps(self) -> int:
         """Rehearsal steps per micro-batch now: none while behind the log."""
