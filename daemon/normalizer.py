@@ -9,11 +9,26 @@ Examples
 ([2.0, 20.0], [1.0, 10.0])
 >>> n.transform(np.array([[3.0, 30.0]])).tolist()
 [[1.0, 1.0]]
+
+A column that has not varied yet carries no scale: it standardises to 0, whatever value comes
+(as river's ``StandardScaler``), rather than to ``(x - mean) / sqrt(eps)``, which would turn the
+first different value into an input of ~1e4:
+
+>>> n = Standardizer(1)
+>>> n.update_many(np.zeros((100, 1)))
+>>> n.transform(np.array([[1.0]])).tolist()
+[[0.0]]
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+
+# A column counts as constant while its variance is below this share of its squared mean: the
+# rounding of the float64 running sums of a constant column, far below any variation a float32
+# input can express (~6e-8 of the value).
+CONSTANT_RTOL = 1e-12
 
 
 class Standardizer:
@@ -51,8 +66,12 @@ class Standardizer:
         self.count = total
 
     def scale(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(mean, 1/std)`` as float32 arrays, for a serving copy."""
-        inv = 1.0 / np.sqrt(self.var + self.eps)
+        """``(mean, 1/std)`` as float32 arrays, for a serving copy; ``1/std`` is 0 for a
+        column that has been constant so far."""
+        var = self.var
+        inv = 1.0 / np.sqrt(var + self.eps)
+        if self.count >= 2:
+            inv[var <= (CONSTANT_RTOL * self.mean) ** 2] = 0.0
         return self.mean.astype(np.float32), inv.astype(np.float32)
 
     def transform(self, X: np.ndarray) -> np.ndarray:
