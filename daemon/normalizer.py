@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 # A column counts as constant while its variance is below this share of its squared mean: the
 # rounding of the float64 running sums of a constant column, far below any variation a float32
 # input can express (~6e-8 of the value).
