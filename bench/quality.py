@@ -4,6 +4,7 @@
     .venv/bin/python bench/quality.py --quick    # 20k events, no ARF on the long streams
     .venv/bin/python bench/quality.py --pace 30000,100000   # learnd with events arriving at a rate
     .venv/bin/python bench/quality.py --pace 100000 --seeds 5   # over seeds, against the best (~25 min)
+    .venv/bin/python bench/quality.py --pace 100000 --seeds 12 --streams Phishing,Bananas
 
 Every system sees the same seeded streams, test-then-train, one example at a time for river
 and VW and in learnd's default micro-batches for learnd (through ``Pipeline.learn_arrays``: the
@@ -68,7 +69,8 @@ def sea(n, seed=7):
     return ("SEA, 3 abrupt switches", *_arrays(pairs), sw)
 
 
-def streams(n, quick):
+def streams(n, quick, only=()):
+    """The seven streams, or those whose names start with one of ``only`` (any case)."""
     out = [sea(n)]
     hp = synth.Hyperplane(seed=7, n_features=10, mag_change=0.001)
     out.append(("Hyperplane(10, mag_change .001)", *_arrays(hp.take(n)), []))
@@ -81,6 +83,10 @@ def streams(n, quick):
         ("Shuttle", datasets.Shuttle()),
     ):
         out.append((f"{name}", *_arrays(iter(ds)), []))
+    if only:
+        out = [s for s in out if s[0].lower().startswith(tuple(o.lower() for o in only))]
+        if not out:
+            raise SystemExit(f"--streams {','.join(only)} names none of the streams")
     return out
 
 
@@ -174,7 +180,7 @@ class PacedRun(NamedTuple):
     alarms: list[int]  # event positions of the drift alarms
 
 
-def paced(n, quick, paces):
+def paced(n, quick, paces, only=()):
     """learnd's accuracy with its events arriving at each of ``paces`` (events/s)."""
     print(
         f"learnd with events arriving at a fixed rate (synthetic streams {n:,} events): accuracy,"
@@ -183,7 +189,7 @@ def paced(n, quick, paces):
     print("| stream | " + " | ".join(f"{p:,.0f}/s" for p in paces) + " |")
     print("|---|" + "---|" * len(paces))
     drift_rows = []
-    for name, X, y, labels, switches in streams(n, quick):
+    for name, X, y, labels, switches in streams(n, quick, only):
         cells = []
         for p in paces:
             r = run_learnd_paced(X, y, labels, p)
@@ -220,13 +226,13 @@ def river_systems(k, seed=7):
     ]
 
 
-def paced_over_seeds(n, quick, pace, k, others=True):
+def paced_over_seeds(n, quick, pace, k, others=True, only=()):
     """At one arrival rate, learnd over model seeds 0..k-1 against the best other system over
     its seeds 7..7+k-1 (LR and VW draw nothing at random: run once). On the small streams one
     seed's accuracy moves by up to a point either way, for learnd and for ARF alike, so a single
     seed can put either side of a 0.5-point line. All learnd runs come first, so that nothing
     else was running in this process while they were timed."""
-    data = streams(n, quick)
+    data = streams(n, quick, only)
     learnd = [
         [run_learnd_paced(X, y, labels, pace, s) for s in range(k)] for _, X, y, labels, _ in data
     ]
@@ -376,12 +382,19 @@ def main():
         help="with --pace R: learnd over K model seeds at R events/s against the best other"
         " system over K seeds (slow: ARF runs K times per stream)",
     )
+    ap.add_argument(
+        "--streams",
+        default="",
+        metavar="NAME[,NAME...]",
+        help="only the streams whose names start with these (e.g. Phishing,Bananas)",
+    )
     args = ap.parse_args()
+    only = tuple(s for s in args.streams.split(",") if s)
     if args.pace and args.seeds:
         torch.set_num_threads(1)
         n = 20_000 if args.quick else args.events
         pace = float(args.pace.split(",")[0])
-        paced_over_seeds(n, args.quick, pace, args.seeds, others=not args.learnd_only)
+        paced_over_seeds(n, args.quick, pace, args.seeds, not args.learnd_only, only)
         return
     if args.recovery_seeds:
         torch.set_num_threads(1)
@@ -394,6 +407,7 @@ def main():
             20_000 if args.quick else args.events,
             args.quick,
             [float(r) for r in args.pace.split(",")],
+            only,
         )
         return
     n = 20_000 if args.quick else args.events
@@ -410,7 +424,7 @@ def main():
     print("| stream | " + " | ".join(header) + " |")
     print("|---|" + "---|" * len(header))
     drift_rows = []
-    for name, X, y, labels, switches in streams(n, args.quick):
+    for name, X, y, labels, switches in streams(n, args.quick, only):
         k = len(labels)
         cells = []
         arf_correct = None
