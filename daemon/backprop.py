@@ -104,6 +104,17 @@ class Backprop:
         return raw, loss
 
     @torch.no_grad()
+    def forward(self, x: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+        """Raw outputs of the same layers with other weights: ``params`` holds each layer's
+        weight and bias in order, as ``net.parameters()`` does (e.g. views of an average of the
+        weights, :mod:`daemon.averaging`). Nothing is kept for :meth:`backward`."""
+        h = x
+        for i, tanh in enumerate(self._tanh):
+            h = F.linear(h, params[2 * i], params[2 * i + 1])
+            h = h.tanh_() if tanh else h.relu_()
+        return F.linear(h, params[-2], params[-1])
+
+    @torch.no_grad()
     def backward(self, target: torch.Tensor) -> None:
         """Gradients of the last :meth:`loss` call, written into the ``.grad`` buffers."""
         raw = self._raw

@@ -28,10 +28,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from daemon.averaging import WeightAverage
 from daemon.backprop import Backprop
 from daemon.config import LearningConfig, ModelConfig, SchemaConfig
 from daemon.errors import StartupError
-from daemon.model import build_model, count_parameters, linear_layers, share_one_buffer
+from daemon.model import build_model, count_parameters, share_one_buffer, views_like
 from daemon.normalizer import Standardizer
 from daemon.optim_step import FusedAdamStep
 from daemon.replay_window import ReplayWindow
@@ -116,6 +117,11 @@ class Learner:
         # Loading a state copies into these same tensors, so the list stays valid.
         self._params: list[torch.Tensor] = list(self.net.parameters())
         self._flat = share_one_buffer(self._params)  # the weights, all in one tensor
+        # What predicts and is served: an average of the weights (daemon/averaging.py), and
+        # its layers as views laid out like the parameters.
+        self.average = WeightAverage(self._flat, learning.average_decay)
+        self._avg_params = views_like(self.average.buffer, self._params)
+        self._now_params = views_like(self.average.now, self._params)
         self.optimizer = _make_optimizer(
             learning.optimizer,
             self._params,
@@ -214,8 +220,9 @@ class Learner:
         xb = torch.from_numpy(self.x_scaler.transform(X)).to(self.device)
         target = self._target(y)
         bp = self._backprop
+        self.average.fold(self._flat)  # the steps since the last batch, before predicting
         raw, loss = bp.loss(xb, target)
-        outputs = self._outputs(raw)
+        outputs = self._outputs(bp.forward(xb, self._avg_params) if self.average.enabled else raw)
         loss_value = float(loss)
         applied = math.isfinite(loss_value)
         if applied:
@@ -342,20 +349,27 @@ class Learner:
             self.net.load_state_dict(self._last_good["model"])
             self.optimizer.load_state_dict(copy.deepcopy(self._last_good["optimizer"]))
             self._loss_avg = self._last_good["loss_avg"]
+        self.average.reset(self._flat)
         self.rollbacks += 1
         self.bad_steps = 0
         self.window.clear()  # it may hold what broke the model
 
     @torch.inference_mode()
     def predict_many(self, X: np.ndarray) -> np.ndarray:
-        self.net.eval()
+        """Outputs of the model served: the average of the weights (or the weights, with
+        averaging off)."""
         xb = torch.from_numpy(self.x_scaler.transform(X)).to(self.device)
+        if self.average.enabled:
+            self.average.current(self._flat)
+            return self._outputs(self._backprop.forward(xb, self._now_params))
+        self.net.eval()
         return self._outputs(self.net(xb))
 
     def on_drift(self) -> None:
         """React to a concept-drift alarm: boost the learning rate; optionally forget moments."""
         self.schedule.on_drift(self.steps)
         self.window.clear()  # the old concept is not to be rehearsed
+        self.average.reset(self._flat)  # nor averaged into the weights served
         if self.learning.drift.reset_optimizer:
             self.optimizer.state.clear()
 
@@ -366,6 +380,7 @@ class Learner:
         state = other.state_dict()  # copies: nothing is shared with ``other``
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.average.load_state_dict(state["average"], self._flat)
         self.x_scaler.load_state_dict(state["x_scaler"])
         self.y_scaler.load_state_dict(state["y_scaler"])
         self.window.load_state_dict(state["window"])  # the new concept's recent events
@@ -379,13 +394,17 @@ class Learner:
         self._last_good_step = self.steps
 
     def export(self) -> DenseWeights:
-        """A detached copy for serving: never the tensors being trained."""
-        layers = linear_layers(self.net)
+        """A detached copy for serving (of the average of the weights, with averaging on):
+        never the tensors being trained."""
+        params = self._params
+        if self.average.enabled:
+            self.average.current(self._flat)
+            params = self._now_params
         mean, inv = self.x_scaler.scale()
         y_std = math.sqrt(self.y_scaler.var[0] + 1e-8) if self.task == "regression" else 1.0
         return DenseWeights(
-            weights=tuple(m.weight.detach().cpu().numpy().T.copy() for m in layers),
-            biases=tuple(m.bias.detach().cpu().numpy().copy() for m in layers),
+            weights=tuple(w.detach().cpu().numpy().T.copy() for w in params[0::2]),
+            biases=tuple(b.detach().cpu().numpy().copy() for b in params[1::2]),
             activation=self.model_cfg.activation,
             x_mean=mean,
             x_inv_std=inv,
@@ -406,6 +425,7 @@ class Learner:
             # checkpoint written on a GPU loads anywhere), or a caller holding this dict would
             # see it change under it (and a learner loading it would share them).
             "optimizer": _on_cpu(self.optimizer.state_dict()),
+            "average": self.average.state_dict(),
             "schedule": self.schedule.state_dict(),
             "x_scaler": self.x_scaler.state_dict(),
             "y_scaler": self.y_scaler.state_dict(),
@@ -420,6 +440,7 @@ class Learner:
     def load_state_dict(self, state: dict) -> None:
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.average.load_state_dict(state.get("average"), self._flat)  # absent before session 9
         self.schedule.load_state_dict(state["schedule"])
         self.x_scaler.load_state_dict(state["x_scaler"])
         self.y_scaler.load_state_dict(state["y_scaler"])

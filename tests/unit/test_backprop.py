@@ -49,6 +49,9 @@ def test_loss_and_gradients_equal_autograd_bit_for_bit(task, kind, hidden, activ
         want_raw = ref(x)
         want = loss_fn(want_raw, t)
         want.backward()
+        # forward() with other weights (here a copy of the same) runs the same layers
+        other = [p.detach().clone() for p in net.parameters()]
+        assert torch.equal(bp.forward(x, other), want_raw.detach())
         raw, loss = bp.loss(x, t)
         bp.backward(t)
         assert torch.equal(raw, want_raw.detach()) and torch.equal(loss, want.detach())

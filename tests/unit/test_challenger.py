@@ -70,7 +70,7 @@ def test_a_warning_starts_a_challenger_that_is_promoted_and_serves_better(tmp_pa
     ch = pipe.challenger
     assert list(pipe.alarms_at) == [8031]
     assert (ch.warnings, ch.started, ch.promoted, ch.dropped) == (1, 1, 1, 0)
-    assert (ch.started_at, ch.ended_at, ch.state) == (8031, 9280, "idle")
+    assert (ch.started_at, ch.ended_at, ch.state) == (8031, 9344, "idle")
 
     base_errors: list[np.ndarray] = []
     run(pipeline(tmp_path, replay=False, enabled=False), X, y, record=base_errors)
@@ -109,8 +109,8 @@ def test_a_challenger_that_cannot_win_is_dropped_after_max_events():
 
 def test_a_checkpoint_taken_mid_challenge_resumes_it_exactly(tmp_path, device):
     X, y = stream()
-    # With rehearsal the incumbent re-learns this switch fast enough that the challenger never
-    # wins here: it is dropped after max_events, which ends the run the test compares.
+    # With rehearsal and the averaged weights, the challenger wins 64 events after the
+    # checkpoint: the restored run must reach the same promotion at the same event.
     first = pipeline(tmp_path / "a", device, max_events=4000)
     run(first, X, y, stop=8992)  # the challenger started at 8031 and has not won yet
     assert first.challenger.state == "training"
@@ -129,7 +129,7 @@ def test_a_checkpoint_taken_mid_challenge_resumes_it_exactly(tmp_path, device):
     np.testing.assert_array_equal(np.concatenate(a_err), np.concatenate(b_err))
     assert first.challenger.ended_at == restored.challenger.ended_at > 8992
     if device == "cpu":  # the exact event on this stream (CUDA's arithmetic differs)
-        assert first.challenger.ended_at == 12032 and first.challenger.dropped == 1
+        assert first.challenger.ended_at == 9056 and first.challenger.promoted == 1
     Xq = X[-100:]
     np.testing.assert_array_equal(first.learner.predict_many(Xq), restored.learner.predict_many(Xq))
 
