@@ -1,8 +1,9 @@
 """Test-then-train learning on micro-batches with a torch model.
 
-One forward pass serves both halves of the prequential protocol: its outputs are the
-predictions made *before* the batch's labels are used, then the gradients of that same pass are
-taken (written out in daemon/backprop.py, no autograd graph).
+Each batch is predicted *before* its labels are used, by the model that is served: the moving
+average of the weights (daemon/averaging.py), one forward pass. A second pass with the trained
+weights gives the gradients (written out in daemon/backprop.py, no autograd graph). With
+averaging off, that one pass serves both halves.
 
 Examples
 --------
@@ -193,7 +194,8 @@ class Learner:
         return (outputs.argmax(axis=1) != y.astype(np.int64)).astype(np.float64)
 
     def learn_many(self, X: np.ndarray, y: np.ndarray) -> StepResult:
-        """Predict the batch with the current weights, then take one optimizer step on it.
+        """Predict the batch with the served model (the average of the weights, or the weights
+        with averaging off), then take one optimizer step on it.
 
         A batch holding a non-finite value (validation keeps them out) changes nothing: its
         outputs come from the current model and the step is counted as skipped.
