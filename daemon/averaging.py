@@ -88,7 +88,11 @@ class WeightAverage:
         self.buffer.copy_(weights.detach())
         self.folds = 0
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict | None:
+        """None when disabled: the buffer then holds no average, and a learner with averaging
+        on that loads this state starts one from the weights."""
+        if not self.enabled:
+            return None
         return {"buffer": self.buffer.detach().cpu().clone(), "folds": self.folds}
 
     def load_state_dict(self, state: dict | None, weights: torch.Tensor) -> None:

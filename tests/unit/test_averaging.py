@@ -97,6 +97,16 @@ def test_the_average_restarts_at_a_drift_alarm_a_rollback_and_an_old_checkpoint(
         np.testing.assert_array_equal(flat_weights(lrn.export()), lrn._flat.detach().numpy())
 
 
+def test_a_checkpoint_written_with_averaging_off_starts_an_average_from_its_weights():
+    X, y = sea_arrays(3000)
+    off = Learner(SEA, ModelConfig(), LearningConfig(average_decay=0.0), "cpu")
+    learn(off, X, y)
+    on = Learner(SEA, ModelConfig(seed=7), LearningConfig(), "cpu")
+    on.load_state_dict(off.state_dict())
+    assert on.average.folds == 0
+    np.testing.assert_array_equal(flat_weights(on.export()), off._flat.detach().numpy())
+
+
 def test_the_average_predicts_better_than_the_newest_weights_on_noisy_labels():
     for noise in (0.1, 0.2):
         X, y = sea_arrays(20_000, noise=noise)
