@@ -8,11 +8,11 @@ serves the average. Measured with bench/quality.py (README "Learning quality", s
 0.8973 -> 0.8971; SEA +0.2 and Agrawal +0.6 points at 100k events, Hyperplane unchanged.
 
 The average is folded in once per micro-batch, just before the batch is predicted (so after the
-previous batch's step and its rehearsal steps), never per optimizer step. Between batches,
+previous batch's step and its rehearsal steps), never per optimizer step: the horizon is then
+the same number of events whether the learner rehearses (4 or 9 steps a batch) or is behind
+(1). Per step, behind the log, it cost Hyperplane 0.2 points. Between batches,
 :meth:`WeightAverage.current` gives what the next fold will hold, so what is exported or
-predicted at any moment has every step taken so far in it. Once per batch, not per step: the horizon is then the
-same number of events whether the learner rehearses (4 or 9 steps a batch) or is behind (1). Per
-step, behind the log, it cost Hyperplane 0.2 points. The n-th fold since the last reset uses
+predicted at any moment has every step taken so far in it. The n-th fold since the last reset uses
 ``d = min(decay, (1 + n) / (WARMUP + n))`` (TensorFlow's ``ExponentialMovingAverage`` rule for
 ``num_updates``, with 20 for its 10), so that the average of a young model, whose newest weights
 are its best, stays close to them. The average restarts from the weights at a drift alarm (the
@@ -98,10 +98,12 @@ class WeightAverage:
     def load_state_dict(self, state: dict | None, weights: torch.Tensor) -> None:
         """Restore; ``None`` or a buffer of another size (a checkpoint from before averaging,
         or of another model) starts again from ``weights``."""
-        if state is None or torch.as_tensor(state["buffer"]).shape != self.buffer.shape:
+        if state is None:
             self.reset(weights)
             return
-        self.buffer.copy_(
-            torch.as_tensor(state["buffer"]).to(self.buffer.device, self.buffer.dtype)
-        )
+        buf = torch.as_tensor(state["buffer"])
+        if buf.shape != self.buffer.shape:
+            self.reset(weights)
+            return
+        self.buffer.copy_(buf.to(self.buffer.device, self.buffer.dtype))
         self.folds = int(state["folds"])

@@ -361,11 +361,8 @@ class Learner:
         """Outputs of the model served: the average of the weights (or the weights, with
         averaging off)."""
         xb = torch.from_numpy(self.x_scaler.transform(X)).to(self.device)
-        if self.average.enabled:
-            self.average.current(self._flat)
-            return self._outputs(self._backprop.forward(xb, self._now_params))
-        self.net.eval()
-        return self._outputs(self.net(xb))
+        self.average.current(self._flat)
+        return self._outputs(self._backprop.forward(xb, self._now_params))
 
     def on_drift(self) -> None:
         """React to a concept-drift alarm: boost the learning rate; optionally forget moments."""
@@ -398,10 +395,8 @@ class Learner:
     def export(self) -> DenseWeights:
         """A detached copy for serving (of the average of the weights, with averaging on):
         never the tensors being trained."""
-        params = self._params
-        if self.average.enabled:
-            self.average.current(self._flat)
-            params = self._now_params
+        self.average.current(self._flat)
+        params = self._now_params
         mean, inv = self.x_scaler.scale()
         y_std = math.sqrt(self.y_scaler.var[0] + 1e-8) if self.task == "regression" else 1.0
         return DenseWeights(

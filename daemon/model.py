@@ -36,10 +36,6 @@ def build_model(cfg: ModelConfig, n_inputs: int, n_outputs: int) -> nn.Sequentia
         torch.random.set_rng_state(gen_state)
 
 
-def linear_layers(net: nn.Sequential) -> list[nn.Linear]:
-    return [m for m in net if isinstance(m, nn.Linear)]
-
-
 def share_one_buffer(params: list[torch.Tensor]) -> torch.Tensor:
     """Move ``params`` into one contiguous buffer (each becomes a view of it) and return it.
 
