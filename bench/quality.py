@@ -91,9 +91,10 @@ def streams(n, quick, only=()):
 
 
 # ---------------------------------------------------------------- systems
-def _learnd(X, y, labels, seed=0):
-    """learnd's default config (with ``model.seed``) and pipeline for this stream, with each
-    step's errors recorded (the prequential outputs): ``(cfg, pipe, y as learned, errors)``."""
+def _learnd(X, y, labels, seed=0, learning=None):
+    """learnd's default config (with ``model.seed``, and ``learning`` keys over the defaults) and
+    pipeline for this stream, with each step's errors recorded (the prequential outputs):
+    ``(cfg, pipe, y as learned, errors)``."""
     task = "binary" if len(labels) == 2 else "multiclass"
     schema = {"task": task, "n_features": X.shape[1]}
     if task == "multiclass":
@@ -102,6 +103,7 @@ def _learnd(X, y, labels, seed=0):
         {
             "schema": schema,
             "model": {"seed": seed},
+            "learning": learning or {},
             "checkpoint": {"dir": tempfile.mkdtemp()},
             "serving": {"tcp_port": 0},
         }
@@ -120,14 +122,14 @@ def _learnd(X, y, labels, seed=0):
     return cfg, pipe, (y.astype(np.float32) if task == "binary" else y), errors
 
 
-def run_learnd_recorded(X, y, labels, behind=False, seed=0):
+def run_learnd_recorded(X, y, labels, behind=False, seed=0, learning=None):
     """learnd with per-event correctness recorded.
 
     ``behind``: as when the consumer lags the log by more than ``learning.replay.max_lag``
     and ``refill_max_lag`` records (but less than ``catch_up_lag``): micro-batches of 32
     without rehearsal. Otherwise as when it keeps up: each batch followed by the rehearsal
     steps (the default config both ways)."""
-    cfg, pipe, yy, errors = _learnd(X, y, labels, seed)
+    cfg, pipe, yy, errors = _learnd(X, y, labels, seed, learning)
     if behind:
         pipe.set_backlog(cfg.learning.replay.lag_limit(refilling=True) + 1)
         assert pipe.replay_steps() == 0 and pipe.batcher.size == cfg.learning.batch_size
