@@ -133,7 +133,7 @@ def test_replay_runs_only_while_the_consumer_keeps_up(tmp_path):
     assert set(steps[first:]) == {2}
     assert pipe.learner.replay_steps == 2 * len(steps[first:])
     assert gauge("learnd_replay_steps_per_batch") == 2
-    assert gauge("learnd_replay_window_events") == 2000
+    assert gauge("learnd_replay_window_events") == cfg.learning.replay.window  # full
     applied = {
         s.labels["outcome"]: s.value
         for m in registry.collect()
