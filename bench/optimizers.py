@@ -1,7 +1,7 @@
 """Optimizers with fewer knobs, from well-kept libraries, against learnd's default learning.
 
     .venv/bin/pip install -e ".[bench]"          # prodigyopt, dadaptation, schedulefree
-    .venv/bin/python bench/optimizers.py         # 3 model seeds, keeping up and behind (~8 min)
+    .venv/bin/python bench/optimizers.py         # 3 model seeds, keeping up and behind (~7 min)
     .venv/bin/python bench/optimizers.py --seeds 1 --streams Phishing,Hyperplane
 
 learnd's default is Adam at a fixed base rate (0.01) that a drift alarm multiplies by 3 and
