@@ -78,14 +78,29 @@ class ReplayWindow:
 
     def load_state_dict(self, state: dict | None) -> None:
         """Restore rows, ring position and generator; ``None`` (a checkpoint from before the
-        window existed, or of another shape) leaves it empty."""
+        window existed, or of another schema) leaves it empty.
+
+        A window saved at another capacity (``learning.replay.window`` changed across a
+        restart) keeps its newest rows, laid out oldest first: all of them in a larger window,
+        the newest ``capacity`` in a smaller one. Only a window of the same size is restored
+        position for position, which is what makes a restart draw exactly what an
+        uninterrupted run would."""
         self.clear()
         if state is None:
             return
         X = np.asarray(state["X"], np.float32)
-        if X.ndim != 2 or X.shape[1] != self.dim or len(X) > self.capacity:
-            return  # another schema or a smaller window: start empty
-        self._ring.restore(self._join(X, np.asarray(state["y"])), int(state["head"]))
-        self._n = len(X)
+        if X.ndim != 2 or X.shape[1] != self.dim:
+            return  # another schema: start empty
+        rows = self._join(X, np.asarray(state["y"]))
+        head = int(state["head"])
+        n = len(rows)
+        if n != self.capacity:
+            # A ring that has not wrapped holds its rows oldest first with head == n; one that
+            # has holds the oldest at head. Either way, rolled by head they are oldest first.
+            if n:
+                rows = np.roll(rows, -(head % n), axis=0)[-self.capacity :]
+            head = len(rows)  # the next row goes after them (the ring takes it modulo)
+        self._ring.restore(rows, head)
+        self._n = len(rows)
         gen = state["generator"]
         self._gen.set_state(gen if torch.is_tensor(gen) else torch.as_tensor(gen))

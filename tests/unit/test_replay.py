@@ -53,6 +53,31 @@ def test_the_window_keeps_the_newest_rows_and_restores_exactly():
     assert len(other) == 0
 
 
+def test_a_window_restored_at_another_size_keeps_its_newest_rows():
+    # learning.replay.window changed across a restart (the default went from 2,000 to 1,000).
+    w = ReplayWindow(capacity=100, dim=2, seed=4)
+    X = np.arange(500, dtype=np.float32).reshape(250, 2)
+    for i in range(0, 250, 30):  # wrapped: the oldest row is not at position 0
+        w.add(X[i : i + 30], np.arange(i, min(i + 30, 250)))
+    state = w.state_dict()
+    assert state["head"] != 0
+    new = np.full((30, 2), -1.0, np.float32), np.full(30, -1)
+
+    smaller = ReplayWindow(capacity=40, dim=2)
+    smaller.load_state_dict(state)
+    assert len(smaller) == 40 and smaller.rows()[1].tolist() == list(range(210, 250))
+    smaller.add(*new)  # the oldest go first
+    assert smaller.rows()[1].tolist() == list(range(240, 250)) + [-1] * 30
+
+    larger = ReplayWindow(capacity=300, dim=2)
+    larger.load_state_dict(state)
+    assert len(larger) == 100 and np.array_equal(larger.rows()[0], X[150:])
+    larger.add(*new)  # appended after the newest, none of the held rows overwritten
+    assert larger.rows()[1].tolist() == list(range(150, 250)) + [-1] * 30
+    drawn = larger.sample(2000)[1]  # every draw is a row that was learned, none an empty slot
+    assert set(drawn.tolist()) <= set(range(150, 250)) | {-1}
+
+
 def test_replay_lifts_prequential_accuracy_on_a_small_nonlinear_stream():
     X, y = rings()
     accs = {}
