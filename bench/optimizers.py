@@ -45,42 +45,39 @@ class ScheduleFreePoint:
     (its ``eval()``), written into the same buffers, so the learner predicts with it."""
 
     enabled = True
-    decay = 0.0
 
     def __init__(self, average, optimizer):
-        self.buffer, self.now, self.folds = average.buffer, average.now, 0
+        self.buffer, self.now = average.buffer, average.now
         self.optimizer = optimizer
         self.params = optimizer.param_groups[0]["params"]
-        self._views = {
-            id(self.buffer): views_like(self.buffer, self.params),
-            id(self.now): views_like(self.now, self.params),
-        }
+        self._buffer_views = views_like(self.buffer, self.params)
+        self._now_views = views_like(self.now, self.params)
 
     @torch.no_grad()
-    def _eval_point(self, out: torch.Tensor) -> torch.Tensor:
+    def _eval_point(self, views: list[torch.Tensor]) -> None:
         beta1 = self.optimizer.param_groups[0]["betas"][0]
-        for p, view in zip(self.params, self._views[id(out)], strict=True):
+        for p, view in zip(self.params, views, strict=True):
             z = self.optimizer.state[p].get("z")
             if z is None:
                 view.copy_(p)
             else:
                 torch.lerp(p, z, 1 - 1 / beta1, out=view)
-        return out
 
     def fold(self, weights):
-        self._eval_point(self.buffer)
+        self._eval_point(self._buffer_views)
 
     def current(self, weights):
-        return self._eval_point(self.now)
+        self._eval_point(self._now_views)
+        return self.now
 
     def reset(self, weights):
-        self._eval_point(self.buffer)
+        self._eval_point(self._buffer_views)
 
     def state_dict(self):
         return None
 
     def load_state_dict(self, state, weights):
-        self._eval_point(self.buffer)
+        self._eval_point(self._buffer_views)
 
 
 def _library_optimizer(kind: str):
