@@ -15,19 +15,19 @@ import time
 
 import torch
 
-from adapters.kafka_sink import KafkaDeadLetters
-from adapters.prometheus import LearndCollector, MetricsServer, make_registry
-from adapters.serving_metrics import ServingMetrics
-from adapters.serving_processes import ServingProcesses, SummedServingCollector
-from adapters.socket_server import PredictionServer
-from adapters.sources import open_source
-from adapters.storage import LocalCheckpointStore
-from daemon.config import LearndConfig
-from daemon.failpoints import NONE
-from daemon.learner import Learner
-from daemon.pipeline import Pipeline
-from daemon.service import Service
-from daemon.serving import RequestHandler
+from learnd.adapters.kafka.dead_letter_sink import KafkaDeadLetters
+from learnd.adapters.kafka.sources import open_source
+from learnd.adapters.metrics.prometheus import LearndCollector, MetricsServer, make_registry
+from learnd.adapters.serving.metrics import ServingMetrics
+from learnd.adapters.serving.processes import ServingProcesses, SummedServingCollector
+from learnd.adapters.serving.socket_server import PredictionServer
+from learnd.adapters.storage.local import LocalCheckpointStore
+from learnd.daemon.config import LearndConfig
+from learnd.daemon.failpoints import NONE
+from learnd.daemon.learning.learner import Learner
+from learnd.daemon.pipeline import Pipeline
+from learnd.daemon.service import Service
+from learnd.daemon.serving.requests import RequestHandler
 
 log = logging.getLogger("learnd")
 
@@ -134,7 +134,7 @@ class Daemon:
 def _checkpoint_store(cfg: LearndConfig, failpoints):
     ck = cfg.checkpoint
     if ck.store == "s3":
-        from adapters.s3_storage import S3CheckpointStore
+        from learnd.adapters.storage.s3 import S3CheckpointStore
 
         return S3CheckpointStore(
             ck.s3_bucket, ck.s3_prefix, ck.keep, endpoint_url=ck.s3_endpoint_url

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from daemon.ports import Record
+from learnd.daemon.events.record import Record
 
 
 class ListSource:

@@ -1,7 +1,7 @@
 """Reading the config: file (TOML or YAML) < ``LEARND_*`` environment < CLI ``--set`` flags.
 
 Each layer becomes a nested dict; the layers are deep-merged and validated once into the frozen
-:class:`daemon.config.LearndConfig`, so an unknown key from *any* layer stops start-up.
+:class:`learnd.daemon.config.LearndConfig`, so an unknown key from *any* layer stops start-up.
 
 Environment: ``LEARND_<SECTION>__<FIELD>`` (``__`` separates levels), e.g.
 ``LEARND_KAFKA__BOOTSTRAP_SERVERS=broker:9092`` or ``LEARND_LEARNING__DRIFT__DETECTOR=kswin``.
@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from daemon.config import LearndConfig
+from learnd.daemon.config import LearndConfig
 
 ENV_PREFIX = "LEARND_"
 # LEARND_* variables that are not config keys: the config file, the set-up scripts, the tests.

@@ -33,14 +33,14 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
 
-from adapters.bootstrap import Daemon  # noqa: E402
-from adapters.broker import EmbeddedBroker, free_port  # noqa: E402
-from adapters.client import LearndClient  # noqa: E402
-from adapters.kafka_topics import ensure_topics  # noqa: E402
-from adapters.settings import build_config  # noqa: E402
-from daemon.events import EventDecoder  # noqa: E402
-from daemon.model import build_model, count_parameters  # noqa: E402
-from daemon.synthetic import DriftingSEA  # noqa: E402
+from learnd.adapters.bootstrap import Daemon  # noqa: E402
+from learnd.adapters.kafka.broker import EmbeddedBroker, free_port  # noqa: E402
+from learnd.adapters.kafka.topics import ensure_topics  # noqa: E402
+from learnd.adapters.serving.client import LearndClient  # noqa: E402
+from learnd.adapters.settings import build_config  # noqa: E402
+from learnd.daemon.events.decoder import EventDecoder  # noqa: E402
+from learnd.daemon.events.synthetic import DriftingSEA  # noqa: E402
+from learnd.daemon.learning.model import build_model, count_parameters  # noqa: E402
 
 HIDDEN = {"10k": (96, 96), "100k": (310, 310), "1M": (1000, 1000)}
 
@@ -105,7 +105,7 @@ def raw_consume_confluent(bootstrap, topic, n, partitions, decode=False):
         from confluent_kafka import TopicPartition as CTP
     except ImportError:
         return None
-    from daemon.ports import Record
+    from learnd.daemon.events.record import Record
 
     decoder = EventDecoder(
         build_config(environ={}, defaults={"schema": {"features": ["x1", "x2", "x3"]}}).schema_

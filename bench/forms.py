@@ -26,11 +26,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from daemon.compress import FORMS, Unavailable, build_form, call_times  # noqa: E402
-from daemon.config import CompressionConfig, LearningConfig, ModelConfig, SchemaConfig  # noqa: E402
-from daemon.learner import Learner  # noqa: E402
-from daemon.snapshot import Draft, Snapshot  # noqa: E402
-from daemon.synthetic import FEATURES, DriftingSEA  # noqa: E402
+from learnd.daemon.config import CompressionConfig, LearningConfig, ModelConfig, SchemaConfig  # noqa: E402
+from learnd.daemon.events.synthetic import FEATURES, DriftingSEA  # noqa: E402
+from learnd.daemon.learning.learner import Learner  # noqa: E402
+from learnd.daemon.serving.compress import FORMS, Unavailable, build_form, call_times  # noqa: E402
+from learnd.daemon.serving.snapshot import Draft, Snapshot  # noqa: E402
 
 
 def sea(n):

@@ -19,8 +19,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from daemon.config import LearningConfig, ModelConfig, SchemaConfig  # noqa: E402
-from daemon.learner import Learner  # noqa: E402
+from learnd.daemon.config import LearningConfig, ModelConfig, SchemaConfig  # noqa: E402
+from learnd.daemon.learning.learner import Learner  # noqa: E402
 
 
 def rate(device, hidden, batch, n, dim=3):

@@ -17,7 +17,7 @@ Schedule-free methods train one sequence of weights and are meant to be evaluate
 (what their ``eval()`` swaps in). Here the learner's weight average is replaced by that point, so
 every prediction comes from it; they keep their own averaging and learnd's is off for them.
 
-The optimizer goes in by replacing ``daemon.learner._make_optimizer`` for the run: the daemon
+The optimizer goes in by replacing ``learnd.daemon.learning.learner._make_optimizer`` for the run: the daemon
 offers only torch's optimizers (``learning.optimizer``), and none of these beat its default here
 (README, "Learning quality").
 """
@@ -35,12 +35,12 @@ import numpy as np  # noqa: E402
 import quality  # noqa: E402
 import torch  # noqa: E402
 
-from daemon import learner as learner_module  # noqa: E402
-from daemon.model import views_like  # noqa: E402
+from learnd.daemon.learning import learner as learner_module  # noqa: E402
+from learnd.daemon.learning.model import views_like  # noqa: E402
 
 
 class ScheduleFreePoint:
-    """Stands in for the learner's :class:`~daemon.averaging.WeightAverage`: what it holds is
+    """Stands in for the learner's :class:`~learnd.daemon.learning.averaging.WeightAverage`: what it holds is
     the point a schedule-free optimizer evaluates at, ``lerp(y, z, 1 - 1/beta1)`` per parameter
     (its ``eval()``), written into the same buffers, so the learner predicts with it."""
 

@@ -34,10 +34,10 @@ import torch  # noqa: E402
 from river import datasets, forest, linear_model, multiclass, preprocessing, tree  # noqa: E402
 from river.datasets import synth  # noqa: E402
 
-from adapters.fakes import ListDeadLetters, ManualClock  # noqa: E402
-from daemon.config import LearndConfig  # noqa: E402
-from daemon.learner import Learner  # noqa: E402
-from daemon.pipeline import Pipeline  # noqa: E402
+from learnd.adapters.fakes import ListDeadLetters, ManualClock  # noqa: E402
+from learnd.daemon.config import LearndConfig  # noqa: E402
+from learnd.daemon.learning.learner import Learner  # noqa: E402
+from learnd.daemon.pipeline import Pipeline  # noqa: E402
 
 RECOVERY_WINDOW = 500
 

@@ -24,12 +24,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from adapters.broker import EmbeddedBroker, free_port  # noqa: E402
-from adapters.client import LearndClient  # noqa: E402
-from adapters.kafka_topics import ensure_topics  # noqa: E402
-from adapters.settings import build_config  # noqa: E402
 from bench.soak import LEARND, daemon_env, info, produce  # noqa: E402
-from daemon.synthetic import DriftingSEA  # noqa: E402
+from learnd.adapters.kafka.broker import EmbeddedBroker, free_port  # noqa: E402
+from learnd.adapters.kafka.topics import ensure_topics  # noqa: E402
+from learnd.adapters.serving.client import LearndClient  # noqa: E402
+from learnd.adapters.settings import build_config  # noqa: E402
+from learnd.daemon.events.synthetic import DriftingSEA  # noqa: E402
 
 X = [5.0, 4.0, 1.0]
 

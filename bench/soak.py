@@ -31,12 +31,12 @@ import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 from kafka import KafkaProducer  # noqa: E402
 
-from adapters.broker import EmbeddedBroker, free_port  # noqa: E402
-from adapters.client import LearndClient  # noqa: E402
-from adapters.kafka_topics import ensure_topics  # noqa: E402
-from adapters.settings import build_config  # noqa: E402
-from adapters.storage import LocalCheckpointStore  # noqa: E402
-from daemon.synthetic import DriftingSEA  # noqa: E402
+from learnd.adapters.kafka.broker import EmbeddedBroker, free_port  # noqa: E402
+from learnd.adapters.kafka.topics import ensure_topics  # noqa: E402
+from learnd.adapters.serving.client import LearndClient  # noqa: E402
+from learnd.adapters.settings import build_config  # noqa: E402
+from learnd.adapters.storage.local import LocalCheckpointStore  # noqa: E402
+from learnd.daemon.events.synthetic import DriftingSEA  # noqa: E402
 
 LEARND = str(Path(sys.executable).parent / "learnd")
 
@@ -103,7 +103,7 @@ def consumer_child(pid):
                 cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
             except FileNotFoundError:
                 continue
-            if b"adapters.consumer_process" in cmdline:
+            if b"learnd.adapters.kafka.consumer_process" in cmdline:
                 return int(child)
     return None
 
@@ -279,11 +279,11 @@ def kills(args):
 
 # ---------------------------------------------------------------- swaps
 def swaps(args):
-    from adapters.socket_server import PredictionServer
-    from daemon.config import SchemaConfig, ServingConfig
-    from daemon.serving import RequestHandler
-    from daemon.snapshot import Draft, SnapshotRef
-    from daemon.weights import DenseWeights
+    from learnd.adapters.serving.socket_server import PredictionServer
+    from learnd.daemon.config import SchemaConfig, ServingConfig
+    from learnd.daemon.serving.requests import RequestHandler
+    from learnd.daemon.serving.snapshot import Draft, SnapshotRef
+    from learnd.daemon.serving.weights import DenseWeights
 
     schema = SchemaConfig(task="binary", n_features=3)
     rng = np.random.default_rng(0)
@@ -306,8 +306,8 @@ def swaps(args):
     ref = SnapshotRef(keep=args.swaps + 2)
     ref.publish(draft(1))
     if args.processes:
-        from adapters.serving_processes import ServingProcesses
-        from daemon.config import LearndConfig
+        from learnd.adapters.serving.processes import ServingProcesses
+        from learnd.daemon.config import LearndConfig
 
         cfg = LearndConfig.model_validate(
             {
@@ -426,7 +426,7 @@ def disk_full(args):
     cfg = build_config(environ=env)
     ensure_topics(cfg.kafka, partitions=1)
     check = (
-        f"from adapters.storage import LocalCheckpointStore as S; "
+        f"from learnd.adapters.storage.local import LocalCheckpointStore as S; "
         f"s = S('{state}').load_latest(); print('loads', s['id'], s['learner']['events_learned'])"
     )
     # the tmpfs exists only in this mount namespace: check the checkpoint there, after exit
@@ -513,12 +513,17 @@ def main():
 # ---------------------------------------------------------------- label poisoning
 def poison(args):
     """RELIABILITY test 15: 30% flipped labels for 3k events, in-process with fakes."""
-    from adapters.fakes import ListDeadLetters, ListSource, ManualClock, MemoryCheckpointStore
-    from daemon.config import LearndConfig
-    from daemon.learner import Learner
-    from daemon.pipeline import Pipeline
-    from daemon.service import Service
-    from daemon.snapshot import Snapshot
+    from learnd.adapters.fakes import (
+        ListDeadLetters,
+        ListSource,
+        ManualClock,
+        MemoryCheckpointStore,
+    )
+    from learnd.daemon.config import LearndConfig
+    from learnd.daemon.learning.learner import Learner
+    from learnd.daemon.pipeline import Pipeline
+    from learnd.daemon.service import Service
+    from learnd.daemon.serving.snapshot import Snapshot
 
     cfg = LearndConfig.model_validate(
         {

@@ -2,7 +2,7 @@
 
 Every section rejects unknown keys, and contradictory values fail validation with a message
 that names the field and its valid values. This module only *describes* the config; reading
-files, the environment and CLI flags is done by ``adapters.settings``.
+files, the environment and CLI flags is done by ``learnd.adapters.settings``.
 
 Examples
 --------

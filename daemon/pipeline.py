@@ -16,20 +16,21 @@ from typing import Any
 
 import numpy as np
 
-from daemon.batching import MicroBatcher
-from daemon.challenger import Challenger
-from daemon.compress import select_form
-from daemon.config import LearndConfig
-from daemon.drift import DriftMonitor
-from daemon.errors import StartupError
-from daemon.events import Decoded, EventBatch, EventDecoder, Reason
-from daemon.failpoints import NONE, Failpoints
-from daemon.gate import Gate, Verdict, judge
-from daemon.input_drift import InputDriftMonitor
-from daemon.learner import Learner, StepResult
-from daemon.ports import Clock, DeadLetterSink, RawRecord, Record
-from daemon.prequential import RollingMetrics
-from daemon.snapshot import Draft, Snapshot, SnapshotRef
+from learnd.daemon.config import LearndConfig
+from learnd.daemon.drift.concept import DriftMonitor
+from learnd.daemon.drift.inputs import InputDriftMonitor
+from learnd.daemon.errors import StartupError
+from learnd.daemon.events.batching import MicroBatcher
+from learnd.daemon.events.decoder import Decoded, EventBatch, EventDecoder, Reason
+from learnd.daemon.events.record import RawRecord, Record
+from learnd.daemon.failpoints import NONE, Failpoints
+from learnd.daemon.learning.challenger import Challenger
+from learnd.daemon.learning.learner import Learner, StepResult
+from learnd.daemon.learning.prequential import RollingMetrics
+from learnd.daemon.ports import Clock, DeadLetterSink
+from learnd.daemon.serving.compress import select_form
+from learnd.daemon.serving.gate import Gate, Verdict, judge
+from learnd.daemon.serving.snapshot import Draft, Snapshot, SnapshotRef
 
 log = logging.getLogger("learnd.pipeline")
 

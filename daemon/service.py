@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from daemon.config import CheckpointConfig
-from daemon.failpoints import NONE, Failpoints
-from daemon.pipeline import Pipeline
-from daemon.ports import CheckpointStore, Clock, EventSource
+from learnd.daemon.config import CheckpointConfig
+from learnd.daemon.failpoints import NONE, Failpoints
+from learnd.daemon.pipeline import Pipeline
+from learnd.daemon.ports import CheckpointStore, Clock, EventSource
 
 log = logging.getLogger("learnd.service")
 

@@ -17,5 +17,5 @@ if ! command -v promtool >/dev/null || ! command -v docker-compose >/dev/null; t
 fi
 .venv/bin/ruff check daemon adapters tests
 .venv/bin/ruff format --check daemon adapters tests
-.venv/bin/mypy
+bash scripts/typecheck.sh
 exec .venv/bin/python -m pytest -q -rs "$@"

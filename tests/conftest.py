@@ -8,8 +8,8 @@ import uuid
 import pytest
 import torch
 
-from daemon.config import LearndConfig
-from daemon.synthetic import FEATURES
+from learnd.daemon.config import LearndConfig
+from learnd.daemon.events.synthetic import FEATURES
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Under pytest-xdist each worker would run torch with a thread per core: N workers x cores

@@ -17,11 +17,11 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from adapters.broker import EmbeddedBroker, free_port
-from adapters.kafka_topics import ensure_topics
-from adapters.settings import build_config
-from adapters.shared_snapshots import segment_prefix
-from daemon.synthetic import DriftingSEA
+from learnd.adapters.kafka.broker import EmbeddedBroker, free_port
+from learnd.adapters.kafka.topics import ensure_topics
+from learnd.adapters.serving.shared_snapshots import segment_prefix
+from learnd.adapters.settings import build_config
+from learnd.daemon.events.synthetic import DriftingSEA
 
 pytestmark = pytest.mark.e2e
 

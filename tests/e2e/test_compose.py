@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.client import LearndClient
+from learnd.adapters.serving.client import LearndClient
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 

@@ -18,13 +18,13 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from adapters.broker import EmbeddedBroker, free_port
-from adapters.client import LearndClient
-from adapters.kafka_topics import ensure_topics
-from adapters.settings import build_config
-from adapters.storage import LocalCheckpointStore
-from daemon.failpoints import POINTS
-from daemon.synthetic import DriftingSEA
+from learnd.adapters.kafka.broker import EmbeddedBroker, free_port
+from learnd.adapters.kafka.topics import ensure_topics
+from learnd.adapters.serving.client import LearndClient
+from learnd.adapters.settings import build_config
+from learnd.adapters.storage.local import LocalCheckpointStore
+from learnd.daemon.events.synthetic import DriftingSEA
+from learnd.daemon.failpoints import POINTS
 
 from .test_cli import LEARND
 

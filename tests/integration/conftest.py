@@ -20,9 +20,9 @@ import uuid
 
 import pytest
 
-from adapters.bootstrap import Daemon
-from adapters.broker import EmbeddedBroker
-from adapters.kafka_topics import ensure_topics
+from learnd.adapters.bootstrap import Daemon
+from learnd.adapters.kafka.broker import EmbeddedBroker
+from learnd.adapters.kafka.topics import ensure_topics
 from tests.conftest import sea_config
 
 KAFKA_IMAGE = os.environ.get("LEARND_TEST_KAFKA_IMAGE", "confluentinc/cp-kafka:7.6.0")

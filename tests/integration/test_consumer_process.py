@@ -11,7 +11,7 @@ import time
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from daemon.synthetic import DriftingSEA
+from learnd.daemon.events.synthetic import DriftingSEA
 
 from .conftest import wait_for
 from .test_kafka_daemon import learned, produce

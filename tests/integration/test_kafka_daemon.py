@@ -9,8 +9,8 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from adapters.client import LearndClient
-from daemon.synthetic import DriftingSEA
+from learnd.adapters.serving.client import LearndClient
+from learnd.daemon.events.synthetic import DriftingSEA
 
 from .conftest import wait_for
 

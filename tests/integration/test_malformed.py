@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.events import Reason
-from daemon.synthetic import DriftingSEA
+from learnd.daemon.events.decoder import Reason
+from learnd.daemon.events.synthetic import DriftingSEA
 
 from .conftest import wait_for
 from .test_kafka_daemon import produce, read_topic

@@ -3,7 +3,7 @@
 The topic is deleted and recreated with fewer records behind learnd's back, so the checkpointed
 position lies beyond the new log end. (tansu does not implement DeleteRecords, the other way to
 put a position out of range; the repositioning arithmetic for that case is a doctest of
-``adapters.source_state.out_of_range_gap``.)
+``learnd.adapters.kafka.source_state.out_of_range_gap``.)
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from adapters.kafka_common import client_options
-from adapters.kafka_topics import ensure_topics
-from daemon.synthetic import DriftingSEA
+from learnd.adapters.kafka.common import client_options
+from learnd.adapters.kafka.topics import ensure_topics
+from learnd.daemon.events.synthetic import DriftingSEA
 from tests.conftest import sea_config
 
 from .conftest import wait_for

@@ -15,12 +15,12 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from adapters.bootstrap import Daemon
-from adapters.broker import EmbeddedBroker, free_port
-from adapters.client import LearndClient
-from adapters.kafka_topics import ensure_topics
-from adapters.storage import LocalCheckpointStore
-from daemon.synthetic import DriftingSEA
+from learnd.adapters.bootstrap import Daemon
+from learnd.adapters.kafka.broker import EmbeddedBroker, free_port
+from learnd.adapters.kafka.topics import ensure_topics
+from learnd.adapters.serving.client import LearndClient
+from learnd.adapters.storage.local import LocalCheckpointStore
+from learnd.daemon.events.synthetic import DriftingSEA
 from tests.conftest import sea_config
 from tests.support.proxy import OutageProxy
 

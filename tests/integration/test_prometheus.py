@@ -22,11 +22,11 @@ import pytest
 import yaml
 from kafka import KafkaProducer
 
-from adapters.bootstrap import Daemon
-from adapters.broker import free_port
-from adapters.client import LearndClient
-from adapters.kafka_topics import ensure_topics
-from daemon.synthetic import DriftingSEA
+from learnd.adapters.bootstrap import Daemon
+from learnd.adapters.kafka.broker import free_port
+from learnd.adapters.kafka.topics import ensure_topics
+from learnd.adapters.serving.client import LearndClient
+from learnd.daemon.events.synthetic import DriftingSEA
 from tests.conftest import sea_config
 
 from .conftest import wait_for

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.kafka_topics import ensure_topics
-from daemon.synthetic import DriftingSEA
+from learnd.adapters.kafka.topics import ensure_topics
+from learnd.daemon.events.synthetic import DriftingSEA
 from tests.conftest import sea_config
 
 from .conftest import wait_for
@@ -25,7 +25,7 @@ def split_with_a_second_member(
     """Start a second member, wait until each holds one of the 2 partitions, run ``check``,
     produce 2000 more records: the second member must learn exactly its partition's new 1000
     (it starts from the offset d1 committed, not from the partition's beginning)."""
-    from adapters.bootstrap import Daemon
+    from learnd.adapters.bootstrap import Daemon
 
     bootstrap, topic = kafka_section["bootstrap_servers"], kafka_section["topic"]
     kafka = {**kafka_section, "consumer_process": consumer_process}

@@ -10,9 +10,9 @@ moto_server = pytest.importorskip("moto.server", reason="the S3 test endpoint ne
 
 import boto3  # noqa: E402
 
-from adapters.broker import free_port  # noqa: E402
-from adapters.s3_storage import S3CheckpointStore  # noqa: E402
-from adapters.storage import CheckpointError  # noqa: E402
+from learnd.adapters.kafka.broker import free_port  # noqa: E402
+from learnd.adapters.storage.local import CheckpointError  # noqa: E402
+from learnd.adapters.storage.s3 import S3CheckpointStore  # noqa: E402
 
 
 @pytest.fixture

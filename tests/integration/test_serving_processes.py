@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.bootstrap import Daemon
-from adapters.client import LearndClient
-from adapters.fakes import ListDeadLetters, ListSource, MemoryCheckpointStore
-from daemon.synthetic import DriftingSEA
+from learnd.adapters.bootstrap import Daemon
+from learnd.adapters.fakes import ListDeadLetters, ListSource, MemoryCheckpointStore
+from learnd.adapters.serving.client import LearndClient
+from learnd.daemon.events.synthetic import DriftingSEA
 from tests.conftest import sea_config
 from tests.integration.conftest import wait_for
 

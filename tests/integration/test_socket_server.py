@@ -11,13 +11,13 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from adapters.client import LearndClient, LearndError
-from adapters.serving_metrics import ServingMetrics
-from adapters.socket_server import PredictionServer
-from daemon.config import SchemaConfig, ServingConfig
-from daemon.serving import RequestHandler
-from daemon.snapshot import Draft, SnapshotRef
-from daemon.weights import DenseWeights
+from learnd.adapters.serving.client import LearndClient, LearndError
+from learnd.adapters.serving.metrics import ServingMetrics
+from learnd.adapters.serving.socket_server import PredictionServer
+from learnd.daemon.config import SchemaConfig, ServingConfig
+from learnd.daemon.serving.requests import RequestHandler
+from learnd.daemon.serving.snapshot import Draft, SnapshotRef
+from learnd.daemon.serving.weights import DenseWeights
 
 SCHEMA = SchemaConfig(task="binary", features=("a", "b"))
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from daemon.averaging import WARMUP, WeightAverage
-from daemon.config import LearningConfig, ModelConfig, SchemaConfig
-from daemon.learner import Learner
-from daemon.synthetic import FEATURES, DriftingSEA
+from learnd.daemon.config import LearningConfig, ModelConfig, SchemaConfig
+from learnd.daemon.events.synthetic import FEATURES, DriftingSEA
+from learnd.daemon.learning.averaging import WARMUP, WeightAverage
+from learnd.daemon.learning.learner import Learner
 
 SEA = SchemaConfig(task="binary", features=FEATURES)
 

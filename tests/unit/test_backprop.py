@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from daemon.backprop import Backprop
-from daemon.config import ModelConfig
-from daemon.model import build_model, share_one_buffer
+from learnd.daemon.config import ModelConfig
+from learnd.daemon.learning.backprop import Backprop
+from learnd.daemon.learning.model import build_model, share_one_buffer
 
 TASKS = {  # task -> (outputs, loss, target maker)
     "binary": (

@@ -4,8 +4,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.batching import MicroBatcher
-from daemon.events import EventBatch
+from learnd.daemon.events.batching import MicroBatcher
+from learnd.daemon.events.decoder import EventBatch
 
 
 def rows(start, n):

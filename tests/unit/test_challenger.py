@@ -8,11 +8,17 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from adapters.fakes import ListDeadLetters, ManualClock
-from daemon.challenger import Challenger
-from daemon.config import ChallengerConfig, LearndConfig, LearningConfig, ModelConfig, SchemaConfig
-from daemon.learner import Learner
-from daemon.pipeline import Pipeline
+from learnd.adapters.fakes import ListDeadLetters, ManualClock
+from learnd.daemon.config import (
+    ChallengerConfig,
+    LearndConfig,
+    LearningConfig,
+    ModelConfig,
+    SchemaConfig,
+)
+from learnd.daemon.learning.challenger import Challenger
+from learnd.daemon.learning.learner import Learner
+from learnd.daemon.pipeline import Pipeline
 
 SWITCH = 8000
 

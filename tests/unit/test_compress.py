@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from daemon.compress import (
+from learnd.daemon.config import CompressionConfig, LearningConfig, ModelConfig, SchemaConfig
+from learnd.daemon.events.synthetic import FEATURES, DriftingSEA
+from learnd.daemon.learning.learner import Learner
+from learnd.daemon.serving.compress import (
     build_form,
     build_forms,
     prune_global,
@@ -19,11 +22,8 @@ from daemon.compress import (
     select_form,
     to_module,
 )
-from daemon.config import CompressionConfig, LearningConfig, ModelConfig, SchemaConfig
-from daemon.learner import Learner
-from daemon.serving import RequestHandler
-from daemon.snapshot import Draft, Snapshot, SnapshotRef
-from daemon.synthetic import FEATURES, DriftingSEA
+from learnd.daemon.serving.requests import RequestHandler
+from learnd.daemon.serving.snapshot import Draft, Snapshot, SnapshotRef
 
 SEA = SchemaConfig(task="binary", features=FEATURES)
 
@@ -250,7 +250,7 @@ def test_the_pipeline_compresses_through_the_gate_skips_after_drift_and_respects
 
 
 def test_a_form_that_breaks_is_reported_and_never_stops_learning(trained, monkeypatch):
-    import daemon.compress as compress
+    import learnd.daemon.serving.compress as compress
 
     def broken(*_):
         raise RuntimeError("kernel exploded")

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from adapters.cli import main
-from adapters.settings import ConfigError, build_config
-from daemon.config import LearndConfig
+from learnd.adapters.cli.main import main
+from learnd.adapters.settings import ConfigError, build_config
+from learnd.daemon.config import LearndConfig
 
 MIN_ENV = {"LEARND_SCHEMA__N_FEATURES": "3"}
 
@@ -137,7 +137,7 @@ def test_schema_validation_rules():
 
 
 def test_kafka_security_options_reach_the_clients_and_secrets_stay_hidden():
-    from adapters.kafka_common import client_options
+    from learnd.adapters.kafka.common import client_options
 
     cfg = build_config(
         environ={
@@ -173,11 +173,11 @@ def test_the_confluent_client_without_its_package_stops_startup_saying_how_to_in
 ):
     import sys
 
-    from adapters.sources import open_source
-    from daemon.errors import StartupError
+    from learnd.adapters.kafka.sources import open_source
+    from learnd.daemon.errors import StartupError
 
     monkeypatch.setitem(sys.modules, "confluent_kafka", None)  # import fails
-    monkeypatch.delitem(sys.modules, "adapters.confluent_source", raising=False)
+    monkeypatch.delitem(sys.modules, "learnd.adapters.kafka.confluent_source", raising=False)
     cfg = build_config(environ={**MIN_ENV, "LEARND_KAFKA__CLIENT": "confluent"})
     for in_process in (True, False):  # refused at start-up, not in the consumer process
         cfg = cfg.model_copy(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adapters.consumer_process import ConsumerProcess, _idle_status
+from learnd.adapters.kafka.consumer_process import ConsumerProcess, _idle_status
 from tests.conftest import sea_config
 
 

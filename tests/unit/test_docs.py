@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from daemon.config import LearndConfig
-from daemon.events import Reason
+from learnd.daemon.config import LearndConfig
+from learnd.daemon.events.decoder import Reason
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.drift import DriftMonitor
+from learnd.daemon.drift.concept import DriftMonitor
 
 
 def stream(seed, *segments):
@@ -100,10 +100,10 @@ def _delays(jump_to):
 
 def test_input_drift_is_reported_per_feature_apart_from_concept_drift(tmp_path):
     """x1 moves by +3 while the labels keep following the same concept: input drift on x1 only."""
-    from adapters.fakes import ListDeadLetters, ManualClock
-    from daemon.learner import Learner
-    from daemon.pipeline import Pipeline
-    from daemon.synthetic import FEATURES, DriftingSEA
+    from learnd.adapters.fakes import ListDeadLetters, ManualClock
+    from learnd.daemon.events.synthetic import FEATURES, DriftingSEA
+    from learnd.daemon.learning.learner import Learner
+    from learnd.daemon.pipeline import Pipeline
     from tests.conftest import sea_config
 
     cfg = sea_config(tmp_path)
@@ -124,8 +124,8 @@ def test_input_drift_is_reported_per_feature_apart_from_concept_drift(tmp_path):
 def test_input_drift_monitors_are_checkpointed(tmp_path):
     """Counts survive a restart, and each detector is rebuilt from the batch means since its
     feature's last alarm (through a real checkpoint file)."""
-    from adapters.storage import LocalCheckpointStore
-    from daemon.input_drift import InputDriftMonitor
+    from learnd.adapters.storage.local import LocalCheckpointStore
+    from learnd.daemon.drift.inputs import InputDriftMonitor
 
     rng = np.random.default_rng(5)
     mon = InputDriftMonitor(("a", "b"), replay=300)

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.config import SchemaConfig
-from daemon.events import EventDecoder, Reason
-from daemon.ports import Record
+from learnd.daemon.config import SchemaConfig
+from learnd.daemon.events.decoder import EventDecoder, Reason
+from learnd.daemon.events.record import Record
 
 NAMED = SchemaConfig(task="binary", features=("a", "b", "c"))
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import orjson
 
-from adapters.fakes import ListDeadLetters, ListSource, ManualClock, MemoryCheckpointStore
-from daemon.learner import Learner
-from daemon.pipeline import Pipeline
-from daemon.service import Service
-from daemon.snapshot import Snapshot, SnapshotRef
-from daemon.synthetic import DriftingSEA
+from learnd.adapters.fakes import ListDeadLetters, ListSource, ManualClock, MemoryCheckpointStore
+from learnd.daemon.events.synthetic import DriftingSEA
+from learnd.daemon.learning.learner import Learner
+from learnd.daemon.pipeline import Pipeline
+from learnd.daemon.service import Service
+from learnd.daemon.serving.snapshot import Snapshot, SnapshotRef
 from tests.conftest import sea_config
 
 
@@ -122,7 +122,7 @@ def test_scalers_are_not_touched_by_a_step_that_raises(tmp_path):
 
 def test_gate_blocks_a_sign_flipped_candidate_20_of_20_and_passes_a_good_one_20_of_20(tmp_path):
     """RELIABILITY test 10, on fresh SEA windows the candidates have not trained on."""
-    from daemon.gate import judge
+    from learnd.daemon.serving.gate import judge
 
     cfg = sea_config(tmp_path)
     learner = Learner(cfg.schema_, cfg.model, cfg.learning, "cpu")
@@ -163,6 +163,6 @@ def test_gate_blocks_a_sign_flipped_candidate_20_of_20_and_passes_a_good_one_20_
 
 
 def Draft_of(learner):  # noqa: N802 - reads like the type it builds
-    from daemon.snapshot import Draft
+    from learnd.daemon.serving.snapshot import Draft
 
     return Draft("binary", (0, 1), ("x1", "x2", "x3"), learner.export(), learner.events_learned, {})

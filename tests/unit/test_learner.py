@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from daemon.config import DriftConfig, LearningConfig, ModelConfig, SchemaConfig
-from daemon.errors import StartupError
-from daemon.learner import Learner, resolve_device
-from daemon.snapshot import Draft, SnapshotRef
-from daemon.synthetic import FEATURES, DriftingSEA
+from learnd.daemon.config import DriftConfig, LearningConfig, ModelConfig, SchemaConfig
+from learnd.daemon.errors import StartupError
+from learnd.daemon.events.synthetic import FEATURES, DriftingSEA
+from learnd.daemon.learning.learner import Learner, resolve_device
+from learnd.daemon.serving.snapshot import Draft, SnapshotRef
 
 SEA = SchemaConfig(task="binary", features=FEATURES)
 

@@ -4,7 +4,7 @@ import io
 import json
 import logging
 
-from adapters.logs import setup_logging
+from learnd.adapters.logs import setup_logging
 
 
 def test_json_lines_carry_event_names_and_fields():

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from daemon.config import LearningConfig, ModelConfig, SchemaConfig
-from daemon.learner import Learner
-from daemon.normalizer import Standardizer
-from daemon.snapshot import Draft, SnapshotRef
-from daemon.synthetic import FEATURES, DriftingSEA
+from learnd.daemon.config import LearningConfig, ModelConfig, SchemaConfig
+from learnd.daemon.events.synthetic import FEATURES, DriftingSEA
+from learnd.daemon.learning.learner import Learner
+from learnd.daemon.learning.normalizer import Standardizer
+from learnd.daemon.serving.snapshot import Draft, SnapshotRef
 
 
 def test_a_column_constant_so_far_standardises_to_zero_until_it_varies():

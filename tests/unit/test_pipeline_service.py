@@ -5,14 +5,14 @@ import pickle
 import numpy as np
 import pytest
 
-from adapters.fakes import ListDeadLetters, ListSource, ManualClock, MemoryCheckpointStore
-from adapters.storage import LocalCheckpointStore
-from daemon.errors import StartupError
-from daemon.events import EventDecoder
-from daemon.learner import Learner
-from daemon.pipeline import Pipeline
-from daemon.service import Service
-from daemon.synthetic import DriftingSEA
+from learnd.adapters.fakes import ListDeadLetters, ListSource, ManualClock, MemoryCheckpointStore
+from learnd.adapters.storage.local import LocalCheckpointStore
+from learnd.daemon.errors import StartupError
+from learnd.daemon.events.decoder import EventDecoder
+from learnd.daemon.events.synthetic import DriftingSEA
+from learnd.daemon.learning.learner import Learner
+from learnd.daemon.pipeline import Pipeline
+from learnd.daemon.service import Service
 from tests.conftest import sea_config
 
 
@@ -180,7 +180,7 @@ def test_metrics_series_stay_bounded_with_100k_random_ids(tmp_path):
 
     from prometheus_client import CollectorRegistry
 
-    from adapters.prometheus import LearndCollector
+    from learnd.adapters.metrics.prometheus import LearndCollector
 
     cfg = sea_config(tmp_path)
     svc, pipe, src, _ = build(cfg)

@@ -7,12 +7,12 @@ import numpy as np
 import torch
 from prometheus_client import CollectorRegistry
 
-from adapters.fakes import ListSource
-from adapters.prometheus import LearndCollector
-from daemon.config import LearningConfig, ModelConfig, SchemaConfig
-from daemon.learner import Learner
-from daemon.replay_window import ReplayWindow
-from daemon.synthetic import DriftingSEA
+from learnd.adapters.fakes import ListSource
+from learnd.adapters.metrics.prometheus import LearndCollector
+from learnd.daemon.config import LearningConfig, ModelConfig, SchemaConfig
+from learnd.daemon.events.synthetic import DriftingSEA
+from learnd.daemon.learning.learner import Learner
+from learnd.daemon.learning.replay_window import ReplayWindow
 from tests.conftest import sea_config
 from tests.unit.test_pipeline_service import build, drain
 

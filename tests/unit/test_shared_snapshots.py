@@ -10,12 +10,12 @@ import pickle
 import numpy as np
 import pytest
 
-from adapters.shared_snapshots import SnapshotChannel, SnapshotMirror, decode, encode
-from daemon.compress import build_form
-from daemon.config import SchemaConfig
-from daemon.serving import RequestHandler
-from daemon.snapshot import Draft, Snapshot, SnapshotRef
-from daemon.weights import DenseWeights
+from learnd.adapters.serving.shared_snapshots import SnapshotChannel, SnapshotMirror, decode, encode
+from learnd.daemon.config import SchemaConfig
+from learnd.daemon.serving.compress import build_form
+from learnd.daemon.serving.requests import RequestHandler
+from learnd.daemon.serving.snapshot import Draft, Snapshot, SnapshotRef
+from learnd.daemon.serving.weights import DenseWeights
 
 SCHEMA = SchemaConfig(task="binary", features=("a", "b"))
 

@@ -5,10 +5,10 @@ import threading
 import numpy as np
 import pytest
 
-from daemon.config import SchemaConfig
-from daemon.serving import RequestHandler
-from daemon.snapshot import Draft, SnapshotRef
-from daemon.weights import DenseWeights
+from learnd.daemon.config import SchemaConfig
+from learnd.daemon.serving.requests import RequestHandler
+from learnd.daemon.serving.snapshot import Draft, SnapshotRef
+from learnd.daemon.serving.weights import DenseWeights
 
 SCHEMA = SchemaConfig(task="binary", features=("a", "b"))
 

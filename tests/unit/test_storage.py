@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from adapters.storage import CheckpointError, LocalCheckpointStore
+from learnd.adapters.storage.local import CheckpointError, LocalCheckpointStore
 
 
 def state(n):
@@ -93,7 +93,9 @@ def test_writer_killed_200_times_mid_write_never_leaves_a_corrupt_checkpoint(tmp
     import time
 
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "adapters.storage", _write_forever.__module__])
+    ctx.set_forkserver_preload(
+        ["torch", "learnd.adapters.storage.local", _write_forever.__module__]
+    )
     store = LocalCheckpointStore(tmp_path, keep=2)
     t0 = time.perf_counter()
     store.save({"format": 1, "n": 0, "w": torch.zeros(250_000)})

@@ -1,0 +1,1 @@
+"""The `learnd` command line and the demo."""

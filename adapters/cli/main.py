@@ -1,0 +1,267 @@
+"""The `learnd` command line: run, demo, predict, health, versions, rollback, config show."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+
+import orjson
+
+from learnd.adapters.settings import ConfigError, build_config
+from learnd.daemon.errors import StartupError
+
+log = logging.getLogger("learnd")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", help="config file (.toml/.yaml); default $LEARND_CONFIG")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value (repeatable); beats file and environment",
+    )
+
+
+def _load(args) -> object:
+    return build_config(file=args.config, overrides=args.set)
+
+
+def cmd_run(args) -> int:
+    from learnd.adapters.bootstrap import Daemon
+    from learnd.adapters.logs import setup_logging
+
+    cfg = _load(args)
+    setup_logging(cfg.log.level, cfg.log.format)
+    daemon = Daemon(cfg, failpoints=_failpoints_from_env())
+
+    def _stop(signum, frame):
+        log.info(
+            "signal %s: finishing the batch, checkpointing, exiting",
+            signal.Signals(signum).name,
+            extra={"event": "shutdown"},
+        )
+        daemon.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    daemon.start()
+    daemon.run()
+    return 0
+
+
+def _failpoints_from_env():
+    """``LEARND_TEST_FAILPOINT=after_rename:3`` SIGKILLs the process at the 3rd hit (tests only)."""
+    from learnd.daemon.failpoints import NONE, Failpoints
+
+    spec = os.environ.get("LEARND_TEST_FAILPOINT")
+    if not spec:
+        return NONE
+    name, _, nth = spec.partition(":")
+    remaining = [int(nth or 1)]
+
+    def crash() -> None:
+        remaining[0] -= 1
+        if remaining[0] == 0:
+            log.warning("failpoint %s: SIGKILL", name, extra={"event": "failpoint"})
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return Failpoints({name: crash})
+
+
+def cmd_demo(args) -> int:
+    from learnd.adapters.cli.demo import run_demo
+    from learnd.adapters.logs import setup_logging
+
+    setup_logging("WARNING" if not args.verbose else "INFO")
+
+    def flush_print(line: str) -> None:
+        print(line, flush=True)
+
+    signal.signal(signal.SIGTERM, lambda s, f: (_ for _ in ()).throw(KeyboardInterrupt()))
+    return run_demo(
+        args.rate,
+        args.duration,
+        args.switch_every,
+        args.partitions,
+        args.bad_rate,
+        args.every,
+        args.set,
+        args.state_dir,
+        out=flush_print,
+    )
+
+
+def cmd_demo_producer(args) -> int:
+    from learnd.adapters.cli.demo import Producer
+
+    producer = Producer(
+        args.bootstrap_servers,
+        args.topic,
+        args.rate,
+        args.switch_every,
+        args.bad_rate,
+        args.partitions,
+    )
+    signal.signal(signal.SIGTERM, lambda s, f: producer.stop_event.set())
+    producer.start()
+    try:
+        while producer.is_alive():
+            producer.join(1.0)
+            if args.count and producer.sent >= args.count:
+                producer.stop_event.set()
+    except KeyboardInterrupt:
+        producer.stop_event.set()
+    producer.join(15)
+    print(f"learnd demo-producer: sent {producer.sent} events to {args.topic}", flush=True)
+    return 0
+
+
+def _connect(args):
+    from learnd.adapters.serving.client import LearndClient
+
+    # The daemon's own variable, so `learnd health` in its container needs nothing more.
+    token = os.environ.get("LEARND_SERVING__TOKEN") if args.token is None else args.token
+    if args.unix:
+        return LearndClient.unix(args.unix, token=token)
+    host, _, port = args.tcp.rpartition(":")
+    return LearndClient.tcp(host or "127.0.0.1", int(port), token=token)
+
+
+def cmd_predict(args) -> int:
+    lines = [args.features] if args.features else [ln for ln in sys.stdin if ln.strip()]
+    code = 0
+    with _connect(args) as client:
+        for line in lines:
+            try:
+                features = json.loads(line)
+            except json.JSONDecodeError as e:
+                print(f"learnd predict: not JSON: {e}", file=sys.stderr)
+                code = 2
+                continue
+            answer = client.request({"op": "predict", "features": features}, check=False)
+            print(orjson.dumps(answer).decode())
+            code = code or (0 if answer.get("ok") else 1)
+    return code
+
+
+def cmd_health(args) -> int:
+    try:
+        with _connect(args) as client:
+            answer = client.health()
+    except OSError as e:
+        print(f"learnd health: cannot connect: {e}", file=sys.stderr)
+        return 1
+    print(orjson.dumps(answer).decode())
+    return 0 if answer.get("ready") else 1
+
+
+def _admin(args, req: dict) -> int:
+    try:
+        with _connect(args) as client:
+            answer = client.request(req, check=False)
+    except OSError as e:
+        print(f"learnd {args.command}: cannot connect: {e}", file=sys.stderr)
+        return 1
+    print(orjson.dumps(answer).decode())
+    return 0 if answer.get("ok") else 1
+
+
+def cmd_versions(args) -> int:
+    return _admin(args, {"op": "versions"})
+
+
+def cmd_rollback(args) -> int:
+    if args.unpin:
+        return _admin(args, {"op": "unpin"})
+    if args.version is None:
+        print("learnd rollback: give a VERSION (see `learnd versions`) or --unpin", file=sys.stderr)
+        return 2
+    return _admin(args, {"op": "rollback", "version": args.version})
+
+
+def cmd_config_show(args) -> int:
+    print(json.dumps(_load(args).redacted(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="learnd", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the daemon on the configured Kafka")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="embedded broker + drifting stream + daemon, live progress")
+    _add_config_args(p)
+    p.add_argument("--rate", type=float, default=2000.0, help="events per second (default 2000)")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--switch-every", type=int, default=20_000, help="events per concept")
+    p.add_argument("--partitions", type=int, default=2)
+    p.add_argument("--bad-rate", type=float, default=0.001, help="share of invalid records")
+    p.add_argument("--every", type=float, default=2.0, help="seconds between progress lines")
+    p.add_argument("--state-dir", help="where checkpoints and the broker log go (default: temp)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show the daemon's logs")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("demo-producer", help="produce the demo's drifting stream to a broker")
+    p.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
+    p.add_argument("--topic", default="learnd.events")
+    p.add_argument("--rate", type=float, default=2000.0)
+    p.add_argument("--switch-every", type=int, default=20_000)
+    p.add_argument("--partitions", type=int, default=1)
+    p.add_argument("--bad-rate", type=float, default=0.001)
+    p.add_argument("--count", type=int, default=0, help="stop after this many (0: never)")
+    p.set_defaults(func=cmd_demo_producer)
+
+    for name, func, helptext in (
+        ("predict", cmd_predict, "ask the daemon for a prediction"),
+        ("health", cmd_health, "exit 0 when the daemon is ready"),
+        ("versions", cmd_versions, "list the served versions kept for rollback"),
+        ("rollback", cmd_rollback, "serve a kept version again and pause publishing"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        where = p.add_mutually_exclusive_group()
+        where.add_argument(
+            "--tcp", default="127.0.0.1:7070", help="HOST:PORT (default 127.0.0.1:7070)"
+        )
+        where.add_argument("--unix", help="Unix socket path")
+        p.add_argument("--token", help="auth token (default $LEARND_SERVING__TOKEN)")
+        if name == "predict":
+            p.add_argument(
+                "features",
+                nargs="?",
+                help="features as JSON (object or list); default: one per stdin line",
+            )
+        if name == "rollback":
+            p.add_argument("version", nargs="?", type=int, help="a kept version to serve again")
+            p.add_argument(
+                "--unpin", action="store_true", help="resume publishing after a rollback"
+            )
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("config", help="configuration")
+    csub = p.add_subparsers(dest="config_command", required=True)
+    show = csub.add_parser("show", help="print the effective config, secrets redacted")
+    _add_config_args(show)
+    show.set_defaults(func=cmd_config_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, StartupError) as e:
+        print(f"learnd: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

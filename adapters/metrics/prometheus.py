@@ -1,0 +1,335 @@
+"""Prometheus exposition: a registry of learnd's own, a collector that reads model state at
+scrape time, request counters where requests happen, and the /metrics HTTP endpoint.
+
+Nothing in the learning hot loop calls into prometheus_client: the core keeps plain counters
+and :class:`LearndCollector` turns them into samples when Prometheus scrapes (the way
+client_python's ``GCCollector`` reads ``gc.get_stats()``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import threading
+from collections.abc import Mapping
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import (
+    CollectorRegistry,
+    PlatformCollector,
+    ProcessCollector,
+    make_wsgi_app,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.registry import Collector
+
+from learnd.daemon.events.decoder import Reason
+from learnd.daemon.pipeline import Pipeline
+from learnd.daemon.ports import EventSource
+from learnd.daemon.service import Health
+
+
+def _counter(name: str, doc: str, label: str, values: Mapping[str, float]) -> CounterMetricFamily:
+    """A counter family with one label and a sample per ``values`` item."""
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for value, count in values.items():
+        family.add_metric([value], count)
+    return family
+
+
+class LearndCollector(Collector):
+    def __init__(self, pipeline: Pipeline, health: Health, source: EventSource):
+        self.pipeline = pipeline
+        self.health = health
+        self.source = source
+
+    def collect(self):
+        p = self.pipeline
+        learner = p.learner
+        rejected = dict(p.rejected)  # one C-level copy: safe against the learning thread
+
+        yield _counter(
+            "learnd_events",
+            "Records consumed, by outcome.",
+            "outcome",
+            {"valid": p.valid, "invalid": sum(rejected.values())},
+        )
+        yield _counter(
+            "learnd_dead_letters",
+            "Records dead-lettered, by reason.",
+            "reason",
+            {r.value: rejected.get(r.value, 0) for r in Reason},
+        )
+        yield CounterMetricFamily("learnd_batches", "Micro-batches learned.", value=p.batches)
+        yield _counter(
+            "learnd_learn_steps",
+            "Optimizer steps, by outcome.",
+            "outcome",
+            {
+                "applied": learner.steps,
+                "skipped_nonfinite": learner.skipped_steps,
+                "failed": p.learn_failures,
+                "replay": learner.replay_steps,
+                "replay_failed": p.replay_failures,
+            },
+        )
+        yield CounterMetricFamily(
+            "learnd_rollbacks", "Returns to the last good model state.", value=learner.rollbacks
+        )
+        yield CounterMetricFamily(
+            "learnd_events_learned",
+            "Events the model has learned from.",
+            value=learner.events_learned,
+        )
+        yield GaugeMetricFamily("learnd_learning_rate", "Current learning rate.", value=learner.lr)
+        yield GaugeMetricFamily(
+            "learnd_replay_window_events",
+            "Recently learned events held for rehearsal (emptied at drift alarms and rollbacks).",
+            value=len(learner.window),
+        )
+        yield GaugeMetricFamily(
+            "learnd_replay_steps_per_batch",
+            "Rehearsal steps taken per micro-batch now (0 while the consumer is behind).",
+            value=p.replay_steps(),
+        )
+
+        summary = p.metrics.summary()
+        for name, value in summary.items():
+            yield GaugeMetricFamily(
+                f"learnd_rolling_{name}",
+                f"Prequential {name.replace('_', ' ')} over the last {p.metrics.window} events.",
+                value=value if math.isfinite(value) else math.nan,
+            )
+
+        snap = p.ref.current
+        yield GaugeMetricFamily(
+            "learnd_batch_size",
+            "Micro-batch size in use (larger while catching up on a backlog).",
+            value=p.batcher.size,
+        )
+        yield GaugeMetricFamily(
+            "learnd_model_version",
+            "Version of the served model.",
+            value=snap.version if snap else 0,
+        )
+        yield GaugeMetricFamily(
+            "learnd_model_parameters",
+            "Parameters of the served model.",
+            value=snap.n_parameters if snap else 0,
+        )
+        yield GaugeMetricFamily(
+            "learnd_model_published_timestamp_seconds",
+            "Unix time the served model was published.",
+            value=snap.published_unix if snap else 0,
+        )
+        yield _counter(
+            "learnd_publishes",
+            "Publish attempts, by outcome.",
+            "outcome",
+            {
+                "published": p.published,
+                "rejected_nonfinite": p.publish_failures,
+                "rejected_gate": p.gate_rejected,
+                "pinned": p.publish_pinned,
+            },
+        )
+        forms = CounterMetricFamily(
+            "learnd_compression_forms",
+            "Compressed forms checked at publish, by form and outcome (served, plain, passed, "
+            "slower, worse, nonfinite, unavailable, skipped_drift).",
+            labels=["form", "outcome"],
+        )
+        for (name, outcome), count in sorted(p.compression.items()):
+            forms.add_metric([name, outcome], count)
+        yield forms
+        yield GaugeMetricFamily(
+            "learnd_model_forward_seconds",
+            "Measured batch-1 forward time of the served form at publish.",
+            value=snap.latency_us / 1e6 if snap and math.isfinite(snap.latency_us) else math.nan,
+        )
+        yield GaugeMetricFamily(
+            "learnd_serving_pinned",
+            "1 while a rollback pins serving (publishing paused until unpinned).",
+            value=1.0 if p.ref.pinned else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "learnd_model_size_bytes",
+            "Bytes of the served model's arrays.",
+            value=snap.size_bytes if snap else 0,
+        )
+        yield GaugeMetricFamily(
+            "learnd_model_sparsity",
+            "Share of the served model's weights that are zero.",
+            value=snap.sparsity if snap else 0,
+        )
+        verdict = p.last_verdict
+        yield GaugeMetricFamily(
+            "learnd_gate_candidate_score",
+            "Score of the last candidate on its fresh window (accuracy, or -MAE).",
+            value=verdict.candidate_score if verdict else math.nan,
+        )
+        yield GaugeMetricFamily(
+            "learnd_gate_served_score",
+            "Score of the served model on that same window.",
+            value=verdict.served_score if verdict else math.nan,
+        )
+        form = GaugeMetricFamily(
+            "learnd_model_form", "1 for the form of the served model.", labels=["form"]
+        )
+        if snap:
+            form.add_metric([snap.form], 1)
+        yield form
+
+        yield CounterMetricFamily(
+            "learnd_drift_alarms", "Concept-drift alarms raised.", value=p.drift.alarms
+        )
+        yield GaugeMetricFamily(
+            "learnd_drift_error_estimate",
+            "The drift detector's estimate of the current error rate.",
+            value=p.drift.estimation,
+        )
+
+        ch = p.challenger
+        if ch is not None:
+            yield CounterMetricFamily(
+                "learnd_drift_warnings",
+                "Drift warnings (the more sensitive detector that starts a challenger).",
+                value=ch.warnings,
+            )
+            yield GaugeMetricFamily(
+                "learnd_challenger_training",
+                "1 while a background challenger learns beside the served model.",
+                value=1 if ch.learner is not None else 0,
+            )
+            outcomes = CounterMetricFamily(
+                "learnd_challengers",
+                "Background challengers, by outcome (started, promoted, dropped).",
+                labels=["outcome"],
+            )
+            for outcome, n in (
+                ("started", ch.started),
+                ("promoted", ch.promoted),
+                ("dropped", ch.dropped),
+            ):
+                outcomes.add_metric([outcome], n)
+            yield outcomes
+
+        inputs = p.input_drift
+        alarms = CounterMetricFamily(
+            "learnd_input_drift_alarms",
+            "Shifts detected in a feature's batch mean (input drift, apart from concept drift).",
+            labels=["feature"],
+        )
+        estimate = GaugeMetricFamily(
+            "learnd_input_drift_estimate",
+            "The input-drift detector's estimate of each feature's batch mean.",
+            labels=["feature"],
+        )
+        for name, est in inputs.estimates().items():
+            alarms.add_metric([name], inputs.alarms[name])
+            estimate.add_metric([name], est)
+        yield alarms
+        yield estimate
+
+        lag = GaugeMetricFamily(
+            "learnd_consumer_lag",
+            "Records behind the log end, per partition.",
+            labels=["partition"],
+        )
+        for part, n in sorted(self.source.lag().items()):
+            lag.add_metric([str(part)], n)
+        yield lag
+
+        yield CounterMetricFamily(
+            "learnd_offset_out_of_range",
+            "Positions found out of range and moved per auto_offset_reset.",
+            value=getattr(self.source, "out_of_range_resets", 0),
+        )
+        yield CounterMetricFamily(
+            "learnd_offset_skipped_records",
+            "Records skipped by out-of-range repositioning (never silently).",
+            value=getattr(self.source, "skipped_records", 0),
+        )
+        yield _counter(
+            "learnd_rebalance_handovers",
+            "Revocations checkpointed before the hand-over, by whether the commit was accepted.",
+            "outcome",
+            {
+                "committed": getattr(self.source, "handovers", 0),
+                "commit_refused": getattr(self.source, "handover_commit_failures", 0),
+            },
+        )
+        h = self.health
+        yield _counter(
+            "learnd_checkpoints",
+            "Checkpoint attempts, by outcome.",
+            "outcome",
+            {"ok": h.checkpoints, "failed": h.checkpoint_failures},
+        )
+        yield GaugeMetricFamily(
+            "learnd_checkpoint_last_success_timestamp_seconds",
+            "Unix time of the last good checkpoint (0: none yet).",
+            value=h.last_checkpoint_unix,
+        )
+        state = h.as_dict()
+        yield GaugeMetricFamily(
+            "learnd_ready",
+            "1 when a model is loaded and consuming.",
+            value=1 if state["ready"] else 0,
+        )
+        yield GaugeMetricFamily(
+            "learnd_broker_connected",
+            "1 while a broker connection is up.",
+            value=1 if h.broker_connected else 0,
+        )
+        yield GaugeMetricFamily(
+            "learnd_degraded",
+            "1 when checkpoints are failing.",
+            value=1 if state["status"] == "degraded" else 0,
+        )
+
+
+def make_registry(collector: Collector | None = None) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    if collector is not None:
+        registry.register(collector)
+    return registry
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - signature from the base class
+        return
+
+
+class MetricsServer:
+    """/metrics over HTTP, optionally behind a bearer token."""
+
+    def __init__(self, registry: CollectorRegistry, host: str, port: int, token: str | None = None):
+        app = make_wsgi_app(registry)
+        expected = f"Bearer {token}".encode() if token else None
+
+        def guarded(environ, start_response):
+            if expected is not None:
+                given = environ.get("HTTP_AUTHORIZATION", "").encode()
+                if not hmac.compare_digest(given, expected):
+                    start_response("401 Unauthorized", [("Content-Type", "text/plain")])
+                    return [b"unauthorized\n"]
+            return app(environ, start_response)
+
+        self.httpd = make_server(
+            host, port, guarded, ThreadingWSGIServer, handler_class=_QuietHandler
+        )
+        self.address = self.httpd.server_address[:2]
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, name="learnd-metrics", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

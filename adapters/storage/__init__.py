@@ -1,0 +1,1 @@
+"""Checkpoint storage: a local directory or S3-compatible object storage."""

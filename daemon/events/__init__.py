@@ -1,0 +1,1 @@
+"""Events in: decoding and validation, micro-batching, a seeded synthetic stream."""

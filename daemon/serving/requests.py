@@ -1,0 +1,225 @@
+"""Answering prediction requests from the published snapshot (transport-agnostic).
+
+A request is a decoded JSON object; the answer is a JSON-ready dict. Each answer is computed
+from one read of the snapshot reference and names that snapshot's version. Malformed requests
+get ``{"ok": false, "error": ..., "detail": ...}``: they never raise.
+
+Examples
+--------
+>>> import numpy as np
+>>> from learnd.daemon.config import SchemaConfig
+>>> from learnd.daemon.serving.weights import DenseWeights
+>>> from learnd.daemon.serving.snapshot import Draft, SnapshotRef
+>>> schema = SchemaConfig(task="binary", features=("a", "b"))
+>>> w = DenseWeights((np.ones((2, 1), np.float32),), (np.zeros(1, np.float32),), "relu",
+...                  np.zeros(2, np.float32), np.ones(2, np.float32), 0.0, 1.0)
+>>> ref = SnapshotRef()
+>>> _ = ref.publish(Draft("binary", (0, 1), ("a", "b"), w, 0, {}))
+>>> h = RequestHandler(ref, schema)
+>>> h.handle({"op": "predict", "features": {"a": 2, "b": 0}, "id": 7})["prediction"]
+1
+>>> h.handle({"op": "predict", "features": [1]})["error"]
+'wrong_dimension'
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from learnd.daemon.config import SchemaConfig
+from learnd.daemon.events.decoder import FeatureParser
+from learnd.daemon.serving.snapshot import Snapshot, SnapshotRef
+
+log = logging.getLogger("learnd.serving")
+
+OPS = ("predict", "predict_many", "health", "info", "versions", "rollback", "unpin")
+
+
+def _error(code: str, detail: str, req_id: Any = None) -> dict:
+    out = {"ok": False, "error": code, "detail": detail}
+    if req_id is not None:
+        out["id"] = req_id
+    return out
+
+
+class RequestHandler:
+    """Maps one request object to one answer object."""
+
+    def __init__(
+        self,
+        ref: SnapshotRef,
+        schema: SchemaConfig,
+        max_batch: int = 10_000,
+        health: Callable[[], Mapping[str, Any]] | None = None,
+        allow_rollback: bool = True,
+    ):
+        self.ref = ref
+        self.parser = FeatureParser(schema)
+        self.max_batch = max_batch
+        self.allow_rollback = allow_rollback
+        self._health = health or (lambda: {"alive": True, "ready": True, "status": "ready"})
+
+    def handle(self, req: Any) -> dict:
+        if not isinstance(req, dict):
+            return _error("bad_request", "a request must be a JSON object")
+        req_id = req.get("id")
+        op = req.get("op", "predict")
+        if op == "health":
+            snap = self.ref.current
+            out = {"ok": True, **self._health(), "version": snap.version if snap else None}
+        elif op == "info":
+            snap = self.ref.current
+            if snap is None:
+                return _error("not_ready", "no model has been published yet", req_id)
+            out = {"ok": True, **snap.info()}
+        elif op == "predict":
+            out = self._predict_one(req.get("features"))
+        elif op == "predict_many":
+            out = self._predict_many(req.get("instances"))
+        elif op == "versions":
+            out = self._versions()
+        elif op in ("rollback", "unpin"):
+            out = self._rollback(req.get("version")) if op == "rollback" else self._unpin()
+        else:
+            return _error("unknown_op", f"op must be one of {', '.join(OPS)}; got {op!r}", req_id)
+        if req_id is not None:
+            out["id"] = req_id
+        return out
+
+    def handle_many(
+        self, reqs: Sequence[Any], single: Callable[[Any], dict] | None = None
+    ) -> list[dict]:
+        """Answers to pipelined requests, in order. Runs of plain ``predict`` requests share one
+        vectorised forward pass through the snapshot current when the run ends; any other
+        request goes through ``single`` (default :meth:`handle`). The snapshot reference is
+        read in request order and only moves forward, so versions never go backwards within
+        the answers."""
+        single = single or self.handle
+        out: list[dict | None] = [None] * len(reqs)
+        run_rows: list[Any] = []
+        run_idx: list[int] = []
+
+        def flush() -> None:
+            snap = self.ref.current
+            if not run_idx:
+                return
+            if snap is None:
+                for i in run_idx:
+                    out[i] = single(reqs[i])
+            else:
+                probs = snap.predict_many(np.asarray(run_rows, np.float32))
+                for k, i in enumerate(run_idx):
+                    answer = {"ok": True, "version": snap.version, **_answer(snap, probs, k)}
+                    if (req_id := reqs[i].get("id")) is not None:
+                        answer["id"] = req_id
+                    out[i] = answer
+            run_rows.clear()
+            run_idx.clear()
+
+        for i, req in enumerate(reqs):
+            if isinstance(req, dict) and req.get("op", "predict") == "predict":
+                row, problem = self.parser.parse(req.get("features"))
+                if problem is None:
+                    run_rows.append(row)
+                    run_idx.append(i)
+                    continue
+            flush()
+            out[i] = single(req)
+        flush()
+        return out  # type: ignore[return-value]
+
+    def _versions(self) -> dict:
+        snap = self.ref.current
+        kept = [
+            {k: s.info()[k] for k in ("version", "form", "trained_events", "published_unix")}
+            | {"rolled_back_from": s.rolled_back_from}
+            for s in self.ref.history()
+        ]
+        return {
+            "ok": True,
+            "current": snap.version if snap else None,
+            "pinned": self.ref.pinned,
+            "versions": kept,
+        }
+
+    def _rollback(self, version: Any) -> dict:
+        if not self.allow_rollback:
+            return _error("forbidden", "rollback is disabled (serving.allow_rollback)")
+        if not isinstance(version, int) or isinstance(version, bool):
+            return _error("wrong_type", "rollback needs an integer 'version'")
+        try:
+            snap = self.ref.rollback(version)
+        except LookupError as e:
+            return _error("unknown_version", str(e))
+        log.warning(
+            "rolled back: serving version %d as version %d; publishing paused until unpinned",
+            snap.rolled_back_from,
+            snap.version,
+            extra={"event": "serving_rollback", "version": snap.version},
+        )
+        return {
+            "ok": True,
+            "version": snap.version,
+            "rolled_back_from": snap.rolled_back_from,
+            "pinned": True,
+        }
+
+    def _unpin(self) -> dict:
+        if not self.allow_rollback:
+            return _error("forbidden", "unpin is disabled (serving.allow_rollback)")
+        was = self.ref.unpin()
+        if was:
+            log.warning("unpinned: publishing resumes", extra={"event": "serving_unpin"})
+        return {"ok": True, "was_pinned": was, "pinned": False}
+
+    def _rows(self, instances: list) -> tuple[np.ndarray | None, dict | None]:
+        rows = []
+        for i, feats in enumerate(instances):
+            row, problem = self.parser.parse(feats)
+            if problem is not None:
+                where = f"instances[{i}]: " if len(instances) > 1 else ""
+                return None, _error(str(problem[0]), where + problem[1])
+            rows.append(row)
+        return np.asarray(rows, np.float32), None
+
+    def _predict_one(self, features: Any) -> dict:
+        snap = self.ref.current
+        if snap is None:
+            return _error("not_ready", "no model has been published yet")
+        X, err = self._rows([features])
+        if X is None:
+            return err or _error("bad_request", "no instance")
+        out = snap.predict_many(X)
+        return {"ok": True, "version": snap.version, **_answer(snap, out, 0)}
+
+    def _predict_many(self, instances: Any) -> dict:
+        if not isinstance(instances, list):
+            return _error("wrong_type", "instances must be a list of feature objects or lists")
+        if len(instances) > self.max_batch:
+            return _error("too_large", f"at most {self.max_batch} instances per request")
+        snap = self.ref.current
+        if snap is None:
+            return _error("not_ready", "no model has been published yet")
+        if not instances:
+            return {"ok": True, "version": snap.version, "predictions": []}
+        X, err = self._rows(instances)
+        if X is None:
+            return err or _error("bad_request", "no instance")
+        out = snap.predict_many(X)
+        answers = [_answer(snap, out, i) for i in range(len(instances))]
+        return {"ok": True, "version": snap.version, "predictions": answers}
+
+
+def _answer(snap: Snapshot, out: np.ndarray, i: int) -> dict:
+    if snap.task == "regression":
+        return {"prediction": float(out[i])}
+    probs = out[i]
+    k = int(probs.argmax())
+    return {
+        "prediction": snap.classes[k],
+        "scores": {str(c): round(float(p), 6) for c, p in zip(snap.classes, probs, strict=True)},
+    }
