@@ -40,7 +40,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 from learnd.adapters.child_process import die_with_parent
@@ -182,9 +181,8 @@ class ConsumerProcess:
         _widen(data_w, PIPE_BYTES)
         # A plain interpreter on our module, not multiprocessing's spawn: spawn re-imports the
         # daemon's __main__ (the learnd script: torch and all), and a child holding torch was
-        # measured ~20% slower at consuming (bench/e2e.py).
-        root = str(Path(__file__).resolve().parents[1])
-        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+        # measured ~20% slower at consuming (bench/e2e.py). The child imports learnd as the
+        # daemon did: from the installed package, with the daemon's environment.
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -194,7 +192,6 @@ class ConsumerProcess:
                 str(commands_r),
             ],
             pass_fds=(data_w, commands_r),
-            env={**os.environ, "PYTHONPATH": path},
             stdin=subprocess.DEVNULL,
         )
         os.close(data_w)  # the child holds the only write end: its death reads as EOF
