@@ -437,11 +437,12 @@ class Learner:
     def load_state_dict(self, state: dict) -> None:
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.average.load_state_dict(state.get("average"), self._flat)  # absent before session 9
+        # "average" and "window" are absent in older checkpoints: those start afresh.
+        self.average.load_state_dict(state.get("average"), self._flat)
         self.schedule.load_state_dict(state["schedule"])
         self.x_scaler.load_state_dict(state["x_scaler"])
         self.y_scaler.load_state_dict(state["y_scaler"])
-        self.window.load_state_dict(state.get("window"))  # absent before session 6
+        self.window.load_state_dict(state.get("window"))
         self.steps = int(state["steps"])
         self.replay_steps = int(state.get("replay_steps", 0))
         self.skipped_steps = int(state["skipped_steps"])
