@@ -5,8 +5,8 @@
     .venv/bin/python bench/optimizers.py --seeds 1 --streams Phishing,Hyperplane
 
 learnd's default is Adam at a fixed base rate (0.01) that a drift alarm multiplies by 3 and
-that decays back (daemon/schedules.py), with the weights averaged for prediction
-(daemon/averaging.py). The methods here set their step size themselves (Prodigy and
+that decays back (daemon/learning/schedules.py), with the weights averaged for prediction
+(daemon/learning/averaging.py). The methods here set their step size themselves (Prodigy and
 D-Adaptation: the rate is a multiplier, 1) or need no schedule (schedule-free AdamW and RAdam).
 Each runs in place of Adam inside learnd's own learning path (``Pipeline.learn_arrays``:
 rehearsal while keeping up, drift detection, the drift boost on the multiplier, the challenger,

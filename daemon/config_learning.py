@@ -77,7 +77,7 @@ class DriftConfig(Section):
 
 
 class ReplayConfig(Section):
-    """Rehearsal of recently learned events while the learner keeps up (daemon/replay_window.py).
+    """Rehearsal of recently learned events while the learner keeps up (daemon/learning/replay_window.py).
 
     After each micro-batch, extra optimizer steps are taken on batches drawn from the last
     ``window`` learned events, but only while the consumer lag is at most ``max_lag`` records:
@@ -108,7 +108,7 @@ class ReplayConfig(Section):
 
 
 class GateConfig(Section):
-    """The publish gate (see daemon/gate.py): candidates are scored on fresh events first."""
+    """The publish gate (see daemon/serving/gate.py): candidates are scored on fresh events first."""
 
     enabled: bool = True
     """Publish through the gate; ``false``: publish every copy that is finite (needs
@@ -126,7 +126,7 @@ CompressionForm = Literal["numpy", "torch", "prune", "prune-units", "int8", "fp1
 
 
 class CompressionConfig(Section):
-    """Compressed copies for serving (see daemon/compress.py), checked on the gate's window.
+    """Compressed copies for serving (see daemon/serving/compress.py), checked on the gate's window.
     Needs the gate (``learning.gate.enabled``)."""
 
     enabled: bool = True
@@ -180,7 +180,7 @@ class LearningConfig(Section):
     (more: better per-example accuracy, proportionally slower)."""
     average_decay: float = Field(0.8, ge=0, lt=1)
     """The model that predicts and is served is an exponential moving average of the weights,
-    folded in once per micro-batch with this decay (daemon/averaging.py); it restarts at a drift
+    folded in once per micro-batch with this decay (daemon/learning/averaging.py); it restarts at a drift
     alarm, a rollback and a promotion. ``0``: the newest weights."""
     batch_max_age_s: float = Field(0.2, gt=0, le=60)
     """A partial micro-batch is learned once it is this old."""

@@ -3,7 +3,7 @@
     python -m learnd.adapters.cli.config_docs > docs/configuration.md
 
 Every section and key of ``LearndConfig`` with its type, default, valid values and description
-(the field's docstring in the config module). ``tests/unit/test_config_docs.py`` fails when the
+(the field's docstring in the config module). ``tests/unit/test_docs.py`` fails when the
 committed file differs from what this prints.
 """
 
