@@ -31,8 +31,8 @@ def rolling(correct: np.ndarray, window: int = WINDOW) -> tuple[np.ndarray, np.n
 
 
 def slug(name: str) -> str:
-    """A file name for a stream: ``SEA, 3 abrupt switches`` -> ``sea``."""
-    return re.sub(r"[^a-z0-9]+", "-", name.split(",")[0].split("(")[0].lower()).strip("-")
+    """A file name for a stream, its first word: ``Agrawal 0->2->5`` -> ``agrawal``."""
+    return re.split(r"[^A-Za-z0-9]+", name.strip())[0].lower()
 
 
 def plot_stream(
@@ -55,24 +55,26 @@ def plot_stream(
     lows = []
     for system, corr in correct.items():
         x, acc = rolling(corr, window)
-        lows.append(np.percentile(acc, 1))
+        lows.append(acc.min())
         ax.plot(x, acc, label=f"{system} ({corr.mean():.3f})", **STYLE.get(system, {"lw": 1.0}))
     for i, s in enumerate(switches):
         ax.axvline(s, color="black", ls=":", lw=1.0, label="concept switch" if i == 0 else None)
-    top = 1.0
-    bottom = max(0.0, min(lows) - 0.02)
+    bottom = max(0.0, min(lows) - 0.01)
+    mark = 1.0 + 0.025 * (1.0 - bottom)  # above every curve: accuracy never exceeds 1
     if alarms:
         ax.plot(
             alarms,
-            [top - 0.01 * (top - bottom)] * len(alarms),
+            [mark] * len(alarms),
             "v",
             color=STYLE["learnd, keeping up"]["color"],
             ms=6,
             ls="none",
             label="learnd drift alarm",
             zorder=6,
+            clip_on=False,
         )
-    ax.set_ylim(bottom, top)
+    ax.set_ylim(bottom, 1.0 + 0.05 * (1.0 - bottom))
+    ax.set_yticks([t for t in ax.get_yticks() if bottom <= t <= 1.0])
     ax.set_xlim(0, n)
     ax.set_xlabel("events")
     ax.set_ylabel(f"accuracy over the last {window:,} events")
