@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate the benchmark pictures in docs/img (about 5-10 minutes on 2 cores): installs the
+# Regenerate the benchmark pictures in docs/img (about 10 minutes on 2 idle cores): installs the
 # bench extra into .venv, then runs the benchmarks that draw them, niced.
 set -euo pipefail
 cd "$(dirname "$0")/.."
