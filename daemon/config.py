@@ -17,9 +17,17 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 Task = Literal["binary", "multiclass", "regression"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -27,6 +35,17 @@ Device = Literal["auto", "cpu", "cuda"]
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _not_blank(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value().strip():
+        raise ValueError("an empty or blank secret is refused; give a real one, or leave it unset")
+    return value
+
+
+# A token or password: never empty or blank, wherever it comes from (an empty token would mean
+# no authentication at all), and redacted whenever the config is shown.
+Secret = Annotated[SecretStr, AfterValidator(_not_blank)]
 
 
 def is_loopback(host: str) -> bool:
@@ -66,7 +85,7 @@ class KafkaConfig(_Section):
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
+    sasl_password: Secret | None = None
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
@@ -329,7 +348,7 @@ class ServingConfig(_Section):
     tcp_host: str = "127.0.0.1"
     tcp_port: int | None = Field(7070, ge=0, le=65535)
     unix_path: Path | None = None
-    token: SecretStr | None = None
+    token: Secret | None = None
     max_request_bytes: int = Field(1 << 20, ge=256)
     max_batch: int = Field(10_000, ge=1)
     keep_versions: int = Field(5, ge=1, le=1000)  # served versions kept for rollback
@@ -363,7 +382,7 @@ class MetricsConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(9464, ge=0, le=65535)
     # Bearer token for /metrics (Prometheus: ``authorization: {credentials: ...}``).
-    token: SecretStr | None = None
+    token: Secret | None = None
 
     @model_validator(mode="after")
     def _safe_bind(self) -> MetricsConfig:
@@ -426,3 +445,25 @@ class LearndConfig(_Section):
     def redacted(self) -> dict:
         """The effective config as plain data with every secret replaced by ``'**********'``."""
         return self.model_dump(mode="json", by_alias=True)
+
+
+def secret_fields(model: type[BaseModel] = LearndConfig, prefix: str = "") -> tuple[str, ...]:
+    """The dotted names of every secret in the config (tokens, passwords).
+
+    Examples
+    --------
+    >>> secret_fields()
+    ('kafka.sasl_password', 'serving.token', 'metrics.token')
+    """
+    out: list[str] = []
+    for name, field in model.model_fields.items():
+        path = prefix + (field.alias or name)
+        if _holds(field.annotation, SecretStr):
+            out.append(path)
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            out += secret_fields(field.annotation, path + ".")
+    return tuple(out)
+
+
+def _holds(annotation: Any, kind: type) -> bool:
+    return annotation is kind or any(_holds(a, kind) for a in get_args(annotation))
