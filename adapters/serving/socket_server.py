@@ -43,8 +43,14 @@ Observer = Callable[[str, str, float], None]  # (op, outcome, seconds)
 # them (but at least one request), before every other connection with work gets its turn.
 TURN_REQUESTS = 256
 TURN_BYTES = 64 * 1024
+# Consecutive control operations of one connection run on the control thread together, at most
+# this many: another connection's control operation waits for at most one such run.
+TURN_CONTROL = 32
 # Requests queued on one connection beyond which it is not read until its queue drains.
 QUEUE_BYTES = 1 << 20
+# Answers buffered for a connection beyond which it counts as not reading them: answering
+# (and reading) it stops until they drain.
+WRITE_BUFFER_BYTES = 256 * 1024
 
 
 def _dumps(obj: dict) -> bytes:
@@ -249,30 +255,44 @@ class PredictionServer:
             self.observe(op, outcome, elapsed)
         return b"".join(out)
 
-    def _control(self, op: str, req: Any, done: Callable[[bytes], None]) -> None:
-        """Run a control operation on the control thread, off the event loop; ``done`` gets
-        the answer on the loop. One thread for all connections, first come first served, and a
-        connection waits for its answer before its next request: a connection flooding control
-        operations holds up no other connection's predictions, and another connection's
-        control operation waits for at most one of its operations."""
+    def _control(self, ops: list[tuple[str, Any]], done: Callable[[bytes], None]) -> None:
+        """Run a connection's consecutive control operations (at most :data:`TURN_CONTROL`) on
+        the control thread, off the event loop, in order; ``done`` gets their answers on the
+        loop. One thread for all connections, first come first served, and a connection waits
+        for its answers before its next requests: a connection flooding control operations
+        holds up no other connection's predictions, and another connection's control
+        operation waits for at most one such run of it."""
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
-        future = loop.run_in_executor(self._control_pool, self.handler.handle, req)
+        future = loop.run_in_executor(self._control_pool, self._run_control, ops)
 
         def finished(f: asyncio.Future) -> None:
             if f.cancelled():
                 return
-            error = f.exception()
-            answer = (
-                {"ok": False, "error": "internal", "detail": type(error).__name__}
-                if error is not None
-                else f.result()
-            )
-            outcome = "ok" if answer.get("ok") else str(answer.get("error", "error"))
-            self.observe(op, outcome, time.perf_counter() - t0)
-            done(_dumps(answer))
+            elapsed = time.perf_counter() - t0
+            answers = f.result()
+            for (op, _), answer in zip(ops, answers, strict=True):
+                outcome = "ok" if answer.get("ok") else str(answer.get("error", "error"))
+                self.observe(op, outcome, elapsed)
+            done(b"".join(_dumps(a) for a in answers))
 
         future.add_done_callback(finished)
+
+    def _run_control(self, ops: list[tuple[str, Any]]) -> list[dict]:
+        answers = []
+        for op, req in ops:
+            try:
+                answers.append(self.handler.handle(req))
+            except Exception as e:  # noqa: BLE001 - answered and logged, the server carries on
+                log.error(
+                    "control operation %s failed: %s: %s",
+                    op,
+                    type(e).__name__,
+                    e,
+                    extra={"event": "control_failed"},
+                )
+                answers.append({"ok": False, "error": "internal", "detail": type(e).__name__})
+        return answers
 
 
 _BAD_JSON = _dumps({"ok": False, "error": "bad_request", "detail": "request is not valid JSON"})
@@ -304,9 +324,11 @@ class _Connection(asyncio.Protocol):
         self.in_control = False  # a control operation of this connection is running
         self.write_paused = False
         self.refused = False  # a line over the limit was read: read no more
+        self.carried: tuple[str, Any, bytes | None] | None = None  # read after a control run
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_BYTES)
         if not self.server._admit(self):
             transport.write(
                 _dumps(
@@ -357,25 +379,35 @@ class _Connection(asyncio.Protocol):
             return  # resumed by the control answer or by resume_writing
         server = self.server
         prepared: list[tuple[str, Any, bytes | None]] = []
+        if self.carried is not None:
+            prepared.append(self.carried)
+            self.carried = None
         size = 0
-        control: tuple[str, Any] | None = None
+        control: list[tuple[str, Any]] = []
         while self.queue and len(prepared) < TURN_REQUESTS and (size < TURN_BYTES or not prepared):
-            line = self.queue[0]
-            if line is None:
+            item = self._next()
+            if item is None:
                 break
-            self.queue.popleft()
-            self.queued_bytes -= len(line)
-            size += len(line)
-            op, req, done = server._prepare(line)
+            size += item[3]
+            op, req, done, _ = item
             if done is None and op in CONTROL_OPS:
-                control = (op, req)
+                control.append((op, req))
                 break
             prepared.append((op, req, done))
+        while control and self.queue and len(control) < TURN_CONTROL:  # a run of them
+            item = self._next()
+            if item is None:
+                break
+            op, req, done, _ = item
+            if done is not None or op not in CONTROL_OPS:
+                self.carried = (op, req, done)  # answered first in the turn after the run
+                break
+            control.append((op, req))
         if prepared:
             transport.write(server._answer(prepared))
-        if control is not None:
+        if control:
             self.in_control = True
-            server._control(*control, self._control_done)
+            server._control(control, self._control_done)
         elif self.queue and self.queue[0] is None:
             transport.write(server._too_large())
             transport.close()
@@ -384,6 +416,15 @@ class _Connection(asyncio.Protocol):
         self._flow()
         self._schedule()
 
+    def _next(self) -> tuple[str, Any, bytes | None, int] | None:
+        """The next queued request, prepared, and its size; None at a line over the limit."""
+        line = self.queue[0]
+        if line is None:
+            return None
+        self.queue.popleft()
+        self.queued_bytes -= len(line)
+        return (*self.server._prepare(line), len(line))
+
     def _control_done(self, answer: bytes) -> None:
         self.in_control = False
         if self.transport is not None and not self.transport.is_closing():
@@ -391,7 +432,8 @@ class _Connection(asyncio.Protocol):
         self._schedule()
 
     def _schedule(self) -> None:
-        if self.queue and not self.turn_due and not self.in_control and not self.write_paused:
+        work = self.queue or self.carried is not None
+        if work and not self.turn_due and not self.in_control and not self.write_paused:
             self.turn_due = True
             asyncio.get_running_loop().call_soon(self._turn)
 
