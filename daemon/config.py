@@ -62,10 +62,10 @@ class KafkaConfig(_Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     topic: str = "learnd.events"
     dead_letter_topic: str = "learnd.dead-letter"
-    # A dead letter keeps at most this many bytes of the record's key and value together (the
-    # rest is cut, and headers say so): under Kafka's default 1 MiB message limit, so a huge
-    # invalid record cannot stop the checkpoints.
     dead_letter_max_bytes: int = Field(1_000_000, ge=1024, le=100 * 1024 * 1024)
+    """A dead letter keeps at most this many bytes of the record's key and value together; the
+    rest is cut, and headers say so. Under Kafka's default 1 MiB message limit, so that no
+    record, however large, can stop the checkpoints."""
     group_id: str = "learnd"
     client_id: str = "learnd"
     # Chosen on purpose: a fresh deployment learns from everything already in the topic.

@@ -8,7 +8,8 @@ from pathlib import Path
 from learnd.daemon.config import LearndConfig
 from learnd.daemon.events.decoder import Reason
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+README_PATH = Path(__file__).resolve().parents[2] / "README.md"
+README = README_PATH.read_text()
 
 
 def _keys(model, prefix=""):
@@ -22,7 +23,8 @@ def _keys(model, prefix=""):
 
 def test_every_config_key_is_documented():
     documented = set()
-    for cell in re.findall(r"^\| (`[^|]+`) \|", README, re.M):
+    docs = "\n".join(p.read_text() for p in sorted((README_PATH.parent / "docs").glob("*.md")))
+    for cell in re.findall(r"^\| (`[^|]+`) \|", README + "\n" + docs, re.M):
         documented |= set(re.findall(r"`([a-z0-9_.]+)`", cell))
     missing = [k for k in _keys(LearndConfig) if k not in documented]
     assert not missing, f"README config table lacks {missing}"
