@@ -306,8 +306,9 @@ class _Connection(asyncio.Protocol):
     :data:`TURN_REQUESTS` requests or :data:`TURN_BYTES` bytes of them (at least one request)
     with one write, then yields to the event loop, so every other connection with work gets its
     turn before this one's next. A control operation (``versions``, ``rollback``, ``unpin``)
-    ends a turn and runs off the loop (:meth:`PredictionServer._control`); the connection's
-    later requests wait for its answer, so answers stay in request order. Reading stops while
+    ends a turn and runs off the loop with the ones right after it, at most
+    :data:`TURN_CONTROL` (:meth:`PredictionServer._control`); the connection's later requests
+    wait for their answers, so answers stay in request order. Reading stops while
     :data:`QUEUE_BYTES` of requests are queued or while the client is not reading its answers
     (the transport's write buffer is full): a client pipelining without reading holds only
     that much of the server's memory and none of its time. A line longer than the size limit
