@@ -89,11 +89,11 @@ def concurrent(port, clients, seconds, depth):
     return total / seconds, [x for r in out for x in r[1]]
 
 
-def _flooder(port, barrier, start_at, seconds, kind, results):
+def _flooder(port, barrier, seconds, kind, results):
     from bench._clients import flood
 
-    barrier.wait()
-    results.put(flood(port, start_at, seconds, kind))
+    barrier.wait()  # imported and ready: flood from now on
+    results.put(flood(port, time.time(), seconds, kind))
 
 
 FLOODS = {
@@ -111,16 +111,22 @@ def fairness(port, seconds):
     rows = []
     for kind in FLOODS:
         proc = None
+        client = LearndClient.tcp("127.0.0.1", port, timeout=120)
+        for _ in range(50):  # warm the connection before any flood
+            client.predict(X)
         if kind != "none":
             barrier, results = ctx.Barrier(2), ctx.Queue()
-            start_at = time.time() + 1.0
-            proc = ctx.Process(
-                target=_flooder, args=(port, barrier, start_at, seconds + 0.5, kind, results)
-            )
+            proc = ctx.Process(target=_flooder, args=(port, barrier, seconds + 0.5, kind, results))
             proc.start()
             barrier.wait()
-            time.sleep(max(0.0, start_at + 0.25 - time.time()))
-        lat = sequential(port, seconds=seconds)
+            time.sleep(0.25)  # the flood under way
+        lat = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:  # every request counts, the first ones too
+            t = time.perf_counter()
+            client.request({"op": "predict", "features": X})
+            lat.append(time.perf_counter() - t)
+        client.close()
         rate = 0.0
         if proc is not None:
             rate = results.get(timeout=120) / (seconds + 0.5)
