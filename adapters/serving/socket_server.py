@@ -41,8 +41,8 @@ Observer = Callable[[str, str, float], None]  # (op, outcome, seconds)
 
 # One connection's turn on the event loop: at most this many requests, or this many bytes of
 # them (but at least one request), before every other connection with work gets its turn.
-TURN_REQUESTS = 256
-TURN_BYTES = 64 * 1024
+TURN_REQUESTS = 64
+TURN_BYTES = 16 * 1024
 # Consecutive control operations of one connection run on the control thread together, at most
 # this many: another connection's control operation waits for at most one such run.
 TURN_CONTROL = 32
