@@ -49,7 +49,7 @@ class Daemon:
         self.pipeline = Pipeline(
             cfg, self.learner, self.dead_letters, time.monotonic, failpoints=failpoints
         )
-        self.store = store or _checkpoint_store(cfg, failpoints)
+        self.store = store or checkpoint_store(cfg, failpoints)
         self.source = source or open_source(cfg)
         self.service = Service(
             self.pipeline,
@@ -87,7 +87,7 @@ class Daemon:
         self.server.start()
         if self.cfg.metrics.enabled:
             m = self.cfg.metrics
-            token = m.token.get_secret_value() if m.token else None
+            token = m.token.get_secret_value() if m.token is not None else None
             self.metrics_server = MetricsServer(self.registry, m.host, m.port, token)
             self.metrics_server.start()
         log.info(
@@ -131,7 +131,8 @@ class Daemon:
         log.info("learnd stopped", extra={"event": "stop"})
 
 
-def _checkpoint_store(cfg: LearndConfig, failpoints):
+def checkpoint_store(cfg: LearndConfig, failpoints=NONE):
+    """The checkpoint store the config names (local directory or S3)."""
     ck = cfg.checkpoint
     if ck.store == "s3":
         from learnd.adapters.storage.s3 import S3CheckpointStore

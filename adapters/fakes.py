@@ -68,6 +68,8 @@ class ListDeadLetters:
     def __init__(self) -> None:
         self.sent: list[tuple[Record, str, str]] = []
         self.flushed = 0
+        self.truncated = 0
+        self.dropped = 0
 
     def send(self, record: Record, reason: str, detail: str) -> None:
         self.sent.append((record, reason, detail))

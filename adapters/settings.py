@@ -7,6 +7,9 @@ Environment: ``LEARND_<SECTION>__<FIELD>`` (``__`` separates levels), e.g.
 ``LEARND_KAFKA__BOOTSTRAP_SERVERS=broker:9092`` or ``LEARND_LEARNING__DRIFT__DETECTOR=kswin``.
 CLI: ``--set kafka.bootstrap_servers=broker:9092``. Values that start with ``[`` or ``{`` are
 parsed as JSON (``--set model.hidden=[128,64]``); everything else is coerced by the model.
+An empty value (or ``null``) sets a key to null, except a secret (``serving.token``,
+``metrics.token``, ``kafka.sasl_password``): that is taken as given, so an empty or blank one
+is refused like an empty one in a file; to leave a secret unset, leave its variable unset.
 
 Why not pydantic-settings' own sources: they skip the env prefix for aliased fields (the
 ``schema`` section is one) and silently ignore unknown ``LEARND_*`` variables; a typo in a
@@ -25,7 +28,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from learnd.daemon.config import LearndConfig
+from learnd.daemon.config import LearndConfig, secret_fields
 
 ENV_PREFIX = "LEARND_"
 # LEARND_* variables that are not config keys: the config file, the set-up scripts, the tests.
@@ -44,8 +47,15 @@ class ConfigError(ValueError):
     """A config that cannot start the daemon; the message names the field and valid values."""
 
 
-def _parse_value(raw: str) -> Any:
+SECRETS = frozenset(secret_fields())
+
+
+def _parse_value(raw: str, path: Sequence[str] = ()) -> Any:
+    """A value from the environment or a flag. A secret is taken as it is (surrounding blanks
+    aside): an empty one is refused by the config, never read as unset."""
     s = raw.strip()
+    if ".".join(path) in SECRETS:
+        return s
     if s[:1] in "[{":
         try:
             return json.loads(s)
@@ -109,7 +119,7 @@ def from_env(environ: Mapping[str, str]) -> dict:
                 f"environment {name}: not a config key; sections and keys are separated by a "
                 f"double underscore, e.g. LEARND_KAFKA__TOPIC"
             )
-        _put(tree, path, _parse_value(raw), f"environment {name}")
+        _put(tree, path, _parse_value(raw, path), f"environment {name}")
     return tree
 
 
@@ -119,7 +129,8 @@ def from_flags(assignments: Sequence[str]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set takes section.field=value, got {item!r}")
-        _put(tree, key.strip().split("."), _parse_value(raw), f"--set {key}")
+        path = key.strip().split(".")
+        _put(tree, path, _parse_value(raw, path), f"--set {key}")
     return tree
 
 
@@ -143,7 +154,7 @@ def _describe(err: dict) -> str:
         return f"{loc}: required"
     msg = err["msg"].removeprefix("Value error, ")
     got = err.get("input")
-    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    shown = "" if isinstance(got, dict) or loc in SECRETS else f" (got {got!r})"
     return f"{loc}: {msg}{shown}" if loc else msg
 
 

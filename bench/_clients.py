@@ -42,3 +42,34 @@ def run(port: int, start_at: float, seconds: float, depth: int) -> tuple[int, li
     f.close()
     sock.close()
     return answers, lat
+
+
+def flood(port: int, start_at: float, seconds: float, kind: str) -> int:
+    """One connection that tries to hold the server up, from wall time ``start_at`` for
+    ``seconds``; returns the answers it read. ``kind``: ``versions`` (10,000 control requests
+    pipelined, then their answers read, again and again), ``predict`` (the same with 10,000
+    predictions), or ``no_read`` (predictions pipelined, answers never read)."""
+    sock = connect(port)
+    f = sock.makefile("rb")
+    op = orjson.dumps({"op": "versions"}) + b"\n" if kind == "versions" else REQUEST
+    burst = op * 10_000
+    while time.time() < start_at:
+        time.sleep(0.001)
+    end = start_at + seconds
+    answers = 0
+    if kind == "no_read":
+        sock.setblocking(False)
+        while time.time() < end:
+            try:
+                sock.send(burst)
+            except BlockingIOError:
+                time.sleep(0.01)
+    else:
+        while time.time() < end:
+            sock.sendall(burst)
+            for _ in range(10_000):
+                f.readline()
+            answers += 10_000
+    f.close()
+    sock.close()
+    return answers

@@ -2,12 +2,15 @@
 
     .venv/bin/python bench/serving.py                  # 300k events of backlog
     .venv/bin/python bench/serving.py --events 100000  # quicker
+    .venv/bin/python bench/serving.py --fairness 5     # and one client against a flooder
 
 Fills a topic (embedded tansu) with the drifting SEA stream, then starts `learnd run` as its own
 process. While it works through the backlog at full speed, one client (this process) sends
 sequential single predictions over loopback TCP; once the backlog is learned and the daemon is
 idle, the same client measures again, then N client processes measure throughput together.
-Every client is a separate process from the daemon, as in production.
+Every client is a separate process from the daemon, as in production. With ``--fairness S``
+the idle daemon is then measured against a connection that floods it (control operations,
+pipelined predictions, pipelining without reading), S seconds each.
 """
 
 from __future__ import annotations
@@ -86,6 +89,52 @@ def concurrent(port, clients, seconds, depth):
     return total / seconds, [x for r in out for x in r[1]]
 
 
+def _flooder(port, barrier, seconds, kind, results):
+    from bench._clients import flood
+
+    barrier.wait()  # imported and ready: flood from now on
+    results.put(flood(port, time.time(), seconds, kind))
+
+
+FLOODS = {
+    "none": "no other connection",
+    "versions": "1 connection pipelining 10,000 `versions` at a time",
+    "predict": "1 connection pipelining 10,000 predictions at a time",
+    "no_read": "1 connection pipelining predictions, never reading",
+}
+
+
+def fairness(port, seconds):
+    """One client's sequential predictions while another connection floods the server, for
+    each kind of flood; returns table rows (kind, latencies, flooder's answers/s)."""
+    ctx = mp.get_context("spawn")
+    rows = []
+    for kind in FLOODS:
+        proc = None
+        client = LearndClient.tcp("127.0.0.1", port, timeout=120)
+        for _ in range(50):  # warm the connection before any flood
+            client.predict(X)
+        if kind != "none":
+            barrier, results = ctx.Barrier(2), ctx.Queue()
+            proc = ctx.Process(target=_flooder, args=(port, barrier, seconds + 0.5, kind, results))
+            proc.start()
+            barrier.wait()
+            time.sleep(0.25)  # the flood under way
+        lat = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:  # every request counts, the first ones too
+            t = time.perf_counter()
+            client.request({"op": "predict", "features": X})
+            lat.append(time.perf_counter() - t)
+        client.close()
+        rate = 0.0
+        if proc is not None:
+            rate = results.get(timeout=120) / (seconds + 0.5)
+            proc.join(30)
+        rows.append((kind, lat, rate))
+    return rows
+
+
 def learned(port):
     h = info(port)
     return (h or {}).get("events_learned", 0)
@@ -99,6 +148,14 @@ def main():
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument(
         "--depth", type=int, default=32, help="requests in flight per pipelining client"
+    )
+    ap.add_argument(
+        "--fairness",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="also measure one client's predictions while another connection floods the "
+        "server, SECONDS per kind of flood (0: skip)",
     )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="learnd-serving-"))
@@ -137,6 +194,7 @@ def main():
             idle = sequential(port, n=5000)
             many_rate, many = concurrent(port, args.clients, args.seconds, 1)
             piped_rate, piped = concurrent(port, args.clients, args.seconds, args.depth)
+            fair = fairness(port, args.fairness) if args.fairness else []
             with LearndClient.tcp("127.0.0.1", port) as c:
                 form = c.info()["form"]
         finally:
@@ -175,6 +233,18 @@ def main():
         f"{piped_rate:,.0f} predictions/s (latency per batch of {args.depth}) |"
     )
     print(f"\nmean of busy latencies {statistics.mean(busy) * 1e6:.0f} us")
+    if fair:
+        print(
+            f"\nFairness: one client's sequential predictions ({args.fairness:g} s each) while "
+            "another connection floods the idle daemon\n"
+        )
+        print("| other connection | predictions | p50 us | p99 us | max us | its answers/s |")
+        print("|---|---|---|---|---|---|")
+        for kind, lat, rate in fair:
+            print(
+                f"| {FLOODS[kind]} | {len(lat):,} | {pct(lat, 0.5):.0f} | {pct(lat, 0.99):.0f} "
+                f"| {max(lat) * 1e6:.0f} | {rate:,.0f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -17,9 +17,17 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from learnd.daemon.config_learning import (
     ChallengerConfig,
@@ -52,6 +60,17 @@ __all__ = [
 Task = Literal["binary", "multiclass", "regression"]
 
 
+def _not_blank(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value().strip():
+        raise ValueError("an empty or blank secret is refused; give a real one, or leave it unset")
+    return value
+
+
+# A token or password: never empty or blank, wherever it comes from (an empty token would mean
+# no authentication at all), and redacted whenever the config is shown.
+Secret = Annotated[SecretStr, AfterValidator(_not_blank)]
+
+
 def is_loopback(host: str) -> bool:
     """True when ``host`` names only the local machine (``localhost``, 127.0.0.0/8, ::1)."""
     if host == "localhost":
@@ -73,6 +92,10 @@ class KafkaConfig(Section):
     """The topic of labelled events."""
     dead_letter_topic: str = "learnd.dead-letter"
     """Where rejected records go, with their original bytes and the reason in headers."""
+    dead_letter_max_bytes: int = Field(1_000_000, ge=1024, le=100 * 1024 * 1024)
+    """A dead letter keeps at most this many bytes of the record's key and value together; the
+    rest is cut, and headers say so. Under Kafka's default 1 MiB message limit, so that no
+    record, however large, can stop the checkpoints."""
     group_id: str = "learnd"
     """Consumer group; its offsets are committed after each checkpoint, for lag monitoring."""
     client_id: str = "learnd"
@@ -108,8 +131,9 @@ class KafkaConfig(Section):
     """SASL mechanism (required with ``SASL_*``)."""
     sasl_username: str | None = None
     """SASL user name (required with ``SASL_*``)."""
-    sasl_password: SecretStr | None = None
-    """SASL password (required with ``SASL_*``; secret: redacted, never logged)."""
+    sasl_password: Secret | None = None
+    """SASL password (required with ``SASL_*``; secret: never empty or blank, redacted, never
+    logged)."""
     ssl_cafile: Path | None = None
     """CA bundle that signs the brokers' certificates (``SSL``, ``SASL_SSL``)."""
     ssl_certfile: Path | None = None
@@ -225,8 +249,9 @@ class ServingConfig(Section):
     """TCP port (``0``: any free port; none: no TCP)."""
     unix_path: Path | None = None
     """Unix socket path (mode 0660)."""
-    token: SecretStr | None = None
-    """Secret every request must carry as ``"token"`` (redacted, never logged)."""
+    token: Secret | None = None
+    """Secret every request must carry as ``"token"`` (never empty or blank, redacted, never
+    logged)."""
     max_request_bytes: int = Field(1 << 20, ge=256)
     """Longest request line; a longer one is refused and its connection closed."""
     max_batch: int = Field(10_000, ge=1)
@@ -271,8 +296,9 @@ class MetricsConfig(Section):
     """Bind address; non-loopback requires ``metrics.token``."""
     port: int = Field(9464, ge=0, le=65535)
     """HTTP port."""
-    token: SecretStr | None = None
-    """Bearer token for ``/metrics`` (Prometheus: ``authorization: {credentials: ...}``)."""
+    token: Secret | None = None
+    """Bearer token for ``/metrics`` (Prometheus: ``authorization: {credentials: ...}``; never
+    empty or blank)."""
 
     @model_validator(mode="after")
     def _safe_bind(self) -> MetricsConfig:
@@ -354,3 +380,25 @@ class LearndConfig(Section):
     def redacted(self) -> dict:
         """The effective config as plain data with every secret replaced by ``'**********'``."""
         return self.model_dump(mode="json", by_alias=True)
+
+
+def secret_fields(model: type[BaseModel] = LearndConfig, prefix: str = "") -> tuple[str, ...]:
+    """The dotted names of every secret in the config (tokens, passwords).
+
+    Examples
+    --------
+    >>> secret_fields()
+    ('kafka.sasl_password', 'serving.token', 'metrics.token')
+    """
+    out: list[str] = []
+    for name, field in model.model_fields.items():
+        path = prefix + (field.alias or name)
+        if _holds(field.annotation, SecretStr):
+            out.append(path)
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            out += secret_fields(field.annotation, path + ".")
+    return tuple(out)
+
+
+def _holds(annotation: Any, kind: type) -> bool:
+    return annotation is kind or any(_holds(a, kind) for a in get_args(annotation))

@@ -58,6 +58,9 @@ class EventSource(Protocol):
 class DeadLetterSink(Protocol):
     """Where rejected records go, with their reason and original bytes."""
 
+    truncated: int  # dead letters sent without all of their key and value (too large)
+    dropped: int  # dead letters refused for their size even without key and value
+
     def send(self, record: RawRecord, reason: str, detail: str) -> None: ...
 
     def flush(self) -> None:

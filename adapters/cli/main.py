@@ -1,4 +1,5 @@
-"""The `learnd` command line: run, demo, predict, health, versions, rollback, config show."""
+"""The `learnd` command line: run, demo, predict, health, versions, rollback, config show,
+checkpoint show, audit."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 
 import orjson
 
+from learnd.adapters.cli.checkpoint import add_commands as add_checkpoint_commands
 from learnd.adapters.settings import ConfigError, build_config
 from learnd.daemon.errors import StartupError
 
@@ -33,10 +35,10 @@ def _load(args) -> object:
 
 
 def cmd_run(args) -> int:
+    cfg = _load(args)  # before torch is imported: a typo is refused in a fraction of a second
     from learnd.adapters.bootstrap import Daemon
     from learnd.adapters.logs import setup_logging
 
-    cfg = _load(args)
     setup_logging(cfg.log.level, cfg.log.format)
     daemon = Daemon(cfg, failpoints=_failpoints_from_env())
 
@@ -251,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = csub.add_parser("show", help="print the effective config, secrets redacted")
     _add_config_args(show)
     show.set_defaults(func=cmd_config_show)
+    add_checkpoint_commands(sub, _add_config_args)
     return parser
 
 

@@ -61,6 +61,13 @@ class LearndCollector(Collector):
             "reason",
             {r.value: rejected.get(r.value, 0) for r in Reason},
         )
+        yield _counter(
+            "learnd_dead_letters_oversize",
+            "Dead letters over kafka.dead_letter_max_bytes: sent truncated, or dropped when "
+            "refused even without key and value.",
+            "outcome",
+            {"truncated": p.dead_letters.truncated, "dropped": p.dead_letters.dropped},
+        )
         yield CounterMetricFamily("learnd_batches", "Micro-batches learned.", value=p.batches)
         yield _counter(
             "learnd_learn_steps",
@@ -309,7 +316,7 @@ class MetricsServer:
 
     def __init__(self, registry: CollectorRegistry, host: str, port: int, token: str | None = None):
         app = make_wsgi_app(registry)
-        expected = f"Bearer {token}".encode() if token else None
+        expected = f"Bearer {token}".encode() if token is not None else None
 
         def guarded(environ, start_response):
             if expected is not None:

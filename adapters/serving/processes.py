@@ -37,15 +37,16 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from learnd.adapters.child_process import die_with_parent
+from learnd.adapters.serving.segments import remove_stale_segments, segment_scope
 from learnd.adapters.serving.shared_snapshots import SeqBlock, SnapshotChannel
 from learnd.adapters.serving.socket_server import bind_sockets
 from learnd.daemon.config import LearndConfig
-from learnd.daemon.serving.requests import RequestHandler
+from learnd.daemon.serving.requests import CONTROL_OPS, RequestHandler
 from learnd.daemon.serving.snapshot import SnapshotRef
 
 log = logging.getLogger("learnd.serving")
 
-FORWARDED = ("versions", "rollback", "unpin")
+FORWARDED = CONTROL_OPS
 STATS_BYTES = 256 * 1024
 # How the daemon stops a serving process. Not SIGTERM: a stop meant for the daemon often reaches
 # its whole process group, and the serving processes ignore it, to answer until the daemon has
@@ -66,7 +67,10 @@ class ServingProcesses:
         self.cfg = cfg
         self.admin = admin
         self.health = health
-        self.channel = SnapshotChannel(ref, keep=max(8, cfg.serving.keep_versions))
+        # segments a killed predecessor on the same state left behind go first
+        self.scope = segment_scope(cfg.checkpoint)
+        remove_stale_segments(self.scope)
+        self.channel = SnapshotChannel(ref, self.scope, keep=max(8, cfg.serving.keep_versions))
         self.sockets: tuple[socket.socket, ...] = ()
         self.tcp_address: tuple[str, int] | None = None
         self.unix_path: Path | None = None
@@ -87,7 +91,7 @@ class ServingProcesses:
                 self.tcp_address = sock.getsockname()[:2]
         self.channel.set_health(dict(self.health()))
         for i in range(self.cfg.serving.processes):
-            self._stats.append(SeqBlock.create(STATS_BYTES))
+            self._stats.append(SeqBlock.create(self.scope, STATS_BYTES))
             self._procs.append(None)
             self._pipes.append(None)  # type: ignore[arg-type]
             self._spawn(i)

@@ -14,8 +14,9 @@ comes whole from one version and versions never go backwards.
 
 Each block is a seqlock: the writer makes the sequence odd, writes, makes it even; a reader
 that sees an odd or changed sequence reads again. Segments are created by the daemon with mode
-0600 (the serving processes run as the same user), are named ``learnd_<daemon pid>_<random>``
-(``ls /dev/shm`` shows whose they are) and are unlinked when it stops; readers map
+0600 (the serving processes run as the same user), are named after the daemon's state
+location and pid (:mod:`learnd.adapters.serving.segments`, which also removes those a killed
+predecessor left) and are unlinked when it stops; readers map
 them by name without registering them with Python's resource tracker, which would otherwise
 unlink the daemon's segments when a serving process exits.
 """
@@ -26,7 +27,6 @@ import io
 import logging
 import mmap
 import os
-import secrets
 import struct
 import threading
 import time
@@ -37,6 +37,7 @@ from types import MappingProxyType
 import numpy as np
 import orjson
 
+from learnd.adapters.serving.segments import create_segment, remove_segment
 from learnd.daemon.serving.forms import NumpyForward, frozen
 from learnd.daemon.serving.snapshot import Snapshot, SnapshotRef
 from learnd.daemon.serving.weights import DenseWeights
@@ -44,21 +45,6 @@ from learnd.daemon.serving.weights import DenseWeights
 log = logging.getLogger("learnd.serving")
 
 HEADER = struct.Struct("<QI")  # sequence, payload length
-
-
-def segment_prefix(pid: int | None = None) -> str:
-    """The name prefix of the shared-memory segments a daemon process creates."""
-    return f"learnd_{os.getpid() if pid is None else pid}_"
-
-
-def _create_segment(size: int) -> shared_memory.SharedMemory:
-    while True:
-        try:
-            return shared_memory.SharedMemory(
-                segment_prefix() + secrets.token_hex(4), create=True, size=size
-            )
-        except FileExistsError:  # a name drawn twice: draw again
-            continue
 
 
 class SeqBlock:
@@ -72,8 +58,8 @@ class SeqBlock:
         self._seq = 0
 
     @classmethod
-    def create(cls, size: int) -> SeqBlock:
-        shm = _create_segment(HEADER.size + size)
+    def create(cls, scope: str, size: int) -> SeqBlock:
+        shm = create_segment(scope, HEADER.size + size)
         return cls(shm.buf, shm.name, owner=shm)
 
     @classmethod
@@ -109,8 +95,7 @@ class SeqBlock:
     def close(self) -> None:
         if self._owner is not None:
             self.buf = None  # release the exported memoryview before closing
-            self._owner.close()
-            self._owner.unlink()
+            remove_segment(self._owner)
             self._owner = None
         elif isinstance(self.buf, mmap.mmap):
             self.buf.close()
@@ -228,9 +213,10 @@ class SnapshotChannel:
     """The daemon's side: one segment per served snapshot (the newest ``keep`` kept), a control
     block naming the current one, and a block carrying the daemon's health answer."""
 
-    def __init__(self, ref: SnapshotRef, keep: int = 8):
-        self.control = SeqBlock.create(512)
-        self.health = SeqBlock.create(64 * 1024)
+    def __init__(self, ref: SnapshotRef, scope: str, keep: int = 8):
+        self.scope = scope
+        self.control = SeqBlock.create(scope, 512)
+        self.health = SeqBlock.create(scope, 64 * 1024)
         self._blobs: deque[shared_memory.SharedMemory] = deque()
         self._keep = keep
         self._lock = threading.Lock()
@@ -245,16 +231,14 @@ class SnapshotChannel:
 
     def write_blob(self, version: int, data: bytes) -> None:
         """Put ``data`` in a new segment and point the control block at it as ``version``."""
-        blob = _create_segment(max(1, len(data)))
+        blob = create_segment(self.scope, max(1, len(data)))
         blob.buf[: len(data)] = data
         with self._lock:
             self._blobs.append(blob)
             pointer = {"version": version, "name": blob.name, "size": len(data)}
             self.control.write(orjson.dumps(pointer))
             while len(self._blobs) > self._keep:  # a reader that is this far behind re-reads
-                old = self._blobs.popleft()
-                old.close()
-                old.unlink()
+                remove_segment(self._blobs.popleft())
 
     def set_health(self, health: dict) -> None:
         self.health.write(orjson.dumps(health))
@@ -264,9 +248,7 @@ class SnapshotChannel:
             self.control.close()
             self.health.close()
             while self._blobs:
-                old = self._blobs.popleft()
-                old.close()
-                old.unlink()
+                remove_segment(self._blobs.popleft())
 
 
 class SnapshotMirror:
@@ -277,6 +259,7 @@ class SnapshotMirror:
         self.health_block = SeqBlock.attach(health)
         self.ref = ref
         self._seen = -1
+        self._lock = threading.Lock()  # the loop and the control thread both refresh
         self.loads = 0
         self.rejected = 0
         self.last_problem: str | None = None
@@ -285,6 +268,10 @@ class SnapshotMirror:
         """Adopt the daemon's newest snapshot if it changed since the last look."""
         if self.control.sequence() == self._seen:
             return
+        with self._lock:
+            self._refresh()
+
+    def _refresh(self) -> None:
         seq, payload = self.control.read()
         if not payload:
             return

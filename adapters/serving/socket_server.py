@@ -5,11 +5,19 @@ than ``serving.max_request_bytes`` is refused before it is buffered whole, and t
 closed; a malformed request gets an error answer and the connection carries on. When a token is
 configured, every request must carry ``"token"``; it is compared in constant time and never
 logged.
+
+Fairness: connections are served in turns (at most :data:`TURN_REQUESTS` requests or
+:data:`TURN_BYTES` bytes of them per turn), and control operations run on a thread of their own,
+one at a time, first come first served, each connection waiting for its answer before its next
+request. So one connection pipelining thousands of requests delays another's prediction by at
+most one turn of it, one flooding control operations delays it not at all, and one that stops
+reading its answers is simply not read any further.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hmac
 import logging
 import os
@@ -17,6 +25,7 @@ import socket
 import stat
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,11 +33,24 @@ from typing import Any
 import orjson
 
 from learnd.daemon.config import ServingConfig
-from learnd.daemon.serving.requests import OPS, RequestHandler
+from learnd.daemon.serving.requests import CONTROL_OPS, OPS, RequestHandler
 
 log = logging.getLogger("learnd.serving")
 
 Observer = Callable[[str, str, float], None]  # (op, outcome, seconds)
+
+# One connection's turn on the event loop: at most this many requests, or this many bytes of
+# them (but at least one request), before every other connection with work gets its turn.
+TURN_REQUESTS = 64
+TURN_BYTES = 16 * 1024
+# Consecutive control operations of one connection run on the control thread together, at most
+# this many: another connection's control operation waits for at most one such run.
+TURN_CONTROL = 32
+# Requests queued on one connection beyond which it is not read until its queue drains.
+QUEUE_BYTES = 1 << 20
+# Answers buffered for a connection beyond which it counts as not reading them: answering
+# (and reading) it stops until they drain.
+WRITE_BUFFER_BYTES = 256 * 1024
 
 
 def _dumps(obj: dict) -> bytes:
@@ -79,7 +101,9 @@ class PredictionServer:
         self._own_sockets = False
         self.cfg = cfg
         self.observe = observe or (lambda op, outcome, s: None)
-        self._token = cfg.token.get_secret_value().encode() if cfg.token else None
+        # A configured token is always checked (config refuses an empty or blank one).
+        self._token = cfg.token.get_secret_value().encode() if cfg.token is not None else None
+        self._control_pool = concurrent.futures.ThreadPoolExecutor(1, "learnd-control")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._servers: list[asyncio.base_events.Server] = []
@@ -134,6 +158,7 @@ class PredictionServer:
             for task in stragglers:
                 task.cancel()
             loop.run_until_complete(asyncio.gather(*stragglers, return_exceptions=True))
+        self._control_pool.shutdown(wait=False, cancel_futures=True)
         loop.close()
 
     async def _open(self) -> None:
@@ -191,41 +216,83 @@ class PredictionServer:
             }
         )
 
-    def _answer_lines(self, lines: list[bytes]) -> bytes:
-        """Answers to the complete request lines of one read, in order, as one buffer.
+    def _prepare(self, line: bytes) -> tuple[str, Any, bytes | None]:
+        """(op, request, None), or (op, None, the answer) for a request answered without the
+        handler: not JSON, or a missing or wrong token."""
+        try:
+            req = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            self.observe("unknown", "bad_request", 0.0)
+            return "unknown", None, _BAD_JSON
+        op = req.get("op", "predict") if isinstance(req, dict) else "unknown"
+        op = op if op in OPS else "unknown"
+        if self._token is not None:
+            given = req.pop("token", None) if isinstance(req, dict) else None
+            given_b = given.encode() if isinstance(given, str) else b""
+            if not hmac.compare_digest(given_b, self._token):
+                self.observe(op, "unauthorized", 0.0)
+                return op, None, _UNAUTHORIZED
+        return op, req, None
 
-        Each request's latency is observed as the time to answer the whole read it came in:
-        what a pipelining client waits."""
+    def _answer(self, prepared: list[tuple[str, Any, bytes | None]]) -> bytes:
+        """Answers to prepared requests, in order, as one buffer (runs of predictions share
+        one forward pass). Each request's latency is observed as the time to answer the whole
+        run it came in: what a pipelining client waits."""
         t0 = time.perf_counter()
-        answers: list[bytes] = [b""] * len(lines)
-        outcomes: list[tuple[str, str]] = [("unknown", "ok")] * len(lines)
-        reqs: list[Any] = []
-        where: list[int] = []
-        for i, line in enumerate(lines):
-            try:
-                req = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                answers[i], outcomes[i] = _BAD_JSON, ("unknown", "bad_request")
+        reqs = [req for _, req, done in prepared if done is None]
+        answers = iter(self.handler.handle_many(reqs))
+        out: list[bytes] = []
+        outcomes: list[tuple[str, str]] = []
+        for op, _, done in prepared:
+            if done is not None:
+                out.append(done)
                 continue
-            op = req.get("op", "predict") if isinstance(req, dict) else "unknown"
-            op = op if op in OPS else "unknown"
-            if self._token is not None:
-                given = req.pop("token", None) if isinstance(req, dict) else None
-                given_b = given.encode() if isinstance(given, str) else b""
-                if not hmac.compare_digest(given_b, self._token):
-                    answers[i], outcomes[i] = _UNAUTHORIZED, (op, "unauthorized")
-                    continue
-            outcomes[i] = (op, "ok")
-            reqs.append(req)
-            where.append(i)
-        for i, answer in zip(where, self.handler.handle_many(reqs), strict=True):
-            answers[i] = _dumps(answer)
-            if not answer.get("ok"):
-                outcomes[i] = (outcomes[i][0], str(answer.get("error", "error")))
+            answer = next(answers)
+            out.append(_dumps(answer))
+            outcomes.append((op, "ok" if answer.get("ok") else str(answer.get("error", "error"))))
         elapsed = time.perf_counter() - t0
         for op, outcome in outcomes:
             self.observe(op, outcome, elapsed)
-        return b"".join(answers)
+        return b"".join(out)
+
+    def _control(self, ops: list[tuple[str, Any]], done: Callable[[bytes], None]) -> None:
+        """Run a connection's consecutive control operations (at most :data:`TURN_CONTROL`) on
+        the control thread, off the event loop, in order; ``done`` gets their answers on the
+        loop. One thread for all connections, first come first served, and a connection waits
+        for its answers before its next requests: a connection flooding control operations
+        holds up no other connection's predictions, and another connection's control
+        operation waits for at most one such run of it."""
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        future = loop.run_in_executor(self._control_pool, self._run_control, ops)
+
+        def finished(f: asyncio.Future) -> None:
+            if f.cancelled():
+                return
+            elapsed = time.perf_counter() - t0
+            answers = f.result()
+            for (op, _), answer in zip(ops, answers, strict=True):
+                outcome = "ok" if answer.get("ok") else str(answer.get("error", "error"))
+                self.observe(op, outcome, elapsed)
+            done(b"".join(_dumps(a) for a in answers))
+
+        future.add_done_callback(finished)
+
+    def _run_control(self, ops: list[tuple[str, Any]]) -> list[dict]:
+        answers = []
+        for op, req in ops:
+            try:
+                answers.append(self.handler.handle(req))
+            except Exception as e:  # noqa: BLE001 - answered and logged, the server carries on
+                log.error(
+                    "control operation %s failed: %s: %s",
+                    op,
+                    type(e).__name__,
+                    e,
+                    extra={"event": "control_failed"},
+                )
+                answers.append({"ok": False, "error": "internal", "detail": type(e).__name__})
+        return answers
 
 
 _BAD_JSON = _dumps({"ok": False, "error": "bad_request", "detail": "request is not valid JSON"})
@@ -233,18 +300,36 @@ _UNAUTHORIZED = _dumps({"ok": False, "error": "unauthorized", "detail": "missing
 
 
 class _Connection(asyncio.Protocol):
-    """One client. Every complete line that arrives in one read is answered in order and the
-    answers go out in one write, so pipelined requests cost one syscall per batch, not per
-    request. A partial line is kept until its newline comes, but never beyond the size limit."""
+    """One client, served in turns so that no client can hold up another.
+
+    Complete request lines are queued as they arrive; each turn answers at most
+    :data:`TURN_REQUESTS` requests or :data:`TURN_BYTES` bytes of them (at least one request)
+    with one write, then yields to the event loop, so every other connection with work gets its
+    turn before this one's next. A control operation (``versions``, ``rollback``, ``unpin``)
+    ends a turn and runs off the loop with the ones right after it, at most
+    :data:`TURN_CONTROL` (:meth:`PredictionServer._control`); the connection's later requests
+    wait for their answers, so answers stay in request order. Reading stops while
+    :data:`QUEUE_BYTES` of requests are queued or while the client is not reading its answers
+    (the transport's write buffer is full): a client pipelining without reading holds only
+    that much of the server's memory and none of its time. A line longer than the size limit
+    is answered ``too_large`` in its turn, and the connection closed."""
 
     def __init__(self, server: PredictionServer):
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.limit = server.cfg.max_request_bytes
+        self.queue: deque[bytes | None] = deque()  # None: a line over the limit, then close
+        self.queued_bytes = 0
+        self.turn_due = False  # a turn is scheduled on the loop
+        self.in_control = False  # a control operation of this connection is running
+        self.write_paused = False
+        self.refused = False  # a line over the limit was read: read no more
+        self.carried: tuple[str, Any, bytes | None] | None = None  # read after a control run
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_BYTES)
         if not self.server._admit(self):
             transport.write(
                 _dumps(
@@ -258,51 +343,124 @@ class _Connection(asyncio.Protocol):
             transport.close()
 
     def data_received(self, data: bytes) -> None:
-        server = self.server
-        if self.transport is None or self.transport.is_closing():
+        if self.transport is None or self.transport.is_closing() or self.refused:
             return
+        self.server._last_seen[self] = time.monotonic()
         self.buffer += data
         end = self.buffer.rfind(b"\n")
-        if end < 0:
-            if len(self.buffer) > self.limit:
-                self._refuse()
-            return
-        lines = bytes(self.buffer[: end + 1]).split(b"\n")
-        del self.buffer[: end + 1]
-        todo = []
-        too_large = False
-        for line in lines[:-1]:
-            if len(line) > self.limit:
-                too_large = True
-                break
-            if line.strip():
-                todo.append(line)
-        server._last_seen[self] = time.monotonic()
-        if todo:
-            self.transport.write(server._answer_lines(todo))
-        if too_large:
-            self.transport.write(server._too_large())
-            self.transport.close()
-            return
-        if len(self.buffer) > self.limit:
+        if end >= 0:
+            lines = bytes(self.buffer[: end + 1]).split(b"\n")
+            del self.buffer[: end + 1]
+            for line in lines[:-1]:
+                if len(line) > self.limit:
+                    self._refuse()
+                    break
+                if line.strip():
+                    self.queue.append(line)
+                    self.queued_bytes += len(line)
+        if not self.refused and len(self.buffer) > self.limit:
             self._refuse()
+        self._flow()
+        if not self.turn_due:
+            self._turn()
 
     def _refuse(self) -> None:
-        assert self.transport is not None
         self.buffer.clear()
-        self.transport.write(self.server._too_large())
-        self.transport.close()
+        self.queue.append(None)
+        self.refused = True
 
-    def pause_writing(self) -> None:  # the peer stopped reading: stop reading its requests
-        if self.transport is not None:
-            self.transport.pause_reading()
+    def _turn(self) -> None:
+        """Answer the next requests in the queue, at most one turn's worth."""
+        self.turn_due = False
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            self.queue.clear()
+            return
+        if self.in_control or self.write_paused:
+            return  # resumed by the control answer or by resume_writing
+        server = self.server
+        prepared: list[tuple[str, Any, bytes | None]] = []
+        if self.carried is not None:
+            prepared.append(self.carried)
+            self.carried = None
+        size = 0
+        control: list[tuple[str, Any]] = []
+        while self.queue and len(prepared) < TURN_REQUESTS and (size < TURN_BYTES or not prepared):
+            item = self._next()
+            if item is None:
+                break
+            size += item[3]
+            op, req, done, _ = item
+            if done is None and op in CONTROL_OPS:
+                control.append((op, req))
+                break
+            prepared.append((op, req, done))
+        while control and self.queue and len(control) < TURN_CONTROL:  # a run of them
+            item = self._next()
+            if item is None:
+                break
+            op, req, done, _ = item
+            if done is not None or op not in CONTROL_OPS:
+                self.carried = (op, req, done)  # answered first in the turn after the run
+                break
+            control.append((op, req))
+        if prepared:
+            transport.write(server._answer(prepared))
+        if control:
+            self.in_control = True
+            server._control(control, self._control_done)
+        elif self.queue and self.queue[0] is None:
+            transport.write(server._too_large())
+            transport.close()
+            self.queue.clear()
+            return
+        self._flow()
+        self._schedule()
+
+    def _next(self) -> tuple[str, Any, bytes | None, int] | None:
+        """The next queued request, prepared, and its size; None at a line over the limit."""
+        line = self.queue[0]
+        if line is None:
+            return None
+        self.queue.popleft()
+        self.queued_bytes -= len(line)
+        return (*self.server._prepare(line), len(line))
+
+    def _control_done(self, answer: bytes) -> None:
+        self.in_control = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(answer)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        work = self.queue or self.carried is not None
+        if work and not self.turn_due and not self.in_control and not self.write_paused:
+            self.turn_due = True
+            asyncio.get_running_loop().call_soon(self._turn)
+
+    def _flow(self) -> None:
+        """Read while there is room in the queue and the client reads its answers."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        wanted = not self.write_paused and not self.refused and self.queued_bytes < QUEUE_BYTES
+        if wanted and not transport.is_reading():
+            transport.resume_reading()
+        elif not wanted and transport.is_reading():
+            transport.pause_reading()
+
+    def pause_writing(self) -> None:  # the peer stopped reading: stop answering and reading
+        self.write_paused = True
+        self._flow()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
+        self.write_paused = False
+        self._flow()
+        self._schedule()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server._last_seen.pop(self, None)
+        self.queue.clear()
 
     def close(self) -> None:
         if self.transport is not None:

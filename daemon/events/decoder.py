@@ -335,8 +335,10 @@ class EventDecoder:
     def _decode_one(
         self, rec: RawRecord, rows: list, ys: list, ids: list
     ) -> tuple[Reason, str] | None:
+        if rec.value is None:
+            return Reason.EMPTY, "record value is null (a tombstone)"
         if not rec.value:
-            return Reason.EMPTY, "record has no value"
+            return Reason.EMPTY, "record value is empty"
         try:
             obj = orjson.loads(rec.value)
         except orjson.JSONDecodeError as e:

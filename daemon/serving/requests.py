@@ -37,6 +37,9 @@ from learnd.daemon.serving.snapshot import Snapshot, SnapshotRef
 log = logging.getLogger("learnd.serving")
 
 OPS = ("predict", "predict_many", "health", "info", "versions", "rollback", "unpin")
+# The operations on what is served rather than on the model: a transport runs them off the
+# path of predictions (a serving process forwards them to the daemon).
+CONTROL_OPS = ("versions", "rollback", "unpin")
 
 
 def _error(code: str, detail: str, req_id: Any = None) -> dict:

@@ -19,8 +19,9 @@ from kafka import KafkaProducer
 
 from learnd.adapters.kafka.broker import EmbeddedBroker, free_port
 from learnd.adapters.kafka.topics import ensure_topics
-from learnd.adapters.serving.shared_snapshots import segment_prefix
+from learnd.adapters.serving.segments import segment_prefix, segment_scope
 from learnd.adapters.settings import build_config
+from learnd.daemon.config import CheckpointConfig
 from learnd.daemon.events.synthetic import DriftingSEA
 
 pytestmark = pytest.mark.e2e
@@ -222,7 +223,8 @@ def test_serving_processes_exit_with_a_killed_daemon_and_free_the_port(tmp_path,
                 break
             time.sleep(0.01 if when == "starting" else 0.2)
         assert len(serving) == 2
-        created = _segments(segment_prefix(proc.pid))
+        scope = segment_scope(CheckpointConfig(dir=tmp_path / "state"))
+        created = _segments(segment_prefix(scope, proc.pid))
     finally:
         proc.kill()
         proc.wait(10)
@@ -238,7 +240,7 @@ def test_serving_processes_exit_with_a_killed_daemon_and_free_the_port(tmp_path,
     except OSError as e:
         pytest.fail(f"port {port} still taken ({e}): {_port_holders(port)}")
     # the daemon's shared-memory segments are removed by its resource tracker
-    prefix = segment_prefix(proc.pid)
+    prefix = segment_prefix(scope, proc.pid)
     assert created, "the daemon made shared-memory segments for its serving processes"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and _segments(prefix):

@@ -42,8 +42,8 @@ def test_extra_top_level_fields_and_extra_features_are_accepted():
 @pytest.mark.parametrize(
     ("value", "reason", "detail"),
     [
-        (None, Reason.EMPTY, "record has no value"),
-        (b"", Reason.EMPTY, "record has no value"),
+        (None, Reason.EMPTY, "record value is null (a tombstone)"),
+        (b"", Reason.EMPTY, "record value is empty"),
         (b"{not json", Reason.NOT_JSON, "not valid JSON"),
         (b"\xff\xfe\x00", Reason.NOT_JSON, "not valid JSON"),
         (b"NaN", Reason.NOT_JSON, "not valid JSON"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import uuid
 
 import numpy as np
 import pytest
@@ -39,7 +40,7 @@ def dense(scale=1.0):
 @pytest.fixture
 def wired():
     ref = SnapshotRef()
-    channel = SnapshotChannel(ref)
+    channel = SnapshotChannel(ref, uuid.uuid4().hex[:8])
     served = SnapshotRef()
     mirror = SnapshotMirror(*channel.names, served)
     yield ref, channel, served, mirror
