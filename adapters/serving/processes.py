@@ -5,7 +5,7 @@ serving processes that all accept on them. Each runs the ordinary
 :class:`learnd.adapters.serving.socket_server.PredictionServer` and :class:`learnd.daemon.serving.requests.RequestHandler` over
 its own :class:`learnd.daemon.serving.snapshot.SnapshotRef`, kept current by a
 :class:`learnd.adapters.serving.shared_snapshots.SnapshotMirror`. Health answers come from the daemon through
-shared memory; the operations that change serving (``rollback``, ``unpin``) and ``versions``
+shared memory; the operations that change serving (``rollback``, ``unpin``) and ``versions`` and ``export``
 are forwarded to the daemon over a pipe and answered by its own handler, so there is one
 authority over what is served. Request metrics are kept per process and summed into the daemon's
 ``/metrics``. A serving process that dies is restarted; the sockets stay open meanwhile, so
@@ -46,7 +46,7 @@ from learnd.daemon.serving.snapshot import SnapshotRef
 
 log = logging.getLogger("learnd.serving")
 
-FORWARDED = ("versions", "rollback", "unpin")
+FORWARDED = ("versions", "rollback", "unpin", "export")
 STATS_BYTES = 256 * 1024
 # How the daemon stops a serving process. Not SIGTERM: a stop meant for the daemon often reaches
 # its whole process group, and the serving processes ignore it, to answer until the daemon has

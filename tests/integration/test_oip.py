@@ -21,6 +21,7 @@ import tritonclient.http as thttp  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from learnd.adapters.bootstrap import Daemon  # noqa: E402
+from learnd.adapters.cli.main import main  # noqa: E402
 from learnd.adapters.fakes import ListDeadLetters, ListSource, MemoryCheckpointStore  # noqa: E402
 from learnd.adapters.serving.client import LearndClient  # noqa: E402
 from learnd.daemon.events.synthetic import FEATURES, DriftingSEA  # noqa: E402
@@ -100,7 +101,7 @@ asyncio.run(main())
 """
 
 
-def test_triton_and_kserve_clients_get_the_ndjson_answers(daemon):
+def test_triton_and_kserve_clients_get_the_ndjson_answers(daemon, tmp_path):
     http_host, http_port = daemon.server.oip.http_address
     grpc_host, grpc_port = daemon.server.oip.grpc_address
     wait_for(lambda: (ndjson(daemon, {"op": "health"}).get("version") or 0) >= 3, 60, what="v3")
@@ -143,6 +144,16 @@ def test_triton_and_kserve_clients_get_the_ndjson_answers(daemon):
             check(r.as_numpy("prediction"), r.as_numpy("scores"), r.get_response()["model_version"])
     r = triton_grpc_infer(g, X)
     check(r.as_numpy("prediction"), r.as_numpy("scores"), r.get_response().model_version)
+    # `learnd export` of that version, run in onnxruntime, gives the served numbers
+    ort = pytest.importorskip("onnxruntime")
+    host, port = daemon.server.tcp_address
+    onnx_path = str(tmp_path / "served.onnx")
+    args = ["export", "--tcp", f"{host}:{port}", "--token", TOKEN, "--version", str(version)]
+    assert main([*args, "-o", onnx_path]) == 0
+    (scores,) = ort.InferenceSession(onnx_path).run(None, {"input": X})
+    np.testing.assert_allclose(scores, want_scores, atol=1e-5, rtol=0)
+    assert scores.argmax(axis=1).tolist() == want_pred
+
     # the versioned routes answer from that version even after others are published
     ndjson(daemon, {"op": "unpin"})
     r = triton_http_infer(h, X, version=str(version))
