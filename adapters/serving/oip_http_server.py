@@ -52,6 +52,9 @@ def _guarded(cfg: ServingConfig) -> type[HttpToolsProtocol]:
                 self.transport = transport
                 return
             last_seen[self] = time.monotonic()
+            sock = transport.get_extra_info("socket")
+            if sock is not None:  # asyncio sets it only on sockets made with proto IPPROTO_TCP
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             super().connection_made(transport)
             self._idle = self.loop.call_later(cfg.idle_timeout_s, self._reap)
 
