@@ -45,6 +45,7 @@ def _guarded(cfg: ServingConfig) -> type[HttpToolsProtocol]:
     class Guarded(HttpToolsProtocol):
         def connection_made(self, transport) -> None:  # type: ignore[override]
             self._head = 0
+            self._admitted = False
             if len(last_seen) >= cfg.max_connections and not _evict_idlest():
                 body = b'{"error": "at most %d connections"}' % cfg.max_connections
                 transport.write(_BUSY % (len(body), body))
@@ -52,6 +53,7 @@ def _guarded(cfg: ServingConfig) -> type[HttpToolsProtocol]:
                 self.transport = transport
                 return
             last_seen[self] = time.monotonic()
+            self._admitted = True
             sock = transport.get_extra_info("socket")
             if sock is not None:  # asyncio sets it only on sockets made with proto IPPROTO_TCP
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -80,8 +82,9 @@ def _guarded(cfg: ServingConfig) -> type[HttpToolsProtocol]:
             super().on_headers_complete()
 
         def connection_lost(self, exc) -> None:
-            if last_seen.pop(self, None) is None:
-                return  # refused at the cap: never admitted
+            if not self._admitted:
+                return  # refused at the cap: uvicorn never saw it
+            last_seen.pop(self, None)
             self._idle.cancel()
             super().connection_lost(exc)
 
