@@ -113,10 +113,19 @@ def test_triton_and_kserve_clients_get_the_ndjson_answers(daemon, tmp_path):
         "learnd", headers=dict(AUTH)
     )
 
-    # while the learner publishes: versions never go backwards on one connection
-    seen_h = [int(triton_http_infer(h, X[:1]).get_response()["model_version"]) for _ in range(150)]
-    seen_g = [int(triton_grpc_infer(g, X[:1]).get_response().model_version) for _ in range(150)]
-    assert seen_h == sorted(seen_h) and seen_g == sorted(seen_g)
+    # while the learner publishes (every 50 ms): no request fails, each answer is the one of the
+    # version it names, and versions never go backwards on one connection
+    served = {}
+    daemon.pipeline.ref.subscribe(lambda snap: served.setdefault(snap.version, snap))
+    answers = [triton_http_infer(h, X) for _ in range(150)]
+    answers += [triton_grpc_infer(g, X) for _ in range(150)]
+    seen = []
+    for r in answers:
+        response = r.get_response()
+        v = int(response["model_version"] if isinstance(response, dict) else response.model_version)
+        seen.append(v)
+        np.testing.assert_allclose(r.as_numpy("scores"), served[v].predict_many(X), atol=1e-6)
+    assert seen[:150] == sorted(seen[:150]) and seen[150:] == sorted(seen[150:])
 
     # pin one version (rollback), then every client must give the NDJSON socket's answers
     kept = ndjson(daemon, {"op": "versions"})["versions"]
