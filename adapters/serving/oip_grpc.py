@@ -23,6 +23,8 @@ import hmac
 import socket
 import struct
 import threading
+import time
+from collections.abc import Callable
 from functools import cache
 from importlib.resources import files
 from typing import Any
@@ -54,6 +56,14 @@ CONTENTS = {
     "FP64": "fp64_contents",
 }
 RPCS = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer")
+ENDPOINTS = {
+    "ServerLive": "live",
+    "ServerReady": "ready",
+    "ModelReady": "ready",
+    "ServerMetadata": "metadata",
+    "ModelMetadata": "metadata",
+    "ModelInfer": "infer",
+}
 
 
 @cache
@@ -80,58 +90,73 @@ def reserve_port(cfg: ServingConfig) -> socket.socket:
     return sock
 
 
-class OipServicer:
-    """The six RPCs over one :class:`OipModel`."""
+class Refused(Exception):
+    """An RPC answered with a non-OK status."""
 
-    def __init__(self, model: OipModel, token: str | None, server_version: str = "0.1.0"):
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _refuse(err: OipError) -> Refused:
+    return Refused(CODES[err.kind], err.message)
+
+
+class OipServicer:
+    """The six RPCs over one :class:`OipModel`. ``observe(endpoint, code, seconds)`` counts each
+    answer (:class:`learnd.adapters.serving.oip_metrics.OipMetrics`)."""
+
+    def __init__(
+        self,
+        model: OipModel,
+        token: str | None,
+        server_version: str = "0.1.0",
+        observe: Callable[[str, str, float], None] | None = None,
+    ):
         self.model = model
         self.token = b"Bearer " + token.encode() if token else None
         self.server_version = server_version
+        self.observe = observe or (lambda endpoint, code, seconds: None)
         self.m = messages()
 
-    async def _check(self, context) -> None:
+    def _check(self, context) -> None:
         if self.token is None:
             return
         given = dict(context.invocation_metadata() or ()).get("authorization", "")
         if not hmac.compare_digest(given.encode(), self.token):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+            raise Refused(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
 
-    async def ServerLive(self, request, context):
-        await self._check(context)
+    def ServerLive(self, request, context):
         return self.m["ServerLiveResponse"](live=self.model.live())
 
-    async def ServerReady(self, request, context):
-        await self._check(context)
+    def ServerReady(self, request, context):
         return self.m["ServerReadyResponse"](ready=self.model.ready())
 
-    async def ModelReady(self, request, context):
-        await self._check(context)
+    def ModelReady(self, request, context):
         ready = self.model.model_ready(request.name, request.version or None)
         return self.m["ModelReadyResponse"](ready=ready is True)
 
-    async def ServerMetadata(self, request, context):
-        await self._check(context)
+    def ServerMetadata(self, request, context):
         return self.m["ServerMetadataResponse"](**self.model.server_metadata(self.server_version))
 
-    async def ModelMetadata(self, request, context):
-        await self._check(context)
+    def ModelMetadata(self, request, context):
         meta = self.model.model_metadata(request.name, request.version or None)
         if isinstance(meta, OipError):
-            await context.abort(CODES[meta.kind], meta.message)
+            raise _refuse(meta)
         meta["properties"] = meta.pop("parameters")
         return self.m["ModelMetadataResponse"](**meta)
 
-    async def ModelInfer(self, request, context):
-        await self._check(context)
+    def ModelInfer(self, request, context):
         inputs = decode_inputs(request)
         if isinstance(inputs, OipError):
-            await context.abort(CODES[inputs.kind], inputs.message)
+            raise _refuse(inputs)
         requested = [o.name for o in request.outputs]
         result = self.model.infer(
             request.model_name, request.model_version or None, inputs, requested
         )
         if isinstance(result, OipError):
-            await context.abort(CODES[result.kind], result.message)
+            raise _refuse(result)
         response = self.m["ModelInferResponse"](
             model_name=result.model_name, model_version=result.model_version, id=request.id
         )
@@ -140,10 +165,27 @@ class OipServicer:
             response.raw_output_contents.append(_raw(t))
         return response
 
+    def _rpc(self, name: str):
+        method = getattr(self, name)
+        endpoint = ENDPOINTS[name]
+
+        async def call(request, context):
+            t0 = time.perf_counter()
+            try:
+                self._check(context)
+                response = method(request, context)
+            except Refused as e:
+                self.observe(endpoint, e.code.name, time.perf_counter() - t0)
+                await context.abort(e.code, e.message)
+            self.observe(endpoint, "OK", time.perf_counter() - t0)
+            return response
+
+        return call
+
     def handler(self) -> grpc.GenericRpcHandler:
         methods = {
             rpc: grpc.unary_unary_rpc_method_handler(
-                getattr(self, rpc),
+                self._rpc(rpc),
                 request_deserializer=self.m[f"{rpc}Request"].FromString,
                 response_serializer=self.m[f"{rpc}Response"].SerializeToString,
             )

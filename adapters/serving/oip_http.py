@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import hmac
 import struct
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import orjson
 
+from learnd.adapters.serving.oip_metrics import endpoint_of
 from learnd.daemon.serving.oip import NUMERIC, InferResult, OipError, OipModel, Tensor
 
 STATUS = {"invalid": 400, "not_found": 404, "unavailable": 503}
@@ -35,9 +38,17 @@ class OipHttpApp:
     """The ASGI application (one per serving process)."""
 
     def __init__(
-        self, model: OipModel, token: str | None, max_body: int, server_version: str = "0.1.0"
+        self,
+        model: OipModel,
+        token: str | None,
+        max_body: int,
+        server_version: str = "0.1.0",
+        observe: Callable[[str, str, float], None] | None = None,
     ):
+        """``observe(endpoint, code, seconds)`` counts each answer
+        (:class:`learnd.adapters.serving.oip_metrics.OipMetrics`)."""
         self.model = model
+        self.observe = observe or (lambda endpoint, code, seconds: None)
         self.token = token.encode() if token else None
         self.max_body = max_body
         self.server_version = server_version
@@ -45,8 +56,10 @@ class OipHttpApp:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":  # lifespan is off; anything else is not ours
             return
+        t0 = time.perf_counter()
         headers = dict(scope["headers"])
         status, body, extra = await self._answer(scope, headers, receive)
+        self.observe(endpoint_of(scope["path"]), str(status), time.perf_counter() - t0)
         out = [JSON, (b"content-length", str(len(body)).encode()), *extra]
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": body})

@@ -100,12 +100,17 @@ def server_version() -> str:
 
 
 def start_oip(
-    cfg: LearndConfig, sockets: OipSockets | None, ref: SnapshotRef, mirror: Any
+    cfg: LearndConfig, sockets: OipSockets | None, ref: SnapshotRef, mirror: Any, registry=None
 ) -> list[Any]:
-    """Start this serving process's OIP servers over ``ref`` (kept current by ``mirror``);
-    returns them, each with a ``stop()``."""
+    """Start this serving process's OIP servers over ``ref`` (kept current by ``mirror``), their
+    request metrics in ``registry``; returns them, each with a ``stop()``."""
     if sockets is None or (sockets.http is None and sockets.grpc_port is None):
         return []
+    from prometheus_client import CollectorRegistry
+
+    from learnd.adapters.serving.oip_metrics import OipMetrics
+
+    metrics = OipMetrics(registry if registry is not None else CollectorRegistry())
     serving = cfg.serving
     model = OipModel(
         ref,
@@ -122,13 +127,19 @@ def start_oip(
             from learnd.adapters.serving.oip_http import OipHttpApp
             from learnd.adapters.serving.oip_http_server import OipHttpServer
 
-            app = OipHttpApp(model, token, serving.max_request_bytes, server_version())
+            app = OipHttpApp(
+                model,
+                token,
+                serving.max_request_bytes,
+                server_version(),
+                metrics.observer("http"),
+            )
             started.append(OipHttpServer(app, serving, sockets.http))
             started[-1].start()
         if sockets.grpc_port is not None:
             from learnd.adapters.serving.oip_grpc import OipGrpcServer, OipServicer
 
-            servicer = OipServicer(model, token, server_version())
+            servicer = OipServicer(model, token, server_version(), metrics.observer("grpc"))
             started.append(OipGrpcServer(servicer, serving, sockets.grpc_port))
             started[-1].start()
     except (OSError, RuntimeError):

@@ -239,7 +239,7 @@ def worker_main(
     handler = _MirroredHandler(inner, mirror, pipe)
     server = PredictionServer(handler, cfg.serving, metrics.observe, sockets=sockets)  # type: ignore[arg-type]
     server.start()
-    oip_servers = start_oip(cfg, oip, ref, mirror)
+    oip_servers = start_oip(cfg, oip, ref, mirror, registry)
     out = SeqBlock.attach(stats, writable=True)
     try:
         while not stopped.wait(0.5):

@@ -282,6 +282,27 @@ def test_malformed_requests_get_protocol_errors_and_the_servers_keep_answering(d
         g.is_server_live()
     assert err.value.status() == "StatusCode.UNAUTHENTICATED"
 
+    # each answer is counted where the daemon's /metrics shows it, by protocol and code
+    def counts():
+        fam = {f.name: f for f in daemon.registry.collect()}.get("learnd_oip_requests")
+        samples = fam.samples if fam else []
+        return {
+            (x.labels["protocol"], x.labels["endpoint"], x.labels["code"]): x.value
+            for x in samples
+            if x.name.endswith("_total")
+        }
+
+    def counted():
+        c = counts()
+        return (
+            c.get(("http", "infer", "400"), 0) >= 9
+            and c.get(("http", "infer", "413"), 0) == 1
+            and c.get(("grpc", "infer", "INVALID_ARGUMENT"), 0) == 2
+            and c.get(("grpc", "live", "UNAUTHENTICATED"), 0) == 1
+        )
+
+    wait_for(counted, 15, what=f"OIP request metrics summed (have {counts()})")
+
     # and both keep answering
     assert (
         raw_http(host, port, "POST", "/v2/models/learnd/infer", json.dumps(good).encode())[0] == 200
