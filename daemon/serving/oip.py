@@ -135,10 +135,12 @@ class OipModel:
         return snap
 
     def model_ready(self, name: str, version: str | None) -> bool | OipError:
+        """A kept version is ready to answer; the unversioned model once one is served and the
+        daemon reports ready. Unknown model or version: an error."""
         snap = self.snapshot(name, version)
         if isinstance(snap, OipError):
             return False if snap.kind == "unavailable" else snap
-        return bool(self._ready()) or bool(version)
+        return True if version else bool(self._ready())
 
     def model_metadata(self, name: str, version: str | None) -> dict | OipError:
         snap = self.snapshot(name, version)
