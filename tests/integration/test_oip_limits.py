@@ -92,3 +92,14 @@ def test_a_request_head_over_the_cap_closes_the_connection_and_the_token_is_requ
         assert closed(s)
     assert infer(server.address, token="wrong").startswith(b"HTTP/1.1 401 ")
     assert infer(server.address).startswith(b"HTTP/1.1 200 ")
+
+
+def test_answers_are_not_held_back_by_nagle(server):
+    # uvicorn writes an answer's head and body separately: without TCP_NODELAY the body waits
+    # for the client's delayed ACK (about 40 ms a request)
+    with socket.create_connection(server.address, timeout=10) as s:
+        s.sendall(b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\nauthorization: Bearer t0k\r\n\r\n")
+        assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
+        (conn,) = server.server.server_state.connections
+        sock = conn.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
