@@ -4,7 +4,7 @@
     .venv/bin/python bench/forms.py --quick     # fewer training steps and timing calls
 
 For each model: trains it online for a while (the learner, as the daemon would), exports the
-plain copy, builds every form that runs here (daemon/compress.py) and prints parameters, bytes,
+plain copy, builds every form that runs here (daemon/serving/compress.py) and prints parameters, bytes,
 sparsity, batch-1 latency (median and p99 of single calls, the form's forward only), speed-up
 over the torch fp32 copy, accuracy on fresh events against the plain copy, and whether the
 default compression tolerance (0.5 points) would let it be served. The CUDA forms appear on a

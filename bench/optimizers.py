@@ -5,8 +5,8 @@
     .venv/bin/python bench/optimizers.py --seeds 1 --streams Phishing,Hyperplane
 
 learnd's default is Adam at a fixed base rate (0.01) that a drift alarm multiplies by 3 and
-that decays back (daemon/schedules.py), with the weights averaged for prediction
-(daemon/averaging.py). The methods here set their step size themselves (Prodigy and
+that decays back (daemon/learning/schedules.py), with the weights averaged for prediction
+(daemon/learning/averaging.py). The methods here set their step size themselves (Prodigy and
 D-Adaptation: the rate is a multiplier, 1) or need no schedule (schedule-free AdamW and RAdam).
 Each runs in place of Adam inside learnd's own learning path (``Pipeline.learn_arrays``:
 rehearsal while keeping up, drift detection, the drift boost on the multiplier, the challenger,
@@ -17,9 +17,10 @@ Schedule-free methods train one sequence of weights and are meant to be evaluate
 (what their ``eval()`` swaps in). Here the learner's weight average is replaced by that point, so
 every prediction comes from it; they keep their own averaging and learnd's is off for them.
 
-The optimizer goes in by replacing ``learnd.daemon.learning.learner._make_optimizer`` for the run: the daemon
-offers only torch's optimizers (``learning.optimizer``), and none of these beat its default here
-(README, "Learning quality").
+The optimizer goes in by replacing ``learnd.daemon.learning.learner._make_optimizer`` for the
+run: the daemon offers only torch's optimizers (``learning.optimizer``), and none of these beat
+its default (docs/benchmarks.md, "Optimizers"; docs/design.md, "Optimizer"). Progress and an ETA
+go to stderr.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import quality  # noqa: E402
 import torch  # noqa: E402
+from _progress import bar, say  # noqa: E402
+from _streams import streams  # noqa: E402
 
 from learnd.daemon.learning import learner as learner_module  # noqa: E402
 from learnd.daemon.learning.model import views_like  # noqa: E402
@@ -147,18 +150,19 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(1)
     only = tuple(s for s in args.streams.split(",") if s)
-    data = quality.streams(args.events, False, only)
+    data = streams(args.events, False, only)
     seeds = range(args.seeds)
     print(
         f"Mean prequential accuracy over model seeds 0..{args.seeds - 1} / examples per s;"
         f" synthetic streams {args.events:,} events\n"
     )
+    progress = bar(2 * len(METHODS) * len(data) * args.seeds, "optimizer runs")
     for behind in (False, True):
-        print(
+        say(
             f"learnd {'behind the log (no rehearsal)' if behind else 'keeping up (rehearsing)'}\n"
         )
-        print("| method | " + " | ".join(name for name, *_ in data) + " |")
-        print("|---|" + "---|" * len(data))
+        say("| method | " + " | ".join(name for name, *_ in data) + " |")
+        say("|---|" + "---|" * len(data))
         for label, kind, learning in METHODS:
             cells = []
             with optimizer(kind):
@@ -170,11 +174,13 @@ def main():
                         )
                         times.append(dt)
                         accs.append(correct.mean())
+                        progress.update()
                     cells.append(
                         f"{np.mean(accs):.4f} / {len(y) * len(times) / sum(times) / 1e3:.0f}k"
                     )
-            print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
-        print()
+            say(f"| {label} | " + " | ".join(cells) + " |")
+        say()
+    progress.close()
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
     .venv/bin/python bench/quality.py --pace 30000,100000   # learnd with events arriving at a rate
     .venv/bin/python bench/quality.py --pace 100000 --seeds 5   # over seeds, against the best (~25 min)
     .venv/bin/python bench/quality.py --pace 100000 --seeds 12 --streams Phishing,Bananas
+    .venv/bin/python bench/quality.py --streams SEA,Agrawal --plots docs/img   # the pictures
 
 Every system sees the same seeded streams, test-then-train, one example at a time for river
 and VW and in learnd's default micro-batches for learnd (through ``Pipeline.learn_arrays``: the
@@ -14,12 +15,13 @@ when it is behind it (no rehearsal; the examples/s there are what catching up ru
 with known switch points, each drift alarm's delay, false alarms, and the events needed after
 each switch to get back within 1 point of the pre-switch accuracy (ARF's alongside).
 VW needs ``pip install vowpalwabbit``; without it its column says so. Single CPU thread.
+``--plots DIR`` also writes one PNG per stream to DIR: accuracy over the stream, every system,
+switches and learnd's drift alarms marked (bench/_plots.py). Progress and an ETA go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 import tempfile
 import time
@@ -31,8 +33,10 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from river import datasets, forest, linear_model, multiclass, preprocessing, tree  # noqa: E402
-from river.datasets import synth  # noqa: E402
+from _anchors import river_systems, run_river, run_vw  # noqa: E402
+from _progress import bar, say  # noqa: E402
+from _streams import sea, streams  # noqa: E402
+from river import forest  # noqa: E402
 
 from learnd.adapters.fakes import ListDeadLetters, ManualClock  # noqa: E402
 from learnd.daemon.config import LearndConfig  # noqa: E402
@@ -40,54 +44,6 @@ from learnd.daemon.learning.learner import Learner  # noqa: E402
 from learnd.daemon.pipeline import Pipeline  # noqa: E402
 
 RECOVERY_WINDOW = 500
-
-
-# ---------------------------------------------------------------- streams
-def _arrays(pairs, classes=None):
-    xs, ys = [], []
-    keys = None
-    for x, y in pairs:
-        if keys is None:
-            keys = sorted(x)
-        xs.append([float(x[k]) for k in keys])
-        ys.append(y)
-    X = np.nan_to_num(np.array(xs, np.float32))
-    labels = sorted(set(ys), key=str) if classes is None else classes
-    index = {c: i for i, c in enumerate(labels)}
-    return X, np.array([index[y] for y in ys], np.int64), labels
-
-
-def switching(make, n, parts):
-    """``n`` events from generators ``make(k)`` for k in ``parts``, switching abruptly."""
-    per = n // len(parts)
-    pairs = itertools.chain.from_iterable(itertools.islice(make(k), per) for k in parts)
-    return pairs, [per * i for i in range(1, len(parts))]
-
-
-def sea(n, seed=7):
-    pairs, sw = switching(lambda v: synth.SEA(variant=v, seed=seed, noise=0.05), n, [0, 1, 2, 3])
-    return ("SEA, 3 abrupt switches", *_arrays(pairs), sw)
-
-
-def streams(n, quick, only=()):
-    """The seven streams, or those whose names start with one of ``only`` (any case)."""
-    out = [sea(n)]
-    hp = synth.Hyperplane(seed=7, n_features=10, mag_change=0.001)
-    out.append(("Hyperplane(10, mag_change .001)", *_arrays(hp.take(n)), []))
-    pairs, sw = switching(lambda f: synth.Agrawal(classification_function=f, seed=7), n, [0, 2, 5])
-    out.append(("Agrawal 0->2->5", *_arrays(pairs), sw))
-    for name, ds in (
-        ("Phishing", datasets.Phishing()),
-        ("Bananas", datasets.Bananas()),
-        ("ImageSegments (7 classes)", datasets.ImageSegments()),
-        ("Shuttle", datasets.Shuttle()),
-    ):
-        out.append((f"{name}", *_arrays(iter(ds)), []))
-    if only:
-        out = [s for s in out if s[0].lower().startswith(tuple(o.lower() for o in only))]
-        if not out:
-            raise SystemExit(f"--streams {','.join(only)} names none of the streams")
-    return out
 
 
 # ---------------------------------------------------------------- systems
@@ -191,10 +147,13 @@ def paced(n, quick, paces, only=()):
     print("| stream | " + " | ".join(f"{p:,.0f}/s" for p in paces) + " |")
     print("|---|" + "---|" * len(paces))
     drift_rows = []
-    for name, X, y, labels, switches in streams(n, quick, only):
+    data = streams(n, quick, only)
+    runs = bar(len(data) * len(paces), "paced runs")
+    for name, X, y, labels, switches in data:
         cells = []
         for p in paces:
             r = run_learnd_paced(X, y, labels, p)
+            runs.update()
             cells.append(
                 f"{r.accuracy:.3f}, {r.rehearsed:.0%}, {_rate(len(y), len(y) / r.rate)},"
                 f" {r.max_lag:,}"
@@ -202,7 +161,8 @@ def paced(n, quick, paces, only=()):
             if switches:
                 delays, false = alarm_delays(r.alarms, switches)
                 drift_rows.append((name, p, switches, delays, false, recovery(r.correct, switches)))
-        print(f"| {name} ({len(y):,}) | " + " | ".join(cells) + " |", flush=True)
+        say(f"| {name} ({len(y):,}) | " + " | ".join(cells) + " |")
+    runs.close()
     print("\nlearnd's drift alarms and recovery at those rates (events; '-' as in the main run)\n")
     print("| stream | rate | switches at | alarm delay | false alarms | learnd recovery |")
     print("|---|---|---|---|---|---|")
@@ -213,21 +173,6 @@ def paced(n, quick, paces, only=()):
         )
 
 
-def river_systems(k, seed=7):
-    """river's three systems for a ``k``-class stream, named; ``seed`` for HATC and ARF (river's
-    LogisticRegression draws nothing at random)."""
-    lr = preprocessing.StandardScaler() | (
-        linear_model.LogisticRegression()
-        if k == 2
-        else multiclass.OneVsRestClassifier(linear_model.LogisticRegression())
-    )
-    return [
-        ("river LR", lr),
-        ("river HATC", tree.HoeffdingAdaptiveTreeClassifier(seed=seed)),
-        ("river ARF", forest.ARFClassifier(seed=seed)),
-    ]
-
-
 def paced_over_seeds(n, quick, pace, k, others=True, only=()):
     """At one arrival rate, learnd over model seeds 0..k-1 against the best other system over
     its seeds 7..7+k-1 (LR and VW draw nothing at random: run once). On the small streams one
@@ -235,11 +180,13 @@ def paced_over_seeds(n, quick, pace, k, others=True, only=()):
     seed can put either side of a 0.5-point line. All learnd runs come first, so that nothing
     else was running in this process while they were timed."""
     data = streams(n, quick, only)
+    progress = bar(len(data) * (2 * k + (1 if others else 0)), "learnd seeds, then the others")
     learnd = [
-        [run_learnd_paced(X, y, labels, pace, s) for s in range(k)] for _, X, y, labels, _ in data
+        [run_learnd_paced(X, y, labels, pace, s) for s in runs_of(progress, range(k))]
+        for _, X, y, labels, _ in data
     ]
     ceiling = [
-        [run_learnd_recorded(X, y, labels, seed=s)[1].mean() for s in range(k)]
+        [run_learnd_recorded(X, y, labels, seed=s)[1].mean() for s in runs_of(progress, range(k))]
         for _, X, y, labels, _ in data
     ]
     print(
@@ -259,17 +206,18 @@ def paced_over_seeds(n, quick, pace, k, others=True, only=()):
         cells = ["not run"] * 3
         if others:
             best, ref = _best_other(X, y, labels, k, quick)
+            progress.update()
             line = float(np.mean(ref)) - 0.005
             cells = [
                 f"{sum(a >= line for a in accs)}/{k}",
                 f"{best}: {_spread(ref)}",
                 f"{line:.4f}",
             ]
-        print(
+        say(
             f"| {name} ({len(y):,}) | {_spread(accs)} | {cells[0]} | {share:.0%},"
-            f" {_rate(len(y), len(y) / rate)} | {np.mean(up):.4f} | {cells[1]} | {cells[2]} |",
-            flush=True,
+            f" {_rate(len(y), len(y) / rate)} | {np.mean(up):.4f} | {cells[1]} | {cells[2]} |"
         )
+    progress.close()
 
 
 def _best_other(X, y, labels, k, quick):
@@ -288,44 +236,15 @@ def _best_other(X, y, labels, k, quick):
     return best, refs[best]
 
 
+def runs_of(progress, iterable):
+    """``iterable``, advancing ``progress`` by one after each item."""
+    for item in iterable:
+        yield item
+        progress.update()
+
+
 def _spread(values):
     return f"{np.mean(values):.4f} ({min(values):.4f}-{max(values):.4f})"
-
-
-def run_river(model, X, y):
-    names = [f"x{i}" for i in range(X.shape[1])]
-    rows = [dict(zip(names, map(float, r), strict=True)) for r in X]
-    labels = y.tolist()
-    correct = np.zeros(len(y), bool)
-    t0 = time.perf_counter()
-    for i, (x, t) in enumerate(zip(rows, labels, strict=True)):
-        correct[i] = model.predict_one(x) == t
-        model.learn_one(x, t)
-    return time.perf_counter() - t0, correct
-
-
-def run_vw(X, y, n_classes):
-    try:
-        from vowpalwabbit import Workspace
-    except ImportError:
-        return None
-    if n_classes == 2:
-        ws = Workspace("--loss_function logistic --link logistic --quiet")
-    else:
-        ws = Workspace(f"--oaa {n_classes} --loss_function logistic --quiet")
-    feats = [" ".join(f"f{j}:{v:.6g}" for j, v in enumerate(r)) for r in X]
-    correct = np.zeros(len(y), bool)
-    t0 = time.perf_counter()
-    for i, (f, t) in enumerate(zip(feats, y.tolist(), strict=True)):
-        if n_classes == 2:
-            correct[i] = (ws.predict(f"| {f}") > 0.5) == (t == 1)
-            ws.learn(f"{1 if t == 1 else -1} | {f}")
-        else:
-            correct[i] = ws.predict(f"| {f}") == t + 1
-            ws.learn(f"{t + 1} | {f}")
-    dt = time.perf_counter() - t0
-    ws.finish()
-    return dt, correct
 
 
 def alarm_delays(alarms, switches):
@@ -390,6 +309,12 @@ def main():
         metavar="NAME[,NAME...]",
         help="only the streams whose names start with these (e.g. Phishing,Bananas)",
     )
+    ap.add_argument(
+        "--plots",
+        default="",
+        metavar="DIR",
+        help="also write one PNG per stream to DIR (e.g. docs/img; needs matplotlib)",
+    )
     args = ap.parse_args()
     only = tuple(s for s in args.streams.split(",") if s)
     if args.pace and args.seeds:
@@ -412,50 +337,78 @@ def main():
             only,
         )
         return
-    n = 20_000 if args.quick else args.events
     torch.set_num_threads(1)
+    plots = Path(args.plots) if args.plots else None
+    compare(20_000 if args.quick else args.events, args.quick, only, args.learnd_only, plots)
+
+
+HEADER = [
+    "learnd, keeping up",
+    "learnd, behind",
+    "river LR",
+    "river HATC",
+    "river ARF",
+    "VW logistic",
+]
+
+
+def compare(n, quick, only, learnd_only, plots):
+    """The main run: every system on every stream, the accuracy table, then learnd's drift
+    alarms and recoveries; with ``plots``, one PNG per stream into that folder."""
     print(f"torch {torch.__version__}, 1 thread; synthetic streams {n:,} events, seed 7\n")
-    header = [
-        "learnd, keeping up",
-        "learnd, behind",
-        "river LR",
-        "river HATC",
-        "river ARF",
-        "VW logistic",
-    ]
-    print("| stream | " + " | ".join(header) + " |")
-    print("|---|" + "---|" * len(header))
-    drift_rows = []
-    for name, X, y, labels, switches in streams(n, args.quick, only):
+    print("| stream | " + " | ".join(HEADER) + " |")
+    print("|---|" + "---|" * len(HEADER))
+    data = streams(n, quick, only)
+    per_stream = 2 if learnd_only else len(HEADER)
+    runs = bar(len(data) * per_stream, "systems x streams")
+    drift_rows, pictures = [], []
+    for name, X, y, labels, switches in data:
         k = len(labels)
-        cells = []
+        cells, curves = [], {}
         arf_correct = None
+        runs.set_postfix_str(f"{name[:14]}: learnd")
         dt, correct, alarms = run_learnd_recorded(X, y, labels)
         cells.append(f"{correct.mean():.3f} / {_rate(len(y), dt)}")
         bdt, behind, balarms = run_learnd_recorded(X, y, labels, behind=True)
         cells.append(f"{behind.mean():.3f} / {_rate(len(y), bdt)}")
-        for _, model in () if args.learnd_only else river_systems(k):
-            if isinstance(model, forest.ARFClassifier) and args.quick and len(y) > 10_000:
+        curves |= {HEADER[0]: correct, HEADER[1]: behind}
+        runs.update(2)
+        for system, model in () if learnd_only else river_systems(k):
+            runs.set_postfix_str(f"{name[:14]}: {system}")
+            if isinstance(model, forest.ARFClassifier) and quick and len(y) > 10_000:
                 cells.append("skipped (--quick)")
+                runs.update()
                 continue
-            mdt, mcorrect = run_river(model, X, y)
+            with bar(len(y), system, "ev") as events:
+                mdt, mcorrect = run_river(model, X, y, events)
             if isinstance(model, forest.ARFClassifier):
                 arf_correct = mcorrect
             cells.append(f"{mcorrect.mean():.3f} / {_rate(len(y), mdt)}")
-        if args.learnd_only:
-            cells.extend(["not run"] * (len(header) - 2))
+            curves[system] = mcorrect
+            runs.update()
+        if learnd_only:
+            cells.extend(["not run"] * (len(HEADER) - 2))
         else:
+            runs.set_postfix_str(f"{name[:14]}: VW")
             vw = run_vw(X, y, k)
             cells.append(
                 "not installed" if vw is None else f"{vw[1].mean():.3f} / {_rate(len(y), vw[0])}"
             )
-        print(f"| {name} ({len(y):,}) | " + " | ".join(cells) + " |", flush=True)
+            if vw is not None:
+                curves[HEADER[-1]] = vw[1]
+            runs.update()
+        say(f"| {name} ({len(y):,}) | " + " | ".join(cells) + " |")
         if switches:
             rec_arf = recovery(arf_correct, switches) if arf_correct is not None else None
             for mode, al, corr in (("keeping up", alarms, correct), ("behind", balarms, behind)):
                 delays, false = alarm_delays(al, switches)
                 rec = recovery(corr, switches)
                 drift_rows.append((f"{name}, {mode}", switches, delays, false, rec, rec_arf))
+        if plots is not None:
+            from _plots import plot_stream
+
+            pictures.append(plot_stream(plots, name, switches, curves, alarms))
+    runs.close()
     print(
         "\nlearnd's drift alarms and recovery (events; '-' = none within 5,000 / before the next switch)\n"
     )
@@ -466,6 +419,8 @@ def main():
             f"| {name} | {', '.join(f'{s:,}' for s in switches)} | {_list(delays)} | {false} | "
             f"{_list(rec)} | {_list(rec_arf) if rec_arf is not None else 'not run'} |"
         )
+    for path in pictures:
+        print(f"wrote {path}")
 
 
 def recovery_over_seeds(n, k, arf=True, pace=None):
@@ -478,7 +433,7 @@ def recovery_over_seeds(n, k, arf=True, pace=None):
     print("| seed | " + " | ".join(modes) + " | ARF |")
     print("|---|" + "---|" * (len(modes) + 1))
     rows = []
-    for seed in range(7, 7 + k):
+    for seed in bar(k, "SEA seeds", "seed", range(7, 7 + k)):
         _, X, y, labels, switches = sea(n, seed)
         if pace:
             runs = [recovery(run_learnd_paced(X, y, labels, pace).correct, switches)]
@@ -490,7 +445,7 @@ def recovery_over_seeds(n, k, arf=True, pace=None):
         ref = recovery(run_river(forest.ARFClassifier(seed=7), X, y)[1], switches) if arf else None
         rows.append((*runs, ref))
         cells = " | ".join(_list(r) for r in runs)
-        print(f"| {seed} | {cells} | {_list(ref) if ref else 'not run'} |", flush=True)
+        say(f"| {seed} | {cells} | {_list(ref) if ref else 'not run'} |")
     if not arf:
         return
     for i, mode in enumerate(modes):

@@ -1,4 +1,5 @@
-"""Full-size reliability soaks (RELIABILITY.md tests 3, 5, 8, 15) and a long memory/fd leak check.
+"""Full-size reliability soaks and a long memory/fd leak check (docs/operations.md, "What proves
+it"; results in docs/benchmarks.md, "Soaks"). Progress and an ETA go to stderr.
 
 Not part of CI: run by hand and read the tables.
 
@@ -16,7 +17,6 @@ import os
 import random
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +29,17 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
+from _progress import bar, say  # noqa: E402
+from _soak_daemon import (  # noqa: E402
+    LEARND,
+    consumer_child,
+    daemon_env,
+    info,
+    learnd_pid,
+    proc_stats,
+    produce,
+)
+from _swaps import swaps  # noqa: E402
 from kafka import KafkaProducer  # noqa: E402
 
 from learnd.adapters.kafka.broker import EmbeddedBroker, free_port  # noqa: E402
@@ -37,75 +48,6 @@ from learnd.adapters.serving.client import LearndClient  # noqa: E402
 from learnd.adapters.settings import build_config  # noqa: E402
 from learnd.adapters.storage.local import LocalCheckpointStore  # noqa: E402
 from learnd.daemon.events.synthetic import DriftingSEA  # noqa: E402
-
-LEARND = str(Path(sys.executable).parent / "learnd")
-
-
-def daemon_env(bootstrap, topic, state, port, metrics_port=None, **extra):
-    env = {
-        **os.environ,
-        "LEARND_CONFIG": "",
-        "LEARND_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-        "LEARND_KAFKA__TOPIC": topic,
-        "LEARND_KAFKA__DEAD_LETTER_TOPIC": f"{topic}-dlq",
-        "LEARND_KAFKA__GROUP_ID": topic,
-        "LEARND_KAFKA__SESSION_TIMEOUT_MS": "6000",
-        "LEARND_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
-        "LEARND_KAFKA__MAX_POLL_INTERVAL_MS": "10000",
-        "LEARND_SCHEMA__FEATURES": '["x1", "x2", "x3"]',
-        "LEARND_CHECKPOINT__DIR": str(state),
-        "LEARND_SERVING__TCP_PORT": str(port),
-        "LEARND_LOG__LEVEL": "WARNING",
-    }
-    if metrics_port is None:
-        env["LEARND_METRICS__ENABLED"] = "false"
-    else:
-        env["LEARND_METRICS__PORT"] = str(metrics_port)
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
-def produce(bootstrap, topic, events, partitions, start_id=0, rate=None):
-    p = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=10)
-    t0 = time.monotonic()
-    for i, e in enumerate(events):
-        p.send(
-            topic, orjson.dumps({**e, "id": start_id + i}), partition=(start_id + i) % partitions
-        )
-        if rate and (ahead := (i + 1) / rate - (time.monotonic() - t0)) > 0.005:
-            time.sleep(ahead)
-    p.flush(60)
-    p.close()
-
-
-def info(port):
-    """The daemon's health answer (``events_learned``: what the learner holds), or None."""
-    try:
-        with LearndClient.tcp("127.0.0.1", port, timeout=2) as c:
-            return c.health()
-    except OSError:
-        return None
-
-
-def proc_stats(pid):
-    rss = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1]) * 1024
-    return rss, len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def consumer_child(pid):
-    """The daemon's consumer process (kafka.consumer_process), or None."""
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            try:
-                cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-            except FileNotFoundError:
-                continue
-            if b"learnd.adapters.kafka.consumer_process" in cmdline:
-                return int(child)
-    return None
 
 
 # ---------------------------------------------------------------- leak
@@ -159,20 +101,22 @@ def leak(args):
         f"{'minute':>7} {'events':>11} {'learned':>11} {'rss MiB':>8} {'fds':>4} {'version':>8}"
         f" {'consumer MiB':>13}"
     )
+    progress = bar(args.minutes * 60, "leak check", "s")
     try:
         while time.monotonic() - t0 < args.minutes * 60:
             time.sleep(args.every)
+            progress.update(args.every)
             rss, fds = proc_stats(proc.pid)
             child = consumer_child(proc.pid)
             child_rss = proc_stats(child)[0] if child else 0
             i = info(port) or {}
             rows.append((time.monotonic() - t0, rss, fds, child_rss))
-            print(
+            say(
                 f"{(time.monotonic() - t0) / 60:7.1f} {sent[0]:>11,} {i.get('events_learned', 0):>11,} "
-                f"{rss / 2**20:8.1f} {fds:>4} {i.get('version', 0):>8} {child_rss / 2**20:13.1f}",
-                flush=True,
+                f"{rss / 2**20:8.1f} {fds:>4} {i.get('version', 0):>8} {child_rss / 2**20:13.1f}"
             )
     finally:
+        progress.close()
         stop.set()
         for t in threads:
             t.join(30)
@@ -226,7 +170,7 @@ def kills(args):
     feeder.start()
     rng = random.Random(args.seed)
     t0 = time.monotonic()
-    for k in range(args.kills):
+    for k in bar(args.kills, "SIGKILLs", "kill", range(args.kills)):
         before = LocalCheckpointStore(tmp / "state").load_latest()
         base = int(before["learner"]["events_learned"]) if before else 0
         proc = subprocess.Popen([LEARND, "run"], env=env, stderr=subprocess.DEVNULL)
@@ -243,7 +187,7 @@ def kills(args):
         proc.wait()
         got = LocalCheckpointStore(tmp / "state").load_latest()
         learned = int(got["learner"]["events_learned"]) if got else 0
-        print(f"kill {k + 1:2d}/{args.kills}: checkpoint holds {learned:,} events", flush=True)
+        say(f"kill {k + 1:2d}/{args.kills}: checkpoint holds {learned:,} events")
     feeder.join()
     proc = subprocess.Popen([LEARND, "run"], env=env, stderr=subprocess.DEVNULL)
     stalled_since, last, fresh_group = time.monotonic(), -1, False
@@ -277,143 +221,7 @@ def kills(args):
     )
 
 
-# ---------------------------------------------------------------- swaps
-def swaps(args):
-    from learnd.adapters.serving.socket_server import PredictionServer
-    from learnd.daemon.config import SchemaConfig, ServingConfig
-    from learnd.daemon.serving.requests import RequestHandler
-    from learnd.daemon.serving.snapshot import Draft, SnapshotRef
-    from learnd.daemon.serving.weights import DenseWeights
-
-    schema = SchemaConfig(task="binary", n_features=3)
-    rng = np.random.default_rng(0)
-
-    def draft(v):
-        w = DenseWeights(
-            (
-                rng.normal(size=(3, 16)).astype(np.float32),
-                rng.normal(size=(16, 1)).astype(np.float32),
-            ),
-            (np.zeros(16, np.float32), np.zeros(1, np.float32)),
-            "relu",
-            np.zeros(3, np.float32),
-            np.ones(3, np.float32),
-            0.0,
-            1.0,
-        )
-        return Draft("binary", (0, 1), None, w, v, {})
-
-    ref = SnapshotRef(keep=args.swaps + 2)
-    ref.publish(draft(1))
-    if args.processes:
-        from learnd.adapters.serving.processes import ServingProcesses
-        from learnd.daemon.config import LearndConfig
-
-        cfg = LearndConfig.model_validate(
-            {
-                "schema": {"task": "binary", "n_features": 3},
-                "serving": {
-                    "tcp_port": 0,
-                    "max_connections": 512,
-                    "processes": args.processes,
-                    "keep_versions": 10,
-                },
-            }
-        )
-        server = ServingProcesses(
-            cfg,
-            ref,
-            RequestHandler(ref, schema),
-            lambda: {"alive": True, "ready": True, "status": "ready"},
-        )
-    else:
-        server = PredictionServer(
-            RequestHandler(ref, schema), ServingConfig(tcp_port=0, max_connections=512)
-        )
-    server.start()
-    x = [1.0, 2.0, 3.0]
-    stop = threading.Event()
-    results = []  # (thread, t, version, p1, latency)
-    lock = threading.Lock()
-
-    def client(tid):
-        out = []
-        with LearndClient.tcp(*server.tcp_address) as c:
-            while not stop.is_set():
-                t = time.perf_counter()
-                ans = c.request({"op": "predict", "features": x}, check=False)
-                out.append(
-                    (
-                        tid,
-                        t,
-                        ans.get("version"),
-                        ans.get("scores", {}).get("1"),
-                        time.perf_counter() - t,
-                        ans.get("ok"),
-                    )
-                )
-        with lock:
-            results.extend(out)
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(args.threads)]
-    for t in threads:
-        t.start()
-    time.sleep(3)
-    steady_end = time.perf_counter()
-    for v in range(args.swaps):
-        ref.publish(draft(v + 2))
-        time.sleep(args.interval)
-    swap_end = time.perf_counter()
-    stop.set()
-    for t in threads:
-        t.join()
-    server.stop()
-    snaps = {s.version: s for s in ref.history()}
-    failed = sum(1 for r in results if not r[5])
-    mismatched = 0
-    for r in results:
-        if r[5]:
-            expect = float(snaps[r[2]].predict_many(np.array([x]))[0, 1])
-            mismatched += abs(round(expect, 6) - r[3]) > 1e-6
-    backwards = 0
-    by_thread = {}
-    for r in sorted(results, key=lambda r: r[1]):
-        if r[5]:
-            backwards += r[2] < by_thread.get(r[0], 0)
-            by_thread[r[0]] = r[2]
-    steady = [r[4] for r in results if r[1] < steady_end]
-    during = [r[4] for r in results if steady_end <= r[1] < swap_end]
-
-    def p99(v):
-        return statistics.quantiles(v, n=100)[98] * 1e6
-
-    where = f"{args.processes} serving processes" if args.processes else "in-process serving"
-    print(
-        f"{where}, {args.threads} client threads, {args.swaps} swaps in "
-        f"{swap_end - steady_end:.1f} s, "
-        f"{len(results):,} requests"
-    )
-    print(
-        f"failed: {failed}   answers not matching their version's reference: {mismatched}   "
-        f"versions going backwards on a connection: {backwards}"
-    )
-    print(
-        f"p99 steady {p99(steady):.0f} us   p99 during swaps {p99(during):.0f} us   "
-        f"ratio {p99(during) / p99(steady):.2f}"
-    )
-
-
 # ---------------------------------------------------------------- disk full
-def learnd_pid(parent: int) -> int:
-    """The learnd process under ``unshare ... sh -c`` (signal it, not the shell)."""
-    for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
-        cmd = Path(f"/proc/{child}/cmdline").read_bytes()
-        if b"learnd" in cmd and b"run" in cmd:
-            return int(child)
-        return learnd_pid(int(child))
-    raise RuntimeError("learnd process not found")
-
-
 def disk_full(args):
     if shutil.which("unshare") is None:
         sys.exit("disk-full needs unshare (util-linux)")
@@ -447,7 +255,9 @@ def disk_full(args):
     while info(port) is None:
         time.sleep(0.2)
     t0 = time.monotonic()
-    while time.monotonic() - t0 < args.seconds:
+    progress = bar(args.seconds, "serving on a full disk", "s")
+    while (elapsed := time.monotonic() - t0) < args.seconds:
+        progress.update(elapsed - progress.n)
         try:
             with LearndClient.tcp("127.0.0.1", port, timeout=2) as c:
                 for _ in range(50):
@@ -456,6 +266,7 @@ def disk_full(args):
         except OSError:
             failed += 1
             time.sleep(0.5)
+    progress.close()
     import urllib.request
 
     body = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
@@ -512,7 +323,7 @@ def main():
 
 # ---------------------------------------------------------------- label poisoning
 def poison(args):
-    """RELIABILITY test 15: 30% flipped labels for 3k events, in-process with fakes."""
+    """Label poisoning: 30% flipped labels for 3k events, in-process with fakes."""
     from learnd.adapters.fakes import (
         ListDeadLetters,
         ListSource,
@@ -572,10 +383,13 @@ def poison(args):
     served_acc = []  # (events_learned, served acc) after every step
     src.append(stream)
     svc.restore()
+    progress = bar(len(stream), "learning through the poisoning", "ev")
     while src.remaining():
         svc.step()
         clock.advance(0.05)
         served_acc.append((learner.events_learned, acc(pipe.ref.current)))
+        progress.update(learner.events_learned - progress.n)
+    progress.close()
     b, p = args.before, args.before + args.poisoned
     pre = max(a for n, a in served_acc if b - 2000 <= n <= b)
     during_after = [a for n, a in served_acc if n > b]

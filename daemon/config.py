@@ -19,14 +19,37 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from learnd.daemon.config_learning import (
+    ChallengerConfig,
+    CompressionConfig,
+    DriftConfig,
+    GateConfig,
+    LearningConfig,
+    ReplayConfig,
+    Section,
+)
+
+__all__ = [
+    "CheckpointConfig",
+    "ChallengerConfig",
+    "CompressionConfig",
+    "DriftConfig",
+    "GateConfig",
+    "KafkaConfig",
+    "LearndConfig",
+    "LearningConfig",
+    "LogConfig",
+    "MetricsConfig",
+    "ModelConfig",
+    "ReplayConfig",
+    "SchemaConfig",
+    "ServingConfig",
+    "is_loopback",
+]
 
 Task = Literal["binary", "multiclass", "regression"]
-Device = Literal["auto", "cpu", "cuda"]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def is_loopback(host: str) -> bool:
@@ -39,37 +62,60 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class KafkaConfig(_Section):
+class KafkaConfig(Section):
+    """Where events come from and rejected records go. ``heartbeat_interval_ms`` must be below
+    ``session_timeout_ms``, ``dead_letter_topic`` must differ from ``topic``, and a ``SASL_*``
+    ``security_protocol`` needs ``sasl_mechanism``, ``sasl_username`` and ``sasl_password``."""
+
     bootstrap_servers: str = "127.0.0.1:9092"
+    """Comma-separated brokers."""
     topic: str = "learnd.events"
+    """The topic of labelled events."""
     dead_letter_topic: str = "learnd.dead-letter"
+    """Where rejected records go, with their original bytes and the reason in headers."""
     group_id: str = "learnd"
+    """Consumer group; its offsets are committed after each checkpoint, for lag monitoring."""
     client_id: str = "learnd"
-    # Chosen on purpose: a fresh deployment learns from everything already in the topic.
+    """Client id on the broker."""
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
-    # The consumer: kafka-python (default, pure Python) or confluent-kafka (librdkafka, an
-    # optional extra): kafka-python parses records in Python, which caps ingest well below what
-    # a broker delivers; librdkafka does not.
+    """Where a partition with no checkpoint and no committed offset starts. ``earliest`` on
+    purpose: a fresh deployment learns from everything already in the topic."""
     client: Literal["kafka-python", "confluent"] = "kafka-python"
-    # Run the client and event decoding in a process of their own, overlapping learning on
-    # another core (1.4x end to end in a 5-run benchmark on 2 cores, README); false: all in the
-    # learning thread, which suits a single core.
+    """The consumer. ``confluent`` (librdkafka, ``pip install 'learnd[confluent]'``) parses
+    records in C; kafka-python parses them in Python, which caps ingest well below what a broker
+    delivers."""
     consumer_process: bool = True
+    """Run the Kafka client and event decoding in a process of their own, which hands decoded
+    batches to the learning thread over a pipe, so that consuming overlaps learning on another
+    core (1.4x end to end on 2 cores, docs/benchmarks.md). ``false``: all in the learning thread
+    (suits one core)."""
     max_poll_records: int = Field(2000, ge=1, le=100_000)
+    """Records per poll."""
     poll_timeout_ms: int = Field(100, ge=1, le=10_000)
+    """How long a poll waits when there is nothing to read."""
     session_timeout_ms: int = Field(10_000, ge=1000)
+    """Consumer group session timeout."""
     heartbeat_interval_ms: int = Field(3000, ge=100)
+    """Consumer group heartbeat interval (below ``session_timeout_ms``)."""
     max_poll_interval_ms: int = Field(300_000, ge=1000)
-    # kafka-python backs reconnects off exponentially up to this (its default, 30 s, delays the
-    # resume after an outage by as much); retries never spin.
+    """Consumer group max poll interval."""
     reconnect_backoff_max_ms: int = Field(2000, ge=50, le=120_000)
+    """Cap of the exponential reconnect backoff: bounds the resume delay after a broker outage
+    (kafka-python's own default, 30 s, delays it by as much). Retries never spin."""
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """How to talk to the brokers."""
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    """SASL mechanism (required with ``SASL_*``)."""
     sasl_username: str | None = None
+    """SASL user name (required with ``SASL_*``)."""
     sasl_password: SecretStr | None = None
+    """SASL password (required with ``SASL_*``; secret: redacted, never logged)."""
     ssl_cafile: Path | None = None
+    """CA bundle that signs the brokers' certificates (``SSL``, ``SASL_SSL``)."""
     ssl_certfile: Path | None = None
+    """Client certificate, for brokers that ask for one."""
     ssl_keyfile: Path | None = None
+    """The client certificate's private key."""
 
     @model_validator(mode="after")
     def _consistent(self) -> KafkaConfig:
@@ -91,16 +137,23 @@ class KafkaConfig(_Section):
         return self
 
 
-class SchemaConfig(_Section):
-    """What an event looks like: the task, the features (by name or by count), the classes."""
+class SchemaConfig(Section):
+    """What an event looks like: the task, the features (by name or by count), the classes.
+    This section is required: one of ``features`` and ``n_features`` must be given (both only if
+    they agree); ``multiclass`` needs at least 2 ``classes``, ``binary`` takes exactly 2 or none
+    (0/1), ``regression`` none."""
 
     task: Task = "binary"
+    """What is learned: a 0/1 label, one of ``classes``, or a number."""
     features: tuple[str, ...] | None = None
+    """Feature names, in model input order; events may then send ``features`` as an object."""
     n_features: int | None = Field(None, ge=1, le=1_000_000)
+    """Feature count, for events that send ``features`` as a list."""
     classes: tuple[str | int, ...] | None = None
-    # Larger magnitudes are rejected at validation ("out_of_range"): they overflow float32
-    # statistics long before they become inf.
+    """Class labels, in output order: required for ``multiclass``, optional (2) for ``binary``."""
     max_abs_value: float = Field(1e15, gt=0, le=1e38)  # at most what float32 holds (~3.4e38)
+    """Larger feature (and regression label) magnitudes are rejected as ``out_of_range``: they
+    overflow float32 statistics long before they become inf."""
 
     @model_validator(mode="after")
     def _consistent(self) -> SchemaConfig:
@@ -142,11 +195,17 @@ class SchemaConfig(_Section):
         return self.classes if self.classes is not None else (0, 1)
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
+    """The network that is learned and served."""
+
     kind: Literal["mlp", "linear"] = "mlp"
+    """A multi-layer perceptron, or a linear model."""
     hidden: tuple[int, ...] = (64, 64)
+    """Hidden layer sizes of the MLP (each >= 1)."""
     activation: Literal["relu", "tanh"] = "relu"
+    """The MLP's activation."""
     seed: int = 0
+    """Weight initialisation seed."""
 
     @field_validator("hidden")
     @classmethod
@@ -156,201 +215,49 @@ class ModelConfig(_Section):
         return v
 
 
-class ChallengerConfig(_Section):
-    """A background model trained from a drift warning on (see daemon/challenger.py)."""
+class ServingConfig(Section):
+    """The prediction socket (docs/protocol.md). A TCP bind to anything but loopback needs
+    ``token``; at least one of ``tcp_port`` and ``unix_path`` must be set."""
 
-    enabled: bool = True
-    # The warning detector: an ADWIN on the same error stream, more sensitive than the drift
-    # detector (river's default delta is 0.002; its ARF pairs warning 0.01 with drift 0.001).
-    warning_delta: float = Field(0.01, gt=0, lt=1)
-    # The challenger replaces the served model once, over the last ``window`` events both
-    # predicted, its error is below the incumbent's by more than ``margin`` (0.01 = 1 point of
-    # accuracy; for regression a fraction of the incumbent's MAE).
-    window: int = Field(1000, ge=10, le=1_000_000)
-    margin: float = Field(0.01, ge=0, le=1)
-    # ... and no worse than the incumbent over the newest recent_share of that window (0.25:
-    # SEA, 7 seeds, 3 rehearsal steps per batch: recovery faster than ARF's after 7, 6 and 6 of
-    # 7 switches, against 7, 6, 5 with no such check; bench/quality.py --recovery-seeds 7).
-    recent_share: float = Field(0.25, gt=0, le=1)
-    # Given up (and its compute freed) when it has not won after this many events. 5,000:
-    # bench/quality.py's long streams gave the same accuracies and recoveries as with 20,000,
-    # both ways, and SEA learned at 104k/s against 95k/s behind the log.
-    max_events: int = Field(5_000, ge=10)
-
-    @model_validator(mode="after")
-    def _window_fits(self) -> ChallengerConfig:
-        if self.max_events < self.window:
-            raise ValueError(
-                f"learning.drift.challenger.max_events ({self.max_events}) is below its window "
-                f"({self.window}): a challenger could never be judged; set max_events >= window"
-            )
-        return self
-
-
-class DriftConfig(_Section):
-    detector: Literal["adwin", "page_hinkley", "kswin", "none"] = "adwin"
-    # Input drift: one detector per feature (the first 64) on each micro-batch's mean.
-    input_detector: Literal["adwin", "page_hinkley", "kswin", "none"] = "adwin"
-    # Reaction to a concept-drift alarm: multiply the learning rate by lr_boost, then decay
-    # back to the base rate with this half-life (in learning steps).
-    lr_boost: float = Field(3.0, ge=1.0, le=100.0)
-    boost_half_life_steps: int = Field(200, ge=1)
-    reset_optimizer: bool = False
-    challenger: ChallengerConfig = ChallengerConfig()
-
-
-class ReplayConfig(_Section):
-    """Rehearsal of recently learned events while the learner keeps up (daemon/replay_window.py).
-
-    After each micro-batch, extra optimizer steps are taken on batches drawn from the last
-    ``window`` learned events, but only while the consumer lag is at most ``max_lag`` records:
-    compute the learner has to spare while live, given back as soon as it falls behind. While
-    the window refills (from the start, and after a drift alarm empties it) it takes
-    ``refill_steps_per_batch``, once full ``steps_per_batch``, and rehearses up to a lag of
-    ``refill_max_lag``. Chosen with bench/quality.py
-    (see README "Learning quality"): over seven streams at 20k events, a constant 3 steps lifted
-    the mean prequential accuracy from .892 to .918, 8 steps to .926 but cost Hyperplane, a
-    continuously drifting stream, 1.3 points at 100k (3 steps: 0.6); 8 while refilling and 3
-    after keeps Hyperplane at 3 steps' level and lifts the small streams and the recoveries.
-    """
-
-    steps_per_batch: int = Field(3, ge=0, le=32)
-    refill_steps_per_batch: int = Field(8, ge=0, le=32)
-    # 1,000 since session 10 (2,000 before): with weight averaging, the shorter window tracks
-    # a continuously drifting stream better. bench/quality.py, 5 model seeds at 100,000
-    # events/s: Hyperplane 0.9349 -> 0.9374; SEA, Agrawal, Bananas and ImageSegments 0.1-0.3
-    # points lower (each far above its line); Phishing +0.1 over 12 seeds; SEA's recoveries
-    # keeping up faster than ARF's after 21 of 21 switches over seeds 7-13 (20 before).
-    window: int = Field(1000, ge=1, le=1_000_000)
-    max_lag: int = Field(1000, ge=0)
-    # While the window refills, rehearsal goes on up to this lag: headroom above max_lag kept
-    # for when rehearsal matters most, a young model and a new concept. Under load the lag
-    # hovers at max_lag, so without it an alarm found no compute to rehearse with. At 100,000
-    # events/s (bench/quality.py --pace, 5 runs against 3): SEA's recoveries after its second
-    # and third switches went from 1,170-1,670 and 1,330-1,610 events to 960-1,120 and
-    # 1,100-1,300 (ARF: 1,100 and 1,250); over 5 model seeds Agrawal +0.5 points, ImageSegments
-    # +0.6, Bananas +0.25. 2,000 recovered more slowly; with 5,000 Hyperplane's rate fell to
-    # 92k/s and Agrawal did not recover from its second switch.
-    # A value below max_lag counts as max_lag (no extra headroom).
-    refill_max_lag: int = Field(3000, ge=0)
-
-    def lag_limit(self, refilling: bool) -> int:
-        """The largest consumer lag at which rehearsal goes on."""
-        return max(self.max_lag, self.refill_max_lag) if refilling else self.max_lag
-
-
-class GateConfig(_Section):
-    """The publish gate (see daemon/gate.py): candidates are scored on fresh events first."""
-
-    enabled: bool = True
-    # 2000: with 30% flipped labels a candidate 8 points worse measures only ~3 points worse;
-    # 500 events let such candidates through (bench/soak.py poison), 2000 does not.
-    window: int = Field(2000, ge=10, le=1_000_000)
-    # How much worse than the served model a candidate may score: accuracy points (0.005 = 0.5
-    # points) for classification, a fraction of the served MAE for regression.
-    tolerance: float = Field(0.005, ge=0, le=1)
-
-
-CompressionForm = Literal["numpy", "torch", "prune", "prune-units", "int8", "fp16", "bf16"]
-
-
-class CompressionConfig(_Section):
-    """Compressed copies for serving (see daemon/compress.py), checked on the gate's window."""
-
-    enabled: bool = True
-    # Forms tried at each publish besides the plain numpy copy. The fastest at batch 1 that
-    # scores within ``tolerance`` of the plain copy is served; CUDA-only forms (fp16, bf16,
-    # int8 through torchao) are skipped, and counted as unavailable, without a GPU.
-    forms: tuple[CompressionForm, ...] = ("prune-units", "int8", "fp16")
-    prune_amount: float = Field(0.5, gt=0, lt=1)  # "prune": share of all weights zeroed
-    units_amount: float = Field(0.25, gt=0, lt=1)  # "prune-units": share of hidden units removed
-    # Accuracy points (0.005 = 0.5) a form may lose against the plain copy on the same window;
-    # for regression a fraction of the plain copy's MAE.
-    tolerance: float = Field(0.005, ge=0, le=1)
-    # A form must be this much faster than the plain copy to replace it (timing noise).
-    min_speedup: float = Field(1.1, ge=1.0)
-    # No compression for this many events after a drift alarm: the plain copy is served
-    # while the model recovers.
-    after_drift_events: int = Field(5000, ge=0)
-
-
-class LearningConfig(_Section):
-    device: Device = "auto"
-    threads: int = Field(1, ge=1, le=256)
-    optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
-    # 0.01: bench/quality.py across 7 streams, mean prequential accuracy .891 against .817 at
-    # 1e-3 (and .869 at 3e-3) at the same speed; see README "Learning quality".
-    lr: float = Field(0.01, gt=0, le=10)
-    weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(32, ge=1, le=65_536)
-    # Catching up: while the consumer lag exceeds catch_up_lag records, batches of
-    # catch_up_batch_size are learned (more events/s, fewer steps per event); back to
-    # batch_size once the lag is below half of it. None: always batch_size.
-    catch_up_lag: int | None = Field(10_000, ge=1)
-    catch_up_batch_size: int = Field(256, ge=1, le=65_536)
-    # Optimizer steps per micro-batch (the first on the batch's test-then-train forward pass):
-    # more steps recover some of the per-example accuracy that batching gives away.
-    steps_per_batch: int = Field(1, ge=1, le=16)
-    # Predict and serve an exponential moving average of the weights, folded in once per
-    # micro-batch with this decay (daemon/averaging.py); 0: the newest weights. 0.8 over 12
-    # model seeds (bench/quality.py): Bananas +0.9 points, ImageSegments +0.8, Phishing level;
-    # 0.7 and 0.85 within 0.1 of it.
-    average_decay: float = Field(0.8, ge=0, lt=1)
-    batch_max_age_s: float = Field(0.2, gt=0, le=60)
-    metrics_window: int = Field(1000, ge=10, le=1_000_000)
-    publish_every_s: float = Field(1.0, gt=0)
-    publish_every_events: int | None = Field(None, ge=1)  # also publish after this many events
-    deterministic: bool = False
-    drift: DriftConfig = DriftConfig()
-    replay: ReplayConfig = ReplayConfig()
-    gate: GateConfig = GateConfig()
-    # Guards: a step whose loss is non-finite or above loss_explosion_factor x its running
-    # average is "bad"; after rollback_after_bad_steps bad steps in a row (or at once, when the
-    # weights turn non-finite) the learner returns to its last good state, kept every
-    # good_state_every_steps steps. A batch whose step raises is retried learn_retries times,
-    # then learned event by event, and events that still raise are dead-lettered.
-    loss_explosion_factor: float = Field(100.0, gt=1)
-    rollback_after_bad_steps: int = Field(3, ge=1)
-    good_state_every_steps: int = Field(500, ge=1)
-    learn_retries: int = Field(2, ge=0, le=10)
-
-    @model_validator(mode="after")
-    def _catch_up(self) -> LearningConfig:
-        if self.catch_up_lag is not None and self.catch_up_batch_size < self.batch_size:
-            raise ValueError(
-                f"learning.catch_up_batch_size ({self.catch_up_batch_size}) is below "
-                f"learning.batch_size ({self.batch_size}); set it >= batch_size or set "
-                "learning.catch_up_lag to null"
-            )
-        return self
-
-
-class ServingConfig(_Section):
     tcp_host: str = "127.0.0.1"
+    """TCP bind address; non-loopback requires ``serving.token``."""
     tcp_port: int | None = Field(7070, ge=0, le=65535)
+    """TCP port (``0``: any free port; none: no TCP)."""
     unix_path: Path | None = None
+    """Unix socket path (mode 0660)."""
     token: SecretStr | None = None
+    """Secret every request must carry as ``"token"`` (redacted, never logged)."""
     max_request_bytes: int = Field(1 << 20, ge=256)
+    """Longest request line; a longer one is refused and its connection closed."""
     max_batch: int = Field(10_000, ge=1)
-    keep_versions: int = Field(5, ge=1, le=1000)  # served versions kept for rollback
-    # 0: serve from a thread of the daemon process. N >= 1: N serving processes accepting on
-    # the same sockets, reading published snapshots from shared memory (no shared GIL).
+    """Most instances per ``predict_many``."""
+    keep_versions: int = Field(5, ge=1, le=1000)
+    """Served versions kept for ``rollback``."""
     processes: int = Field(1, ge=0, le=64)
-    # Python's GIL switch interval while serving: a request arriving while the learner holds
-    # the GIL waits up to this long (Python's default, 5 ms, shows up as a 5 ms p99).
+    """Serving processes accepting on the same sockets, reading published snapshots from shared
+    memory (no shared GIL). ``0``: serve from a thread of the daemon process."""
     gil_switch_interval_s: float = Field(0.0005, ge=0.00001, le=0.1)
-    allow_rollback: bool = True  # the "rollback" and "unpin" socket operations
+    """Python's GIL switch interval while serving: with ``processes: 0`` a request arriving while
+    the learner holds the GIL waits up to this long (Python's default, 5 ms, shows up as a 5 ms
+    p99)."""
+    allow_rollback: bool = True
+    """Allow the ``rollback`` and ``unpin`` socket operations."""
     max_connections: int = Field(256, ge=1)
+    """Connection cap."""
     idle_timeout_s: float = Field(300.0, gt=0)
-    # At the connection cap, a new client replaces the connection idle longest if it has been
-    # idle this long: idle sockets cannot starve a real client.
+    """Idle connections are closed after this."""
     evict_idle_after_s: float = Field(1.0, ge=0)
-    # The Open Inference Protocol (KServe v2) beside the NDJSON socket, on serving.tcp_host, from
-    # the serving processes, with the same token (as a bearer header / metadata) and limits.
-    # None: off (the default: it needs the `oip` extra). Conventional ports: 8000 and 8001.
+    """At the connection cap, a new client replaces the connection idle longest if that one has
+    been idle this long: idle sockets cannot starve a real client."""
     oip_http_port: int | None = Field(None, ge=0, le=65535)
+    """Open Inference Protocol (KServe v2) over HTTP on ``tcp_host``, answered by the serving
+    processes (docs/operations.md); ``0``: any free port; none: off (needs the ``oip`` extra).
+    Conventional: 8000."""
     oip_grpc_port: int | None = Field(None, ge=0, le=65535)
+    """Open Inference Protocol over gRPC (``inference.GRPCInferenceService``) on ``tcp_host``;
+    none: off. Conventional: 8001."""
     model_name: str = Field("learnd", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    """The model's name in Open Inference Protocol routes and messages."""
 
     @model_validator(mode="after")
     def _safe_bind(self) -> ServingConfig:
@@ -375,12 +282,17 @@ class ServingConfig(_Section):
         return self
 
 
-class MetricsConfig(_Section):
+class MetricsConfig(Section):
+    """Prometheus ``/metrics``. A bind to anything but loopback needs ``token``."""
+
     enabled: bool = True
+    """Serve ``/metrics``."""
     host: str = "127.0.0.1"
+    """Bind address; non-loopback requires ``metrics.token``."""
     port: int = Field(9464, ge=0, le=65535)
-    # Bearer token for /metrics (Prometheus: ``authorization: {credentials: ...}``).
+    """HTTP port."""
     token: SecretStr | None = None
+    """Bearer token for ``/metrics`` (Prometheus: ``authorization: {credentials: ...}``)."""
 
     @model_validator(mode="after")
     def _safe_bind(self) -> MetricsConfig:
@@ -392,18 +304,30 @@ class MetricsConfig(_Section):
         return self
 
 
-class CheckpointConfig(_Section):
+class CheckpointConfig(Section):
+    """Atomic checkpoints of the model state with the positions it reflects
+    (docs/operations.md). ``store: s3`` needs ``s3_bucket``."""
+
     store: Literal["local", "s3"] = "local"
+    """``local``: a directory. ``s3``: S3-compatible object storage (``pip install
+    'learnd[s3]'``, credentials from boto3's usual chain)."""
     dir: Path = Path("learnd-state")
+    """Checkpoint directory (``local``)."""
     s3_bucket: str | None = None
+    """Bucket (``s3``, required)."""
     s3_prefix: str = "learnd/"
-    s3_endpoint_url: str | None = None  # MinIO, Ceph, R2...; None: AWS
+    """Key prefix (``s3``)."""
+    s3_endpoint_url: str | None = None
+    """Endpoint of MinIO, Ceph, R2, ... (``s3``; none: AWS)."""
     every_events: int = Field(50_000, ge=1)
+    """Checkpoint after this many records..."""
     every_s: float = Field(30.0, gt=0)
+    """... or after this many seconds, and at shutdown."""
     keep: int = Field(3, ge=1, le=1000)
-    # Count, per integer event id, how often it was learned, and keep the counts in the
-    # checkpoint: proves exactly-once application across crashes. Grows with the id range.
+    """Checkpoints kept; a corrupt newest one falls back to the previous, loudly."""
     audit_ids: bool = False
+    """Count, per integer event ``id``, how often it was learned, and keep the counts in the
+    checkpoint: proves exactly-once application across crashes. Grows with the id range."""
 
     @model_validator(mode="after")
     def _store(self) -> CheckpointConfig:
@@ -412,14 +336,21 @@ class CheckpointConfig(_Section):
         return self
 
 
-class LogConfig(_Section):
+class LogConfig(Section):
+    """Logs go to stderr."""
+
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Least severe level logged."""
     format: Literal["text", "json"] = "text"
+    """``json``: JSON lines with an ``event`` field (start, restore, checkpoint, drift_alarm,
+    publish, gate_rejected, rollback, rebalance, shutdown, ...; docs/operations.md)."""
 
 
-class LearndConfig(_Section):
+class LearndConfig(Section):
     # ``schema`` shadows a BaseModel attribute, so the field is ``schema_`` with alias ``schema``.
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, use_attribute_docstrings=True
+    )
 
     kafka: KafkaConfig = KafkaConfig()
     schema_: SchemaConfig = Field(alias="schema")

@@ -1,8 +1,8 @@
 # Sourced by scripts/demo.sh and scripts/test.sh: creates .venv and installs learnd into it.
 # torch is installed first, pinned, so that no later requirement can pull a (multi-GB) CUDA
-# build: on this project's machines `torch==2.13.0` resolves to the CPU wheel kept on local disk.
-# Elsewhere set LEARND_TORCH_INDEX_URL (e.g. https://download.pytorch.org/whl/cpu) for the CPU
-# wheel, and LEARND_TORCH_SPEC for another version (see README).
+# build. Set LEARND_TORCH_INDEX_URL (e.g. https://download.pytorch.org/whl/cpu) for the CPU wheel
+# where the default index would give a CUDA one, and LEARND_TORCH_SPEC for another version
+# (see README).
 set -euo pipefail
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

@@ -3,7 +3,7 @@
 The optimizer's weights jump with every step on a noisy batch of 32; their average over the last
 few batches is a better model of the recent data than the newest weights are (Polyak averaging,
 in its exponential form). The learner trains the weights as before and predicts, exports and
-serves the average. Measured with bench/quality.py (README "Learning quality", session 9), over
+serves the average. Measured with bench/quality.py (docs/design.md, "Weight averaging"), over
 12 model seeds keeping up: Bananas 0.8799 -> 0.8886, ImageSegments 0.9244 -> 0.9324, Phishing
 0.8973 -> 0.8971; SEA +0.2 and Agrawal +0.6 points at 100k events, Hyperplane unchanged.
 

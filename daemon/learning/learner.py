@@ -1,8 +1,8 @@
 """Test-then-train learning on micro-batches with a torch model.
 
 Each batch is predicted *before* its labels are used, by the model that is served: the moving
-average of the weights (daemon/averaging.py), one forward pass. A second pass with the trained
-weights gives the gradients (written out in daemon/backprop.py, no autograd graph). With
+average of the weights (daemon/learning/averaging.py), one forward pass. A second pass with the trained
+weights gives the gradients (written out in daemon/learning/backprop.py, no autograd graph). With
 averaging off, that one pass serves both halves.
 
 Examples
@@ -118,7 +118,7 @@ class Learner:
         # Loading a state copies into these same tensors, so the list stays valid.
         self._params: list[torch.Tensor] = list(self.net.parameters())
         self._flat = share_one_buffer(self._params)  # the weights, all in one tensor
-        # What predicts and is served: an average of the weights (daemon/averaging.py), and
+        # What predicts and is served: an average of the weights (daemon/learning/averaging.py), and
         # its layers as views laid out like the parameters.
         self.average = WeightAverage(self._flat, learning.average_decay)
         self._avg_params = views_like(self.average.buffer, self._params)
@@ -131,7 +131,7 @@ class Learner:
             self.device,
         )
         # Forward and backward passes without autograd, gradients in one buffer too, so that
-        # the optimizer steps the whole model as one tensor (daemon/backprop.py).
+        # the optimizer steps the whole model as one tensor (daemon/learning/backprop.py).
         self._backprop = Backprop(self.net, self.task)
         self._fast = FusedAdamStep(self.optimizer, self._flat, self._backprop.grad)
         self.schedule = DriftBoost(
@@ -139,7 +139,7 @@ class Learner:
         )
         self.x_scaler = Standardizer(schema.dim)
         self.y_scaler = Standardizer(1)
-        # Recently learned examples, rehearsed by replay() (see daemon/replay_window.py).
+        # Recently learned examples, rehearsed by replay() (see daemon/learning/replay_window.py).
         self.window = ReplayWindow(learning.replay.window, schema.dim, seed=model_cfg.seed)
         self.steps = 0
         self.replay_steps = 0
@@ -437,11 +437,12 @@ class Learner:
     def load_state_dict(self, state: dict) -> None:
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.average.load_state_dict(state.get("average"), self._flat)  # absent before session 9
+        # "average" and "window" are absent in older checkpoints: those start afresh.
+        self.average.load_state_dict(state.get("average"), self._flat)
         self.schedule.load_state_dict(state["schedule"])
         self.x_scaler.load_state_dict(state["x_scaler"])
         self.y_scaler.load_state_dict(state["y_scaler"])
-        self.window.load_state_dict(state.get("window"))  # absent before session 6
+        self.window.load_state_dict(state.get("window"))
         self.steps = int(state["steps"])
         self.replay_steps = int(state.get("replay_steps", 0))
         self.skipped_steps = int(state["skipped_steps"])

@@ -1,6 +1,6 @@
 """A ring of the most recent rows: the recent inputs a drift detector is rebuilt from on
 restore (river's ADWIN is an opaque native object, so it is replayed rather than saved), and
-the storage of the learner's rehearsal window (daemon/replay_window.py).
+the storage of the learner's rehearsal window (daemon/learning/replay_window.py).
 
 Examples
 --------

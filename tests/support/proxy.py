@@ -1,4 +1,4 @@
-"""A TCP proxy that can simulate a network outage (no tc/netem on these machines)."""
+"""A TCP proxy that can simulate a network outage (where tc/netem is not available)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""daemon/backprop.py: the hand-written passes must give autograd's loss and gradients exactly."""
+"""daemon/learning/backprop.py: the hand-written passes must give autograd's loss and gradients exactly."""
 
 from __future__ import annotations
 

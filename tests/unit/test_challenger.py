@@ -1,4 +1,4 @@
-"""The background challenger (daemon/challenger.py): started on a warning, trained beside the
+"""The background challenger (daemon/learning/challenger.py): started on a warning, trained beside the
 incumbent, promoted when better on a window, dropped otherwise, and checkpointed mid-run."""
 
 from __future__ import annotations

@@ -183,7 +183,7 @@ def test_the_fused_kernel_step_equals_adam_step_bit_for_bit(optimizer, weight_de
         lrn.load_state_dict(lrn.state_dict())
         learn(lrn, X[1600:], y[1600:])
     assert fast._fast.enabled and fast._fast.kernel_steps == 2 * 100 - 1
-    # one kernel call over the whole model, except Adam's L2 decay on CUDA (daemon/optim_step.py)
+    # one kernel call over the whole model, except Adam's L2 decay on CUDA (daemon/learning/optim_step.py)
     assert fast._fast.flat == (device == "cpu" or optimizer == "adamw" or weight_decay == 0)
     assert slow._fast.kernel_steps == 0
     assert_same_weights_and_moments(fast, slow)

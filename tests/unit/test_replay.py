@@ -1,4 +1,4 @@
-"""Rehearsal of recently learned events (daemon/replay_window.py, Learner.replay): what it
+"""Rehearsal of recently learned events (daemon/learning/replay_window.py, Learner.replay): what it
 learns from, when it runs, what empties it, and that it is checkpointed exactly."""
 
 from __future__ import annotations
