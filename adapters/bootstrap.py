@@ -90,6 +90,7 @@ class Daemon:
             token = m.token.get_secret_value() if m.token is not None else None
             self.metrics_server = MetricsServer(self.registry, m.host, m.port, token)
             self.metrics_server.start()
+        oip = getattr(self.server, "oip", None)  # Open Inference Protocol listeners
         log.info(
             "learnd started",
             extra={
@@ -98,6 +99,8 @@ class Daemon:
                 "tcp": self.server.tcp_address,
                 "unix": str(self.server.unix_path) if self.server.unix_path else None,
                 "metrics": self.metrics_server.address if self.metrics_server else None,
+                "oip_http": oip.http_address if oip else None,
+                "oip_grpc": oip.grpc_address if oip else None,
                 "topic": self.cfg.kafka.topic,
                 "model_version": self.pipeline.ref.current.version,
             },

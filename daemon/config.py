@@ -274,13 +274,33 @@ class ServingConfig(Section):
     evict_idle_after_s: float = Field(1.0, ge=0)
     """At the connection cap, a new client replaces the connection idle longest if that one has
     been idle this long: idle sockets cannot starve a real client."""
+    oip_http_port: int | None = Field(None, ge=0, le=65535)
+    """Open Inference Protocol (KServe v2) over HTTP on ``tcp_host``, answered by the serving
+    processes (docs/operations.md); ``0``: any free port; none: off (needs the ``oip`` extra).
+    Conventional: 8000."""
+    oip_grpc_port: int | None = Field(None, ge=0, le=65535)
+    """Open Inference Protocol over gRPC (``inference.GRPCInferenceService``) on ``tcp_host``;
+    none: off. Conventional: 8001."""
+    model_name: str = Field("learnd", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    """The model's name in Open Inference Protocol routes and messages."""
 
     @model_validator(mode="after")
     def _safe_bind(self) -> ServingConfig:
-        if self.tcp_port is not None and not is_loopback(self.tcp_host) and self.token is None:
+        listening = self.tcp_port, self.oip_http_port, self.oip_grpc_port
+        if (
+            any(p is not None for p in listening)
+            and not is_loopback(self.tcp_host)
+            and self.token is None
+        ):
             raise ValueError(
                 f"serving.tcp_host {self.tcp_host!r} is not a loopback address: set serving.token "
                 "(LEARND_SERVING__TOKEN) or bind to 127.0.0.1"
+            )
+        oip = self.oip_http_port is not None or self.oip_grpc_port is not None
+        if oip and self.processes == 0:
+            raise ValueError(
+                "serving.oip_http_port and serving.oip_grpc_port are answered by the serving "
+                "processes: set serving.processes >= 1 (or both ports to null)"
             )
         if self.tcp_port is None and self.unix_path is None:
             raise ValueError("serving needs serving.tcp_port or serving.unix_path (or both)")

@@ -1,4 +1,4 @@
-"""The `learnd` command line: run, demo, predict, health, versions, rollback, config show,
+"""The `learnd` command line: run, demo, predict, health, versions, rollback, export, config show,
 checkpoint show, audit."""
 
 from __future__ import annotations
@@ -187,6 +187,25 @@ def cmd_rollback(args) -> int:
     return _admin(args, {"op": "rollback", "version": args.version})
 
 
+def cmd_export(args) -> int:
+    """Write a served version as ONNX or TorchScript (adapters/cli/export.py)."""
+    try:
+        with _connect(args) as client:
+            answer = client.request({"op": "export", "version": args.version}, check=False)
+    except OSError as e:
+        print(f"learnd export: cannot connect: {e}", file=sys.stderr)
+        return 1
+    if not answer.get("ok"):
+        print(orjson.dumps(answer).decode(), file=sys.stderr)
+        return 1
+    from learnd.adapters.cli.export import export
+
+    path = args.output or f"learnd-v{answer['version']}.{'onnx' if args.format == 'onnx' else 'pt'}"
+    export(answer, args.format, path)
+    print(orjson.dumps({"ok": True, "version": answer["version"], "path": path}).decode())
+    return 0
+
+
 def cmd_config_show(args) -> int:
     print(json.dumps(_load(args).redacted(), indent=2))
     return 0
@@ -227,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("health", cmd_health, "exit 0 when the daemon is ready"),
         ("versions", cmd_versions, "list the served versions kept for rollback"),
         ("rollback", cmd_rollback, "serve a kept version again and pause publishing"),
+        ("export", cmd_export, "write a served version as an ONNX or TorchScript file"),
     ):
         p = sub.add_parser(name, help=helptext)
         where = p.add_mutually_exclusive_group()
@@ -246,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--unpin", action="store_true", help="resume publishing after a rollback"
             )
+        if name == "export":
+            p.add_argument("--version", type=int, help="a kept version (default: the served one)")
+            p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+            p.add_argument("-o", "--output", help="file to write (default learnd-vN.onnx / .pt)")
         p.set_defaults(func=func)
 
     p = sub.add_parser("config", help="configuration")

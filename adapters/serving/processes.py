@@ -5,7 +5,7 @@ serving processes that all accept on them. Each runs the ordinary
 :class:`learnd.adapters.serving.socket_server.PredictionServer` and :class:`learnd.daemon.serving.requests.RequestHandler` over
 its own :class:`learnd.daemon.serving.snapshot.SnapshotRef`, kept current by a
 :class:`learnd.adapters.serving.shared_snapshots.SnapshotMirror`. Health answers come from the daemon through
-shared memory; the operations that change serving (``rollback``, ``unpin``) and ``versions``
+shared memory; the operations that change serving (``rollback``, ``unpin``) and ``versions`` and ``export``
 are forwarded to the daemon over a pipe and answered by its own handler, so there is one
 authority over what is served. Request metrics are kept per process and summed into the daemon's
 ``/metrics``. A serving process that dies is restarted; the sockets stay open meanwhile, so
@@ -37,6 +37,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from learnd.adapters.child_process import die_with_parent
+from learnd.adapters.serving.oip_serving import OipListeners, start_oip
 from learnd.adapters.serving.segments import remove_stale_segments, segment_scope
 from learnd.adapters.serving.shared_snapshots import SeqBlock, SnapshotChannel
 from learnd.adapters.serving.socket_server import bind_sockets
@@ -74,6 +75,7 @@ class ServingProcesses:
         self.sockets: tuple[socket.socket, ...] = ()
         self.tcp_address: tuple[str, int] | None = None
         self.unix_path: Path | None = None
+        self.oip = OipListeners(cfg.serving)  # Open Inference Protocol (HTTP, gRPC) listeners
         self.restarts = 0
         self._ctx = mp.get_context("spawn")
         self._procs: list[Any] = []
@@ -89,12 +91,14 @@ class ServingProcesses:
                 self.unix_path = Path(sock.getsockname())
             else:
                 self.tcp_address = sock.getsockname()[:2]
+        self.oip.bind()
         self.channel.set_health(dict(self.health()))
         for i in range(self.cfg.serving.processes):
             self._stats.append(SeqBlock.create(self.scope, STATS_BYTES))
             self._procs.append(None)
             self._pipes.append(None)  # type: ignore[arg-type]
             self._spawn(i)
+        self.oip.wait_listening(timeout_s)
         self._thread = threading.Thread(target=self._watch, name="learnd-serving-sup", daemon=True)
         self._thread.start()
 
@@ -111,6 +115,7 @@ class ServingProcesses:
                 theirs,
                 os.getpid(),
             ),
+            kwargs={"oip": self.oip.sockets},
             daemon=True,
         )
         proc.start()
@@ -177,6 +182,7 @@ class ServingProcesses:
                     proc.join(timeout_s)
         for sock in self.sockets:
             sock.close()
+        self.oip.close()
         if self.unix_path is not None:
             self.unix_path.unlink(missing_ok=True)
         for block in self._stats:
@@ -210,7 +216,7 @@ class SummedServingCollector(Collector):
 
 
 def worker_main(
-    cfg: LearndConfig, sockets, control: str, health: str, stats: str, pipe, parent: int
+    cfg: LearndConfig, sockets, control: str, health: str, stats: str, pipe, parent: int, oip=None
 ) -> None:
     """A serving process: answers requests from the mirrored snapshot until the daemon sends
     :data:`STOP_SIGNAL`, or until it (pid ``parent``) is gone."""
@@ -237,6 +243,7 @@ def worker_main(
     handler = _MirroredHandler(inner, mirror, pipe)
     server = PredictionServer(handler, cfg.serving, metrics.observe, sockets=sockets)  # type: ignore[arg-type]
     server.start()
+    oip_servers = start_oip(cfg, oip, ref, mirror, registry)
     out = SeqBlock.attach(stats, writable=True)
     try:
         while not stopped.wait(0.5):
@@ -246,6 +253,8 @@ def worker_main(
             out.write(generate_latest(registry))
     finally:
         out.write(generate_latest(registry))
+        for oip_server in oip_servers:
+            oip_server.stop()
         server.stop()
         mirror.close()
 

@@ -36,10 +36,10 @@ from learnd.daemon.serving.snapshot import Snapshot, SnapshotRef
 
 log = logging.getLogger("learnd.serving")
 
-OPS = ("predict", "predict_many", "health", "info", "versions", "rollback", "unpin")
+OPS = ("predict", "predict_many", "health", "info", "versions", "rollback", "unpin", "export")
 # The operations on what is served rather than on the model: a transport runs them off the
 # path of predictions (a serving process forwards them to the daemon).
-CONTROL_OPS = ("versions", "rollback", "unpin")
+CONTROL_OPS = ("versions", "rollback", "unpin", "export")
 
 
 def _error(code: str, detail: str, req_id: Any = None) -> dict:
@@ -85,6 +85,8 @@ class RequestHandler:
             out = self._predict_many(req.get("instances"))
         elif op == "versions":
             out = self._versions()
+        elif op == "export":
+            out = self._export(req.get("version"))
         elif op in ("rollback", "unpin"):
             out = self._rollback(req.get("version")) if op == "rollback" else self._unpin()
         else:
@@ -171,6 +173,17 @@ class RequestHandler:
             "pinned": True,
         }
 
+    def _export(self, version: Any) -> dict:
+        """A kept version's network and scaling as plain numbers (what ``learnd export`` turns
+        into ONNX or TorchScript); no version: the one served now."""
+        if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+            return _error("wrong_type", "export takes an integer 'version' (or none)")
+        kept = {s.version: s for s in self.ref.history()}
+        snap = self.ref.current if version is None else kept.get(version)
+        if snap is None:
+            return _error("unknown_version", f"version {version} is not kept; kept: {sorted(kept)}")
+        return {"ok": True, **export_data(snap)}
+
     def _unpin(self) -> dict:
         if not self.allow_rollback:
             return _error("forbidden", "unpin is disabled (serving.allow_rollback)")
@@ -215,6 +228,33 @@ class RequestHandler:
         out = snap.predict_many(X)
         answers = [_answer(snap, out, i) for i in range(len(instances))]
         return {"ok": True, "version": snap.version, "predictions": answers}
+
+
+def export_data(snap: Snapshot) -> dict:
+    """A snapshot's dense network (layers ``(in, out)``, hidden activation) and its input and
+    target scaling, as JSON-ready lists. A torch form (int8, fp16...) gives the dense float32
+    weights it was built from."""
+    fwd: Any = snap.forward
+    dense = getattr(fwd, "source", None)  # a torch form keeps what it was made from
+    weights, biases, activation = (
+        (dense.weights, dense.biases, dense.activation)
+        if dense is not None
+        else (fwd.weights, fwd.biases, fwd.activation)
+    )
+    return {
+        "version": snap.version,
+        "task": snap.task,
+        "classes": list(snap.classes),
+        "features": list(snap.feature_names) if snap.feature_names else None,
+        "form": snap.form,
+        "activation": activation,
+        "weights": [w.tolist() for w in weights],
+        "biases": [b.tolist() for b in biases],
+        "x_mean": snap.x_mean.tolist(),
+        "x_inv_std": snap.x_inv_std.tolist(),
+        "y_mean": snap.y_mean,
+        "y_std": snap.y_std,
+    }
 
 
 def _answer(snap: Snapshot, out: np.ndarray, i: int) -> dict:
