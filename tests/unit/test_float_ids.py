@@ -18,7 +18,9 @@ def test_float_ids_are_learned_not_dead_lettered_and_not_audited(tmp_path):
     pipe = Pipeline(cfg, learner, dead, ManualClock())
     src = ListSource()
     ids = [0, 1.0, 2, 3.5, "4", 12.0, 1]
-    src.append([{**e, "id": i} for e, i in zip(DriftingSEA(seed=5).take(len(ids)), ids)])
+    src.append(
+        [{**e, "id": i} for e, i in zip(DriftingSEA(seed=5).take(len(ids)), ids, strict=True)]
+    )
     svc = Service(pipe, src, MemoryCheckpointStore(), cfg.checkpoint, clock=ManualClock())
     svc.restore()
     while src.remaining():
