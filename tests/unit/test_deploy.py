@@ -127,3 +127,11 @@ def test_dashboard_is_well_formed():
     for p in dash["panels"]:
         for t in p.get("targets", []):
             assert t["datasource"]["uid"] == "learnd-prometheus"
+
+
+def test_image_healthcheck_follows_the_configured_address():
+    """`learnd health` with no address reads the daemon's config (LEARND_CONFIG,
+    LEARND_SERVING__*): a fixed --tcp would probe the default port whatever is configured."""
+    text = (DOCKER / "Dockerfile").read_text()
+    check = text[text.index("HEALTHCHECK") :].split("CMD", 1)[1].splitlines()[0]
+    assert check.strip() == '["learnd", "health"]'
