@@ -3,10 +3,13 @@ loopback port with in-memory storage. For the demo and the tests, not for produc
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from importlib import resources
 from pathlib import Path
@@ -28,6 +31,19 @@ def tansu_binary() -> Path:
             )
         path = Path(found)
     return path
+
+
+def _die_with_parent():
+    """A ``preexec_fn`` asking Linux to SIGKILL the child when its parent goes
+    (PR_SET_PDEATHSIG); None elsewhere. libc is loaded here, before the fork."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def arm() -> None:
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    return arm
 
 
 def free_port() -> int:
@@ -68,7 +84,11 @@ class EmbeddedBroker:
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
+            # Its own session: a Ctrl-C meant for the demo must not stop the broker before the
+            # daemon's last checkpoint and commit. But never an orphan: the kernel kills it
+            # when the thread that started it dies, SIGKILL included.
             start_new_session=True,
+            preexec_fn=_die_with_parent(),
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
