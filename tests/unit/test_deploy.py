@@ -131,14 +131,26 @@ def test_dashboard_is_well_formed():
         "dead letters",
         "checkpoint",
         "ready",
+        "mae and rmse",
+        "by op",
     ):
         assert wanted in titles, wanted
     assert dash["annotations"]["list"][0]["expr"].startswith(
         "sum by (instance) (increase(learnd_drift"
     )
-    for p in dash["panels"]:
-        for t in p.get("targets", []):
-            assert t["datasource"]["uid"] == "learnd-prometheus"
+
+
+def test_dashboard_queries_the_datasource_chosen_in_its_variable():
+    """No hard-coded datasource uid: an imported dashboard works with any Prometheus."""
+    dash = json.loads((ROOT / "grafana" / "dashboards" / "learnd.json").read_text())
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    users = [*dash["panels"], *dash["annotations"]["list"], variables["instance"]]
+    users += [t for p in dash["panels"] for t in p.get("targets", [])]
+    for user in users:
+        if "datasource" in user or "expr" in user:
+            assert user["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, user
 
 
 def test_image_healthcheck_follows_the_configured_address():
