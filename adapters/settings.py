@@ -182,7 +182,13 @@ def build_config(
     try:
         return LearndConfig.model_validate(merged)
     except ValidationError as e:
-        raise _invalid(e) from None
+        error = _invalid(e)
+        no_file = not (file or (os.environ if environ is None else environ).get("LEARND_CONFIG"))
+        if no_file and not defaults:
+            error = ConfigError(
+                f"{error}\n(no config file was given: --config FILE or LEARND_CONFIG)"
+            )
+        raise error from None
 
 
 def serving_config(

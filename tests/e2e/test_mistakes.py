@@ -245,3 +245,13 @@ def test_run_create_topics_creates_them_then_runs(tmp_path, broker):
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err.decode()[-2000:]
+
+
+def test_run_without_any_config_says_a_config_file_is_missing():
+    r = learnd("run")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.splitlines() == [
+        "learnd: invalid config:",
+        "  schema: required",
+        "(no config file was given: --config FILE or LEARND_CONFIG)",
+    ]
