@@ -15,6 +15,8 @@ if ! command -v promtool >/dev/null; then
       prometheus >/dev/null || echo "learnd: apt install failed; those tests skip" >&2
   fi
 fi
+# Not run here: the container image build (scripts/image-check.sh: buildah + debootstrap, 3 to 9
+# minutes); LEARND_IMAGE_CHECK=1 makes tests/e2e/test_image.py run it.
 .venv/bin/ruff check daemon adapters tests
 .venv/bin/ruff format --check daemon adapters tests
 bash scripts/typecheck.sh

@@ -3,8 +3,8 @@
 against a demo inside the image. Without a Docker engine: buildah with chroot isolation on a
 Debian base made with debootstrap (scripts/image-check.sh, which this runs).
 
-A build takes minutes (5 to 8 on 2 busy cores when the code changed, 80 s more for a cold base),
-so it runs only when asked for: LEARND_IMAGE_CHECK=1.
+A check takes minutes (on 2 shared cores: 2.7 with every layer cached, 7.6 after a code change,
+9.1 cold; docs/operations.md), so it runs only when asked for: LEARND_IMAGE_CHECK=1.
 """
 
 from __future__ import annotations

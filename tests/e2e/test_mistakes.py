@@ -131,6 +131,8 @@ def test_a_port_in_use_stops_start_up_with_one_line(tmp_path, which):
             "LEARND_METRICS__PORT": str(port if which == "metrics" else free_port()),
             "LEARND_LOG__LEVEL": "ERROR",
         }
+        if which == "metrics":  # quicker: no child processes to start and stop
+            env |= {"LEARND_SERVING__PROCESSES": "0", "LEARND_KAFKA__CONSUMER_PROCESS": "false"}
         r = learnd("run", env=env, timeout=120)
     field = "serving.tcp_port" if which == "serving" else "metrics.port"
     assert r.returncode == 2
@@ -153,6 +155,8 @@ def test_a_unix_socket_a_live_daemon_listens_on_is_not_taken_over(tmp_path):
             "LEARND_SERVING__TCP_PORT": "null",
             "LEARND_SERVING__UNIX_PATH": str(path),
             "LEARND_METRICS__ENABLED": "false",
+            "LEARND_SERVING__PROCESSES": "0",
+            "LEARND_KAFKA__CONSUMER_PROCESS": "false",
             "LEARND_LOG__LEVEL": "ERROR",
         }
         r = learnd("run", env=env, timeout=120)
