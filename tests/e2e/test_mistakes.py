@@ -259,3 +259,19 @@ def test_run_without_any_config_says_a_config_file_is_missing():
         "  schema: required",
         "(no config file was given: --config FILE or LEARND_CONFIG)",
     ]
+
+
+def test_a_demo_without_its_broker_binary_says_so(tmp_path):
+    r = learnd(
+        "demo",
+        "--duration",
+        "1",
+        "--state-dir",
+        str(tmp_path / "demo"),
+        env={"LEARND_TANSU_BIN": str(tmp_path / "no-tansu")},
+    )
+    assert r.returncode == 2
+    assert (
+        one_line(r.stderr)
+        == f"learnd: LEARND_TANSU_BIN {tmp_path / 'no-tansu'}: no executable there"
+    )
