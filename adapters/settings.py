@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from learnd.daemon.config import LearndConfig, secret_fields
+from learnd.daemon.config import LearndConfig, ServingConfig, secret_fields
 
 ENV_PREFIX = "LEARND_"
 # LEARND_* variables that are not config keys: the config file, the set-up scripts, the tests.
@@ -158,13 +158,13 @@ def _describe(err: dict) -> str:
     return f"{loc}: {msg}{shown}" if loc else msg
 
 
-def build_config(
-    file: str | os.PathLike | None = None,
-    environ: Mapping[str, str] | None = None,
-    overrides: Sequence[str] = (),
-    defaults: Mapping | None = None,
-) -> LearndConfig:
-    """Merge defaults < file < environment < flags, and validate once."""
+def _layers(
+    file: str | os.PathLike | None,
+    environ: Mapping[str, str] | None,
+    overrides: Sequence[str],
+    defaults: Mapping | None,
+) -> dict:
+    """defaults < file < environment < flags, deep-merged."""
     environ = os.environ if environ is None else environ
     file = file or environ.get("LEARND_CONFIG")
     layers = [dict(defaults or {})]
@@ -174,8 +174,46 @@ def build_config(
     merged: dict = {}
     for layer in layers:
         merged = _merge(merged, layer)
+    return merged
+
+
+def _invalid(e: ValidationError, prefix: tuple[str, ...] = ()) -> ConfigError:
+    lines = [_describe({**err, "loc": (*prefix, *err["loc"])}) for err in e.errors()]
+    return ConfigError("invalid config:\n  " + "\n  ".join(lines))
+
+
+def build_config(
+    file: str | os.PathLike | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Sequence[str] = (),
+    defaults: Mapping | None = None,
+) -> LearndConfig:
+    """Merge defaults < file < environment < flags, and validate once."""
+    merged = _layers(file, environ, overrides, defaults)
     try:
         return LearndConfig.model_validate(merged)
     except ValidationError as e:
-        lines = [_describe(err) for err in e.errors()]
-        raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
+        error = _invalid(e)
+        no_file = not (file or (os.environ if environ is None else environ).get("LEARND_CONFIG"))
+        if no_file and not defaults:
+            error = ConfigError(
+                f"{error}\n(no config file was given: --config FILE or LEARND_CONFIG)"
+            )
+        raise error from None
+
+
+def serving_config(
+    file: str | os.PathLike | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Sequence[str] = (),
+) -> ServingConfig:
+    """The ``serving`` section alone, from the same layers as :func:`build_config`: where the
+    client commands (``learnd predict``, ``health``, ...) find the daemon and its token. The
+    other sections are not validated, so a client needs no ``schema``."""
+    section = _layers(file, environ, overrides, None).get("serving", {})
+    if not isinstance(section, dict):
+        raise ConfigError("invalid config:\n  serving: must be a table/mapping")
+    try:
+        return ServingConfig.model_validate(section)
+    except ValidationError as e:
+        raise _invalid(e, ("serving",)) from None

@@ -28,7 +28,7 @@ from learnd.daemon.learning.challenger import Challenger
 from learnd.daemon.learning.learner import Learner, StepResult
 from learnd.daemon.learning.prequential import RollingMetrics
 from learnd.daemon.ports import Clock, DeadLetterSink
-from learnd.daemon.serving.compress import select_form
+from learnd.daemon.serving.compress import measured, select_form
 from learnd.daemon.serving.gate import Gate, Verdict, judge
 from learnd.daemon.serving.snapshot import Draft, Snapshot, SnapshotRef
 
@@ -377,7 +377,7 @@ class Pipeline:
         return chosen
 
     def _publish(self, draft: Draft) -> None:
-        snap = self.ref.publish(draft)
+        snap = self.ref.publish(measured(draft))
         if snap is None:  # pinned by a rollback meanwhile
             self.publish_pinned += 1
             return

@@ -79,6 +79,7 @@ class Service:
         self.stop_event = threading.Event()
         self._ckpt_events = 0
         self._ckpt_time = clock()
+        self._broker_seen: bool | None = None  # None until the first poll
         source.on_revoke(self._hand_over)
 
     def restore(self) -> None:
@@ -116,19 +117,32 @@ class Service:
         self.health.assigned = self.source.assigned()
         self.health.ever_assigned = self.health.ever_assigned or self.health.assigned > 0
         was = self.health.broker_connected
-        self.health.broker_connected = bool(records) or self.source.connected()
-        if was != self.health.broker_connected:
-            log.warning(
-                "broker %s",
-                "reachable again" if not was else "unreachable; retrying",
-                extra={"event": "broker_up" if not was else "broker_down"},
-            )
+        now = self.health.broker_connected = bool(records) or self.source.connected()
+        if now != was or self._broker_seen is None:
+            self._log_broker(now)
         if records:
             self.pipeline.set_backlog(sum(self.source.lag().values()))
             self.pipeline.process(records)
         self.pipeline.tick()
         if self.source.take_revoked() or self._checkpoint_due():
             self.checkpoint()  # after a revocation: record what the model reflects at once
+
+    def _log_broker(self, connected: bool) -> None:
+        """The first poll says whether the broker is reachable at start (a warning only when it
+        is not); later changes are warnings both ways."""
+        first = self._broker_seen is None
+        if connected:
+            if first:
+                log.info("broker reachable", extra={"event": "broker_up"})
+            else:
+                log.warning("broker reachable again", extra={"event": "broker_up"})
+        else:
+            log.warning(
+                "broker %s; retrying",
+                "unreachable at start" if first else "unreachable",
+                extra={"event": "broker_down"},
+            )
+        self._broker_seen = connected
 
     def stop(self) -> None:
         self.stop_event.set()

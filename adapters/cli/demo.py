@@ -13,6 +13,7 @@ import orjson
 from kafka import KafkaProducer
 
 from learnd.adapters.bootstrap import Daemon
+from learnd.adapters.cli import demo_state
 from learnd.adapters.kafka.broker import EmbeddedBroker, free_port
 from learnd.adapters.kafka.topics import ensure_topics
 from learnd.adapters.serving.client import LearndClient
@@ -109,9 +110,15 @@ def run_demo(
     state_dir: str | None,
     out=print,
 ) -> int:
-    workdir = Path(state_dir or tempfile.mkdtemp(prefix="learnd-demo-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    broker = EmbeddedBroker(log_path=workdir / "tansu.log").start()
+    before = demo_state.earlier() if state_dir is None else None
+    workdir = Path(state_dir or tempfile.mkdtemp(prefix=demo_state.PREFIX))
+    demo_state.claim(workdir)
+    resuming = demo_state.has_checkpoints(workdir)
+    try:
+        broker = EmbeddedBroker(log_path=workdir / "tansu.log").start()
+    except BaseException:
+        demo_state.release(workdir)
+        raise
     defaults = {
         **DEMO_DEFAULTS,
         "kafka": {**DEMO_DEFAULTS["kafka"], "bootstrap_servers": broker.bootstrap},
@@ -129,6 +136,17 @@ def run_demo(
         daemon.start()
         host, port = daemon.server.tcp_address
         out(f"learnd demo: broker {broker.bootstrap}, state in {workdir}")
+        if before is not None:
+            how = "was killed" if before[1] else "stopped"
+            out(
+                f"  an earlier demo {how}; its state is in {before[0]}: resume it with "
+                f"`learnd demo --state-dir {before[0]}` (this one starts afresh)"
+            )
+        if resuming:
+            out(
+                f"  resuming the model checkpointed in {workdir} (the embedded broker keeps no "
+                "data between runs: the stream starts anew)"
+            )
         out(f'  predictions: learnd predict --tcp {host}:{port} \'{{"x1": 6, "x2": 3, "x3": 1}}\'')
         out(f"               (or the Unix socket {daemon.server.unix_path})")
         if daemon.metrics_server:
@@ -151,7 +169,8 @@ def run_demo(
             daemon.stop()
             daemon.join(30)
         broker.stop()
-    out("learnd demo stopped cleanly")
+        demo_state.release(workdir)
+    out(f"learnd demo stopped cleanly; `learnd demo --state-dir {workdir}` resumes it")
     return 0
 
 

@@ -1,5 +1,5 @@
-"""The `learnd` command line: run, demo, predict, health, versions, rollback, export, config show,
-checkpoint show, audit."""
+"""The `learnd` command line: run, demo, topics create, predict, health, versions, rollback,
+export, config show, checkpoint show, audit."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import sys
 
 import orjson
 
+from learnd.adapters.cli import topics
 from learnd.adapters.cli.checkpoint import add_commands as add_checkpoint_commands
+from learnd.adapters.cli.connect import NoDaemon, add_where_args
 from learnd.adapters.settings import ConfigError, build_config
 from learnd.daemon.errors import StartupError
 
@@ -40,6 +42,7 @@ def cmd_run(args) -> int:
     from learnd.adapters.logs import setup_logging
 
     setup_logging(cfg.log.level, cfg.log.format)
+    topics.check_before_run(cfg, args)
     daemon = Daemon(cfg, failpoints=_failpoints_from_env())
 
     def _stop(signum, frame):
@@ -52,8 +55,19 @@ def cmd_run(args) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    daemon.start()
+    try:
+        daemon.start()
+    except BaseException:  # a listener that cannot bind, say: release what did start
+        daemon.close()
+        daemon.source.close()
+        raise
     daemon.run()
+    return 0
+
+
+def cmd_topics_create(args) -> int:
+    for line in topics.create(_load(args), args):
+        print(f"learnd topics: {line}")
     return 0
 
 
@@ -125,20 +139,20 @@ def cmd_demo_producer(args) -> int:
 
 
 def _connect(args):
-    from learnd.adapters.serving.client import LearndClient
+    """The daemon's address from the flags or the config, and a client connected to it."""
+    from learnd.adapters.cli.connect import connect, target
 
-    # The daemon's own variable, so `learnd health` in its container needs nothing more.
-    token = os.environ.get("LEARND_SERVING__TOKEN") if args.token is None else args.token
-    if args.unix:
-        return LearndClient.unix(args.unix, token=token)
-    host, _, port = args.tcp.rpartition(":")
-    return LearndClient.tcp(host or "127.0.0.1", int(port), token=token)
+    where = target(args)
+    return where, connect(where)
 
 
 def cmd_predict(args) -> int:
+    from learnd.adapters.cli.connect import ask
+
     lines = [args.features] if args.features else [ln for ln in sys.stdin if ln.strip()]
     code = 0
-    with _connect(args) as client:
+    where, client = _connect(args)
+    with client:
         for line in lines:
             try:
                 features = json.loads(line)
@@ -146,30 +160,28 @@ def cmd_predict(args) -> int:
                 print(f"learnd predict: not JSON: {e}", file=sys.stderr)
                 code = 2
                 continue
-            answer = client.request({"op": "predict", "features": features}, check=False)
+            answer = ask(where, client, {"op": "predict", "features": features})
             print(orjson.dumps(answer).decode())
             code = code or (0 if answer.get("ok") else 1)
     return code
 
 
 def cmd_health(args) -> int:
-    try:
-        with _connect(args) as client:
-            answer = client.health()
-    except OSError as e:
-        print(f"learnd health: cannot connect: {e}", file=sys.stderr)
-        return 1
+    from learnd.adapters.cli.connect import ask
+
+    where, client = _connect(args)
+    with client:
+        answer = ask(where, client, {"op": "health"})
     print(orjson.dumps(answer).decode())
     return 0 if answer.get("ready") else 1
 
 
 def _admin(args, req: dict) -> int:
-    try:
-        with _connect(args) as client:
-            answer = client.request(req, check=False)
-    except OSError as e:
-        print(f"learnd {args.command}: cannot connect: {e}", file=sys.stderr)
-        return 1
+    from learnd.adapters.cli.connect import ask
+
+    where, client = _connect(args)
+    with client:
+        answer = ask(where, client, req)
     print(orjson.dumps(answer).decode())
     return 0 if answer.get("ok") else 1
 
@@ -217,7 +229,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the daemon on the configured Kafka")
     _add_config_args(p)
+    p.add_argument(
+        "--create-topics",
+        action="store_true",
+        help="create the events and dead-letter topics if missing (see --partitions)",
+    )
+    topics.add_topic_args(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("topics", help="the Kafka topics learnd reads and writes")
+    tsub = p.add_subparsers(dest="topics_command", required=True)
+    create = tsub.add_parser(
+        "create", help="create the events topic and the dead-letter topic where missing"
+    )
+    _add_config_args(create)
+    topics.add_topic_args(create)
+    create.set_defaults(func=cmd_topics_create)
 
     p = sub.add_parser("demo", help="embedded broker + drifting stream + daemon, live progress")
     _add_config_args(p)
@@ -249,12 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("export", cmd_export, "write a served version as an ONNX or TorchScript file"),
     ):
         p = sub.add_parser(name, help=helptext)
-        where = p.add_mutually_exclusive_group()
-        where.add_argument(
-            "--tcp", default="127.0.0.1:7070", help="HOST:PORT (default 127.0.0.1:7070)"
-        )
-        where.add_argument("--unix", help="Unix socket path")
-        p.add_argument("--token", help="auth token (default $LEARND_SERVING__TOKEN)")
+        add_where_args(p)
         if name == "predict":
             p.add_argument(
                 "features",
@@ -288,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, StartupError) as e:
         print(f"learnd: {e}", file=sys.stderr)
         return 2
+    except NoDaemon as e:
+        print(f"learnd {args.command}: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

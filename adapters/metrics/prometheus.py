@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
+from learnd.adapters.bind_errors import bind_error
 from learnd.daemon.events.decoder import Reason
 from learnd.daemon.pipeline import Pipeline
 from learnd.daemon.ports import EventSource
@@ -326,9 +327,12 @@ class MetricsServer:
                     return [b"unauthorized\n"]
             return app(environ, start_response)
 
-        self.httpd = make_server(
-            host, port, guarded, ThreadingWSGIServer, handler_class=_QuietHandler
-        )
+        try:
+            self.httpd = make_server(
+                host, port, guarded, ThreadingWSGIServer, handler_class=_QuietHandler
+            )
+        except OSError as e:
+            raise bind_error("metrics.port", host, port, e) from None
         self.address = self.httpd.server_address[:2]
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, name="learnd-metrics", daemon=True

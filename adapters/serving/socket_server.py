@@ -32,7 +32,9 @@ from typing import Any
 
 import orjson
 
+from learnd.adapters.bind_errors import bind_error
 from learnd.daemon.config import ServingConfig
+from learnd.daemon.errors import StartupError
 from learnd.daemon.serving.requests import CONTROL_OPS, OPS, RequestHandler
 
 log = logging.getLogger("learnd.serving")
@@ -59,31 +61,58 @@ def _dumps(obj: dict) -> bytes:
 
 def bind_sockets(cfg: ServingConfig) -> tuple[socket.socket, ...]:
     """The listening sockets ``cfg`` asks for: TCP and/or a Unix socket (mode 0660, replacing a
-    stale socket file, refusing to replace anything else)."""
+    stale socket file, refusing to replace anything else or a socket a live daemon listens on).
+    A failure is a :class:`StartupError` naming the config field."""
     out = []
     try:
         if cfg.tcp_port is not None:
-            tcp = socket.create_server((cfg.tcp_host, cfg.tcp_port), backlog=1024)
+            try:
+                tcp = socket.create_server((cfg.tcp_host, cfg.tcp_port), backlog=1024)
+            except OSError as e:
+                raise bind_error("serving.tcp_port", cfg.tcp_host, cfg.tcp_port, e) from None
             tcp.setblocking(False)
             out.append(tcp)
         if cfg.unix_path is not None:
-            path = Path(cfg.unix_path)
-            if path.exists():
-                if not stat.S_ISSOCK(path.stat().st_mode):
-                    raise OSError(f"serving.unix_path {path} exists and is not a socket")
-                path.unlink()  # a stale socket from a previous run
-            path.parent.mkdir(parents=True, exist_ok=True)
-            unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            unix.bind(str(path))
-            os.chmod(path, 0o660)
-            unix.listen(1024)
-            unix.setblocking(False)
-            out.append(unix)
-    except OSError:
+            out.append(_bind_unix(Path(cfg.unix_path)))
+    except (OSError, StartupError):
         for sock in out:
             sock.close()
         raise
     return tuple(out)
+
+
+def _bind_unix(path: Path) -> socket.socket:
+    if path.exists():
+        if not stat.S_ISSOCK(path.stat().st_mode):
+            raise StartupError(f"serving.unix_path: {path} exists and is not a socket")
+        if _listened_on(path):
+            raise StartupError(
+                f"serving.unix_path: {path} is in use by a running daemon: stop it or choose "
+                "another path (serving.unix_path, LEARND_SERVING__UNIX_PATH)"
+            )
+        path.unlink()  # a stale socket from a previous run
+    path.parent.mkdir(parents=True, exist_ok=True)
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        unix.bind(str(path))
+        os.chmod(path, 0o660)
+        unix.listen(1024)
+    except OSError as e:
+        unix.close()
+        raise StartupError(
+            f"serving.unix_path: cannot listen on {path}: {e.strerror or e}"
+        ) from None
+    unix.setblocking(False)
+    return unix
+
+
+def _listened_on(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:  # refused: nobody listens; the file is left over
+            return False
+    return True
 
 
 class PredictionServer:
@@ -140,7 +169,7 @@ class PredictionServer:
         self._loop = loop
         try:
             loop.run_until_complete(self._open())
-        except OSError as e:
+        except (OSError, StartupError) as e:
             self._error = e
         self._ready.set()
         if self._error is None:

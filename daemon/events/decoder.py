@@ -1,7 +1,7 @@
 """Decoding and validation of labelled events: bad input becomes a value, never an exception.
 
 An event is a JSON object ``{"id": ..., "features": {name: number} | [numbers], "label": ...,
-"ts": ...}``; ``id`` and ``ts`` are optional and extra top-level fields are ignored.
+"ts": ...}``; ``id`` (a string or a number) and ``ts`` are optional and extra top-level fields are ignored.
 
 Examples
 --------
@@ -33,6 +33,9 @@ import orjson
 
 from learnd.daemon.config import SchemaConfig
 from learnd.daemon.events.record import RawRecord
+
+# An event's optional id: a string or a JSON number (the exactly-once audit counts the integers).
+_ID_TYPES = frozenset((str, int, float))
 
 
 class Reason(StrEnum):
@@ -280,7 +283,7 @@ class EventDecoder:
                         return None
                     ys.append(y)
                 eid = obj.get("id")
-                if eid is not None and type(eid) is not str and type(eid) is not int:
+                if eid is not None and type(eid) not in _ID_TYPES:
                     return None
                 ids.append(eid)
             # bool is an int to numpy: only plain numbers may pass
@@ -349,8 +352,8 @@ class EventDecoder:
         if not isinstance(obj, dict):
             return Reason.NOT_OBJECT, f"event must be a JSON object, got {type(obj).__name__}"
         eid = obj.get("id")
-        if eid is not None and (not isinstance(eid, (str, int)) or isinstance(eid, bool)):
-            return Reason.WRONG_TYPE, "id must be a string or an integer"
+        if eid is not None and type(eid) not in _ID_TYPES:  # bool is no id (an int subclass)
+            return Reason.WRONG_TYPE, "id must be a string or a number"
         row, problem = self.features.parse(obj.get("features"))
         if problem is not None:
             return problem

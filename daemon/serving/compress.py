@@ -236,6 +236,16 @@ def latency_us(forward: Callable[[np.ndarray], np.ndarray], dim: int, repeats: i
     return statistics.median(call_times(forward, dim, repeats)) * 1e6
 
 
+def measured(draft: Draft) -> Draft:
+    """``draft`` with its batch-1 latency, measured here unless choosing its form measured it
+    (the first model, compression off or skipped after a drift alarm): ``info`` reports it."""
+    if not np.isnan(draft.latency_us):
+        return draft
+    w = draft.weights
+    forward = draft.forward or NumpyForward(w.weights, w.biases, w.activation)
+    return replace(draft, forward=forward, latency_us=latency_us(forward, len(w.x_mean)))
+
+
 @dataclass(frozen=True, slots=True)
 class Built:
     name: str

@@ -1,11 +1,15 @@
 """Where a Docker engine exists: the compose stack comes up, answers a prediction, is scraped.
 
-Skipped (with the reason) on machines without a Docker engine, such as this project's CI.
+Run with Docker Compose v2 (`docker compose`, as the README says), wired in by
+tests/support/compose.py where only its binary is installed. Skipped (with the reason) on
+machines without a Docker engine, such as this project's CI; the compose file itself is checked
+with the same v2 there (tests/unit/test_deploy.py).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -15,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from learnd.adapters.serving.client import LearndClient
+from tests.support.compose import compose as compose_v2
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 
@@ -29,7 +34,8 @@ def _engine_problem():
     return None
 
 
-PROBLEM = _engine_problem()
+COMPOSE = compose_v2()
+PROBLEM = _engine_problem() or (COMPOSE if isinstance(COMPOSE, str) else None)
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(PROBLEM is not None, reason=f"compose stack: {PROBLEM}"),
@@ -39,14 +45,17 @@ pytestmark = [
 def test_compose_stack_predicts_and_is_scraped():
     subprocess.run(["sh", "init-secrets.sh"], cwd=DOCKER, check=True)
     env_file = dict(line.split("=", 1) for line in (DOCKER / ".env").read_text().splitlines())
-    compose = ["docker", "compose", "-f", "compose.yml"]
+    cmd, extra = COMPOSE
+    compose = [*cmd, "-f", "compose.yml"]
+    env = {**os.environ, **extra}
     subprocess.run(
         [*compose, "up", "-d", "--build", "--wait", "learnd", "prometheus"],
         cwd=DOCKER,
         check=True,
         timeout=1800,
+        env=env,
     )
-    subprocess.run([*compose, "up", "-d", "producer"], cwd=DOCKER, check=True, timeout=300)
+    subprocess.run([*compose, "up", "-d", "producer"], cwd=DOCKER, check=True, timeout=300, env=env)
     try:
         deadline = time.monotonic() + 180
         answer = None
@@ -70,5 +79,10 @@ def test_compose_stack_predicts_and_is_scraped():
                 break
             time.sleep(2)
         assert result, "prometheus never scraped learnd"
+        metrics = urllib.request.Request(  # published on the host, behind its token
+            "http://127.0.0.1:9464/metrics",
+            headers={"Authorization": f"Bearer {env_file['LEARND_METRICS_TOKEN']}"},
+        )
+        assert b"learnd_events_total" in urllib.request.urlopen(metrics, timeout=5).read()
     finally:
-        subprocess.run([*compose, "down", "-v"], cwd=DOCKER, timeout=300)
+        subprocess.run([*compose, "down", "-v"], cwd=DOCKER, timeout=300, env=env)

@@ -26,6 +26,7 @@ from learnd.adapters.bootstrap import Daemon
 from learnd.adapters.kafka.broker import free_port
 from learnd.adapters.kafka.topics import ensure_topics
 from learnd.adapters.serving.client import LearndClient
+from learnd.daemon.config import LearndConfig
 from learnd.daemon.events.synthetic import DriftingSEA
 from tests.conftest import sea_config
 
@@ -92,6 +93,28 @@ def stack(tansu_broker, tmp_path_factory):
     daemon = Daemon(cfg)
     daemon.start()
     daemon.run_in_thread()
+    # A regression daemon beside it, for the panels only regression fills (MAE, RMSE): small,
+    # in one process, its own topic.
+    reg_cfg = LearndConfig.model_validate(
+        {
+            "schema": {"task": "regression", "n_features": 3},
+            "kafka": {
+                **cfg.kafka.model_dump(mode="json", exclude={"sasl_password"}),
+                "topic": f"prom-reg-{suffix}",
+                "dead_letter_topic": f"prom-reg-{suffix}-dlq",
+                "group_id": f"prom-reg-{suffix}",
+                "consumer_process": False,
+            },
+            "model": {"hidden": [8]},
+            "serving": {"tcp_port": 0, "processes": 0},
+            "metrics": {"port": free_port(), "token": token},
+            "checkpoint": {"dir": str(tmp / "reg-ckpt")},
+        }
+    )
+    ensure_topics(reg_cfg.kafka, partitions=1)
+    regressor = Daemon(reg_cfg)
+    regressor.start()
+    regressor.run_in_thread()
 
     (tmp / "token").write_text(token)
     shutil.copy(ROOT / "docker" / "prometheus" / "alerts.yml", tmp / "alerts.yml")
@@ -106,7 +129,12 @@ def stack(tansu_broker, tmp_path_factory):
                         "job_name": "learnd",
                         "authorization": {"type": "Bearer", "credentials_file": "token"},
                         "static_configs": [
-                            {"targets": [f"127.0.0.1:{daemon.metrics_server.address[1]}"]}
+                            {
+                                "targets": [
+                                    f"127.0.0.1:{d.metrics_server.address[1]}"
+                                    for d in (daemon, regressor)
+                                ]
+                            }
                         ],
                     }
                 ],
@@ -137,6 +165,10 @@ def stack(tansu_broker, tmp_path_factory):
             producer.send(cfg.kafka.topic, value, partition=i % 2)
             if i % 400 == 0:
                 time.sleep(0.2)
+            if i < 2000:  # y = x1 + 2 x2 - x3, for the regression daemon
+                x = [(i % 7) / 7, (i % 11) / 11, (i % 13) / 13]
+                reg = {"features": x, "label": x[0] + 2 * x[1] - x[2]}
+                producer.send(reg_cfg.kafka.topic, orjson.dumps(reg))
         producer.flush(30)
         producer.close()
 
@@ -158,6 +190,7 @@ def stack(tansu_broker, tmp_path_factory):
         for t in threads:
             t.start()
         wait_for(lambda: daemon.pipeline.drift.alarms >= 1, 60, 0.2, "a drift alarm")
+        wait_for(lambda: regressor.pipeline.learner.events_learned >= 1000, 60, 0.2, "regression")
         time.sleep(4)  # a few scrapes after the alarm, so rate() and increase() see it
         yield prom_port, daemon
     finally:
@@ -167,14 +200,16 @@ def stack(tansu_broker, tmp_path_factory):
                 t.join(30)
         prom.terminate()
         prom.wait(10)
-        daemon.stop()
-        daemon.join(30)
+        for d in (daemon, regressor):
+            d.stop()
+        for d in (daemon, regressor):
+            d.join(30)
 
 
 def test_prometheus_scrapes_learnd_with_the_token(stack):
     port, _ = stack
     result = query(port, 'up{job="learnd"}')["data"]["result"]
-    assert [r["value"][1] for r in result] == ["1"]
+    assert [r["value"][1] for r in result] == ["1", "1"]
 
 
 @pytest.mark.parametrize(

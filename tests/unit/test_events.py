@@ -260,3 +260,21 @@ def test_a_regression_label_beyond_float32_is_rejected():
     )
     assert ok.y.tolist() == [2.5]
     assert [b.reason for b in bad] == [Reason.OUT_OF_RANGE]
+
+
+@pytest.mark.parametrize("with_a_bad_record", [False, True], ids=["fast path", "one by one"])
+def test_ids_may_be_strings_or_any_number(with_a_bad_record):
+    ids = ["e1", 7, 12.0, 3.5, -2]
+    records = [rec({**GOOD, "id": i}, k) for k, i in enumerate(ids)]
+    if with_a_bad_record:
+        records.append(rec(b"not json", len(records)))
+    ok, bad = EventDecoder(NAMED).decode_many(records)
+    assert ok.ids == tuple(ids)
+    assert len(bad) == int(with_a_bad_record)
+
+
+@pytest.mark.parametrize("eid", [True, [1], {"n": 1}])
+def test_an_id_that_is_no_string_or_number_is_rejected(eid):
+    ok, bad = decode_one({**GOOD, "id": eid})
+    assert len(ok) == 0 and [b.reason for b in bad] == [Reason.WRONG_TYPE]
+    assert bad[0].detail == "id must be a string or a number"
