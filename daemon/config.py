@@ -298,7 +298,9 @@ class LearningConfig(_Section):
     average_decay: float = Field(0.8, ge=0, lt=1)
     batch_max_age_s: float = Field(0.2, gt=0, le=60)
     metrics_window: int = Field(1000, ge=10, le=1_000_000)
-    publish_every_s: float = Field(1.0, gt=0)
+    # A candidate is frozen this often (and judged on the next batch, daemon/gate.py): what is
+    # learned is served within about this long plus a batch.
+    publish_every_s: float = Field(0.02, gt=0)
     publish_every_events: int | None = Field(None, ge=1)  # also publish after this many events
     deterministic: bool = False
     drift: DriftConfig = DriftConfig()

@@ -143,5 +143,7 @@ def test_the_package_installs_every_folder_under_one_top_level_name():
 
 
 def test_no_module_is_over_500_lines():
-    long = {m: n for m, p in _module_files().items() if (n := len(p.read_text().splitlines())) > 500}
+    long = {
+        m: n for m, p in _module_files().items() if (n := len(p.read_text().splitlines())) > 500
+    }
     assert long == {}
