@@ -84,8 +84,13 @@ class Pipeline:
         self.valid += len(events)
         now = self.clock()
         self.batcher.add(events, now)
+        lrn = self.learner
         for batch in self.batcher.ready(now):
             self._learn(batch)
+            # between batches too: a candidate frozen here is judged on the next one
+            self.publisher.tick(
+                self.clock(), lrn.events_learned, True, lrn.export, self.metrics.summary
+            )
         self.positions.update(decoded.positions)
 
     def set_backlog(self, lag: int) -> None:

@@ -85,6 +85,7 @@ class Service:
         """Load the newest good checkpoint (if any), seek the source, reserve version numbers
         in a checkpoint of its own, and serve what was served before (a new model: its first
         version)."""
+        self.pipeline.publisher.bound_versions()
         state = self.store.load_latest()
         if state is not None:
             self.pipeline.load_state_dict(state)

@@ -88,8 +88,12 @@ class Publisher:
         self._forms_at = float("-inf")
         self._form_latency_us = float("nan")
         self._rejected_streak = 0
-        # Until a checkpoint reserves numbers, only the first version (the untrained model,
-        # the same on every fresh start) may be published.
+
+    def bound_versions(self) -> None:
+        """From now on hand out only reserved version numbers (checkpoints reserve them): until
+        the first reservation, only the first version, the untrained model, the same on every
+        fresh start. Without checkpoints (no :class:`~learnd.daemon.service.Service`) numbers
+        are not bounded: nothing survives a restart to collide with."""
         self.ref.reserve(self.ref.next_version + 1)
 
     def observe(self, X: np.ndarray, y: np.ndarray, learner_out: np.ndarray) -> None:
