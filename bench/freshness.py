@@ -272,6 +272,54 @@ def burst(args, broker, tmp, X, y, labels, times=3, size=1000):
     return out
 
 
+# ---------------------------------------------------------------- the publish path alone
+def in_process(chosen, pace):
+    """Without broker or sockets: before each micro-batch is learned, the served snapshot and
+    the learner predict it; the pipeline's clock advances as if events arrived at ``pace``.
+    What publishing alone costs served accuracy."""
+    from learnd.adapters.fakes import (
+        ListDeadLetters,
+        ListSource,
+        ManualClock,
+        MemoryCheckpointStore,
+    )
+    from learnd.daemon.config import LearndConfig
+    from learnd.daemon.learning.learner import Learner
+    from learnd.daemon.pipeline import Pipeline
+    from learnd.daemon.service import Service
+
+    print(f"\nin-process, events arriving at {pace:,}/s (manual clock):\n")
+    print("| stream | served acc | learned acc | served - learned | versions |")
+    print("|---|---|---|---|---|")
+    for name, X, y, labels, _ in chosen:
+        schema: dict = {"task": "binary" if len(labels) == 2 else "multiclass"}
+        schema["n_features"] = X.shape[1]
+        if schema["task"] == "multiclass":
+            schema["classes"] = [str(c) for c in labels]
+        cfg = LearndConfig.model_validate(
+            {"schema": schema, "checkpoint": {"dir": tempfile.mkdtemp()}, "serving": {}}
+        )
+        clock = ManualClock()
+        lrn = Learner(cfg.schema_, cfg.model, cfg.learning, "cpu")
+        pipe = Pipeline(cfg, lrn, ListDeadLetters(), clock)
+        Service(pipe, ListSource(), MemoryCheckpointStore(), cfg.checkpoint, clock=clock).restore()
+        yy = y.astype(np.float32) if schema["task"] == "binary" else y
+        served, learned = [], []
+        b = cfg.learning.batch_size
+        for i in range(0, len(y), b):
+            Xb, yb = X[i : i + b], yy[i : i + b]
+            served.append(pipe.ref.current.predict_many(Xb).argmax(1) == yb)
+            learned.append(lrn.predict_many(Xb).argmax(1) == yb)
+            pipe.learn_arrays(Xb, yb)
+            clock.advance(len(yb) / pace)
+            pipe.tick()
+        s_acc, l_acc = np.concatenate(served).mean(), np.concatenate(learned).mean()
+        print(
+            f"| {name} | {s_acc:.4f} | {l_acc:.4f} | {100 * (s_acc - l_acc):+.2f} pt |"
+            f" {pipe.publisher.published} |"
+        )
+
+
 # ---------------------------------------------------------------- the picture
 def river_anchor(X, y):
     from river import linear_model, preprocessing
@@ -323,7 +371,7 @@ def picture(path, result, switches, X, y, window=1000):
     ax.set_ylabel(f"accuracy over the last {window:,} events")
     ax.set_ylim(0.5, 1.0)
     ax.legend(loc="lower right", fontsize=9)
-    ax.set_title("What clients get: the served model keeps up with the learner")
+    ax.set_title("What clients get: served (asked over the socket) against learned")
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -339,6 +387,9 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--png", default=str(ROOT / "docs" / "img" / "served-vs-learned.png"))
     ap.add_argument("--no-burst", action="store_true")
+    ap.add_argument(
+        "--in-process", action="store_true", help="the publish path alone, no broker or sockets"
+    )
     args = ap.parse_args()
     from quality import streams
     from tqdm import tqdm
@@ -348,6 +399,10 @@ def main():
     paces = [int(p) for p in args.paces.split(",")]
     only = tuple(s for s in args.streams.split(",") if s)
     chosen = streams(args.events, True, only)
+    if args.in_process:
+        for pace in paces:
+            in_process(chosen, pace)
+        return
     total = sum(len(s[2]) for s in chosen) * len(paces)
     tmp = Path(tempfile.mkdtemp(prefix="learnd-fresh-"))
     results = []
