@@ -364,22 +364,22 @@ def poison(args):
         return float((snap.predict_many(Xr).argmax(axis=1) == yr).mean())
 
     decisions = []  # (events_learned, candidate acc, served acc, published)
-    decide = pipe._decide
+    decide = pipe.publisher._decide
 
-    def recording_decide(X, y):
-        cand, served = pipe.gate.candidate, pipe.ref.current
-        before = pipe.published
-        decide(X, y)
+    def recording_decide(cand, verdict):
+        served = pipe.ref.current
+        before = pipe.publisher.published
+        decide(cand, verdict)
         decisions.append(
             (
                 learner.events_learned,
                 acc(Snapshot.from_draft(cand, -1)),
                 acc(served),
-                pipe.published > before,
+                pipe.publisher.published > before,
             )
         )
 
-    pipe._decide = recording_decide
+    pipe.publisher._decide = recording_decide
     served_acc = []  # (events_learned, served acc) after every step
     src.append(stream)
     svc.restore()

@@ -108,15 +108,18 @@ class ReplayConfig(Section):
 
 
 class GateConfig(Section):
-    """The publish gate (see daemon/serving/gate.py): candidates are scored on fresh events first."""
+    """The publish gate (see daemon/serving/gate.py): a candidate is judged on events it has not
+    trained on, against the served version on the same events, and published at once."""
 
     enabled: bool = True
     """Publish through the gate; ``false``: publish every copy that is finite (needs
     ``compression.enabled: false``)."""
     window: int = Field(2000, ge=10, le=1_000_000)
-    """Fresh events, not trained on, that a candidate and the served model are scored on before
-    the candidate may be published. With 30% flipped labels a candidate 8 points worse measures
-    only ~3 points worse: 500 events let such candidates through, 2,000 do not."""
+    """The evidence window: the learner's test-then-train predictions over the last ``window``
+    events (and its newest quarter) must be no worse than the anchor's, the version served when
+    the evidence began, before a candidate may be published; nothing waits for it to fill
+    again. With 30% flipped labels a model 8 points worse measures only ~3 points worse: 500
+    events let such models through, 2,000 do not."""
     tolerance: float = Field(0.005, ge=0, le=1)
     """How much worse than the served model a candidate may score: accuracy points (0.005 = 0.5
     points) for classification, a fraction of the served MAE for regression."""
@@ -186,8 +189,10 @@ class LearningConfig(Section):
     """A partial micro-batch is learned once it is this old."""
     metrics_window: int = Field(1000, ge=10, le=1_000_000)
     """Events in the rolling prequential metrics."""
-    publish_every_s: float = Field(1.0, gt=0)
-    """How often a candidate is copied for the gate and, once through it, published."""
+    publish_every_s: float = Field(0.02, gt=0)
+    """How often a candidate is frozen; it is judged on the next batch, which it has not trained
+    on, and published at once if it passes (daemon/serving/gate.py): what is learned is served
+    within about this long plus one batch."""
     publish_every_events: int | None = Field(None, ge=1)
     """Also publish after this many learned events."""
     deterministic: bool = False

@@ -1,7 +1,9 @@
 """The whole flow, top to bottom:
 
 records -> validate (rejections to the dead-letter sink) -> micro-batch -> predict + score
--> learn -> drift check (and reaction) -> publish a snapshot for serving when due.
+(the learner and the served version, on the same events) -> learn -> drift check (and
+reaction) -> freeze a candidate when due -> judge it on the next batch (daemon/gate.py) ->
+publish it for serving.
 
 Source positions advance as records are handed in; :meth:`Pipeline.flush` learns everything
 pending so that ``positions`` then describes exactly what the model state reflects.
@@ -28,9 +30,8 @@ from learnd.daemon.learning.challenger import Challenger
 from learnd.daemon.learning.learner import Learner, StepResult
 from learnd.daemon.learning.prequential import RollingMetrics
 from learnd.daemon.ports import Clock, DeadLetterSink
-from learnd.daemon.serving.compress import measured, select_form
-from learnd.daemon.serving.gate import Gate, Verdict, judge
-from learnd.daemon.serving.snapshot import Draft, Snapshot, SnapshotRef
+from learnd.daemon.serving.publisher import Publisher
+from learnd.daemon.serving.snapshot import SnapshotRef
 
 log = logging.getLogger("learnd.pipeline")
 
@@ -49,7 +50,9 @@ class Pipeline:
         self.learner = learner
         self.dead_letters = dead_letters
         self.clock = clock
-        self.ref = ref if ref is not None else SnapshotRef(keep=cfg.serving.keep_versions)
+        ref = ref if ref is not None else SnapshotRef(keep=cfg.serving.keep_versions)
+        self.publisher = Publisher(cfg, ref, clock, failpoints)
+        self.ref = ref
         self.failpoints = failpoints
         self.audit = np.zeros(0, np.int32) if cfg.checkpoint.audit_ids else None
         self.decoder = EventDecoder(cfg.schema_)
@@ -65,23 +68,9 @@ class Pipeline:
         self.valid = 0
         self.rejected: Counter[str] = Counter()
         self.batches = 0
-        gate = cfg.learning.gate
-        self.gate = Gate(gate.window, gate.tolerance) if gate.enabled else None
-        self.gate_rejected = 0
-        self.last_verdict: Verdict | None = None
         self.learn_failures = 0
         self._rollbacks_seen = 0
-        self.published = 0
-        self.publish_failures = 0
-        self.publish_pinned = 0
-        # (form, outcome) -> count; outcome: served | passed | worse | nonfinite | slower |
-        # unavailable | skipped_drift
-        self.compression: Counter[tuple[str, str]] = Counter()
-        self.last_forms: list[dict[str, Any]] = []
-        self._last_alarm_at = -(10**18)
         self.alarms_at: deque[int] = deque(maxlen=1000)  # event positions of recent alarms
-        self._last_publish = float("-inf")
-        self._learned_at_publish = -1
         self.lag = 0  # the source's consumer lag, as last reported (0: live, or no source)
         self.replay_failures = 0
 
@@ -95,8 +84,13 @@ class Pipeline:
         self.valid += len(events)
         now = self.clock()
         self.batcher.add(events, now)
+        lrn = self.learner
         for batch in self.batcher.ready(now):
             self._learn(batch)
+            # between batches too: a candidate frozen here is judged on the next one
+            self.publisher.tick(
+                self.clock(), lrn.events_learned, True, lrn.export, self.metrics.summary
+            )
         self.positions.update(decoded.positions)
 
     def set_backlog(self, lag: int) -> None:
@@ -135,16 +129,20 @@ class Pipeline:
         self._learn(batch)
 
     def tick(self) -> None:
-        """Learn a partial batch that has waited long enough; publish when due."""
+        """Learn a partial batch that has waited long enough; judge a candidate that no next
+        batch will judge (the stream stopped); freeze a candidate when due."""
         now = self.clock()
         for batch in self.batcher.ready(now):
             self._learn(batch)
-        every_events = self.cfg.learning.publish_every_events
-        if now - self._last_publish >= self.cfg.learning.publish_every_s or (
-            every_events is not None
-            and self.learner.events_learned - self._learned_at_publish >= every_events
-        ):
-            self.publish()
+        lrn = self.learner
+        self.publisher.tick(
+            now, lrn.events_learned, bool(len(self.batcher)), lrn.export, self.metrics.summary
+        )
+
+    def publish(self) -> None:
+        """Freeze the current model as a candidate now (see :class:`Publisher`)."""
+        lrn = self.learner
+        self.publisher.freeze(lrn.events_learned, lrn.export, self.metrics.summary)
 
     def flush(self) -> None:
         for batch in self.batcher.drain():
@@ -200,10 +198,7 @@ class Pipeline:
             self.audit = _audit(self.audit, batch)
         self.failpoints.hit("after_learn")
         self.metrics.update(result.outputs, batch.y)
-        if self.gate is not None and self.gate.waiting:
-            held = self.gate.observe(batch.X, batch.y)
-            if held is not None:
-                self._decide(*held)
+        self.publisher.observe(batch.X, batch.y, result.outputs)
         self.input_drift.update(batch.X, start)
         alarms = self.drift.update_many(result.errors, start)
         for at in alarms:
@@ -212,7 +207,7 @@ class Pipeline:
                 extra={"event": "drift_alarm", "at_event": at, "detector": self.drift.name},
             )
             self.learner.on_drift()
-            self._last_alarm_at = at
+            self.publisher.on_drift(at)
             self.alarms_at.append(at)
             log.info(
                 "drift reaction: learning rate boosted",
@@ -294,97 +289,6 @@ class Pipeline:
             ch.start(challenger, at)
             log.info("challenger started", extra={"event": "challenger_started", "at_event": at})
 
-    def publish(self) -> None:
-        """Publish a copy of the current model, through the gate once a model is served."""
-        self._last_publish = self.clock()
-        learned = self.learner.events_learned
-        if learned == self._learned_at_publish and self.ref.current is not None:
-            return
-        if self.ref.pinned:  # an operator rolled back: serving stays put until unpinned
-            self.publish_pinned += 1
-            self._learned_at_publish = learned
-            return
-        if self.gate is not None and self.gate.waiting:
-            return  # one candidate at a time: it is still collecting fresh events
-        weights = self.learner.export()
-        if not weights.is_finite():
-            self.publish_failures += 1
-            log.error("model has non-finite weights; not published", extra={"event": "publish"})
-            return
-        schema = self.cfg.schema_
-        draft = Draft(
-            schema.task,
-            schema.class_values,
-            schema.features,
-            weights,
-            learned,
-            self.metrics.summary(),
-        )
-        self._learned_at_publish = learned
-        if self.gate is None or self.ref.current is None:
-            self._publish(draft)
-        else:
-            self.gate.offer(draft)
-
-    def _decide(self, X: np.ndarray, y: np.ndarray) -> None:
-        """Score the waiting candidate and the served model on the same fresh events."""
-        assert self.gate is not None
-        draft = self.gate.candidate
-        self.gate.clear()
-        served = self.ref.current
-        candidate = Snapshot.from_draft(draft, version=-1)
-        verdict = judge(
-            self.cfg.schema_.task,
-            candidate.predict_many(X),
-            served.predict_many(X) if served is not None else None,
-            y,
-            self.gate.tolerance,
-        )
-        self.last_verdict = verdict
-        if verdict.publish:
-            self._publish(self._compressed(draft, X, y))
-            return
-        self.gate_rejected += 1
-        log.warning(
-            "candidate rejected by the gate",
-            extra={
-                "event": "gate_rejected",
-                "reason": verdict.reason,
-                "candidate_score": verdict.candidate_score,
-                "served_score": verdict.served_score,
-                "window": len(y),
-            },
-        )
-
-    def _compressed(self, draft: Draft, X: np.ndarray, y: np.ndarray) -> Draft:
-        """The form of ``draft`` to serve, chosen on the fresh window ``X, y``; the plain copy
-        when compression is off, when no form helps, or right after a drift alarm."""
-        c = self.cfg.compression
-        if not c.enabled or not c.forms:
-            return draft
-        if draft.trained_events - self._last_alarm_at < c.after_drift_events:
-            self.compression[("all", "skipped_drift")] += 1
-            return draft
-        chosen, table = select_form(draft, X, y, c)
-        for row in table:
-            self.compression[(row["name"], row["outcome"])] += 1
-        self.last_forms = table
-        log.info(
-            "compression: serving %s",
-            chosen.forward.form if chosen.forward is not None else "numpy-fp32",
-            extra={"event": "compression", "forms": table},
-        )
-        return chosen
-
-    def _publish(self, draft: Draft) -> None:
-        snap = self.ref.publish(measured(draft))
-        if snap is None:  # pinned by a rollback meanwhile
-            self.publish_pinned += 1
-            return
-        self.published += 1
-        self.failpoints.hit("after_publish")
-        log.debug("published", extra={"event": "publish", "version": snap.version})
-
     def state_dict(self) -> dict[str, Any]:
         """Everything a restart needs; call :meth:`flush` first so positions match the model."""
         if len(self.batcher):
@@ -403,7 +307,8 @@ class Pipeline:
             "input_drift": self.input_drift.state_dict(),
             **({"challenger": self.challenger.state_dict()} if self.challenger else {}),
             "positions": dict(self.positions),
-            "next_version": self.ref.next_version,
+            "next_version": self.publisher.restart_version,
+            "serving": self.publisher.state_dict(),
             "valid": self.valid,
             "rejected": dict(self.rejected),
             **({"audit": self.audit.copy()} if self.audit is not None else {}),
@@ -429,7 +334,8 @@ class Pipeline:
         if self.challenger is not None and "challenger" in state:
             self.challenger.load_state_dict(state["challenger"])
         self.positions = {int(p): int(o) for p, o in state["positions"].items()}
-        self.ref.continue_from(int(state["next_version"]))
+        self.publisher.load_state_dict(state.get("serving", {}))
+        self.publisher.continue_from(int(state["next_version"]), int(state.get("skipped_newer", 0)))
         self.valid = int(state["valid"])
         self.rejected = Counter({str(k): int(v) for k, v in state["rejected"].items()})
         if self.audit is not None and "audit" in state:

@@ -83,7 +83,10 @@ class Service:
         source.on_revoke(self._hand_over)
 
     def restore(self) -> None:
-        """Load the newest good checkpoint (if any), seek the source, publish the model."""
+        """Load the newest good checkpoint (if any), seek the source, reserve version numbers
+        in a checkpoint of its own, and serve what was served before (a new model: its first
+        version)."""
+        self.pipeline.publisher.bound_versions()
         state = self.store.load_latest()
         if state is not None:
             self.pipeline.load_state_dict(state)
@@ -97,7 +100,11 @@ class Service:
                     "events_learned": self.pipeline.learner.events_learned,
                 },
             )
-        self.pipeline.publish()
+        reserved = self.checkpoint(commit=False)
+        if not self.pipeline.publisher.serve_restored(
+            reserved, self.pipeline.learner.events_learned
+        ):
+            self.pipeline.publish()  # a new model: its untrained first version
 
     def run(self) -> None:
         """Poll and learn until :meth:`stop`; then finish the batch, checkpoint and commit."""
@@ -150,7 +157,8 @@ class Service:
     def _checkpoint_due(self) -> bool:
         learned = self.pipeline.valid + sum(self.pipeline.rejected.values())
         return (
-            learned - self._ckpt_events >= self.policy.every_events
+            self.pipeline.publisher.wants_checkpoint
+            or learned - self._ckpt_events >= self.policy.every_events
             or self.clock() - self._ckpt_time >= self.policy.every_s
         )
 
@@ -173,12 +181,14 @@ class Service:
             return False
         try:
             self.pipeline.dead_letters.flush()
-            ident = self.store.save(self.pipeline.state_dict())
+            state = self.pipeline.state_dict()
+            ident = self.store.save(state)
         except OSError as e:
             self.health.checkpoint_failures += 1
             self.health.checkpoint_failing = True
             log.error("checkpoint failed: %s", e, extra={"event": "checkpoint"})
             return False
+        self.pipeline.publisher.reserve_versions(int(state["next_version"]))
         self.health.checkpoints += 1
         self.health.checkpoint_failing = False
         self.health.last_checkpoint_unix = time.time()
@@ -187,6 +197,11 @@ class Service:
         self.failpoints.hit("after_commit")
         log.info(
             "checkpoint written",
-            extra={"event": "checkpoint", "id": ident, "positions": dict(self.pipeline.positions)},
+            extra={
+                "event": "checkpoint",
+                "id": ident,
+                "positions": dict(self.pipeline.positions),
+                "served_version": state["serving"]["served"],
+            },
         )
         return True

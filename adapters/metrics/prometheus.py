@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import math
 import threading
+import time
 from collections.abc import Mapping
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -20,7 +21,7 @@ from prometheus_client import (
     ProcessCollector,
     make_wsgi_app,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
@@ -111,6 +112,31 @@ class LearndCollector(Collector):
             )
 
         snap = p.ref.current
+        for name, value in p.publisher.served_metrics.summary().items():
+            yield GaugeMetricFamily(
+                f"learnd_served_{name}",
+                f"The served version's prequential {name.replace('_', ' ')} over the last "
+                f"{p.publisher.served_metrics.window} events (its predictions before they were learned).",
+                value=value if math.isfinite(value) else math.nan,
+            )
+        yield GaugeMetricFamily(
+            "learnd_served_lag_events",
+            "Events the learner has learned that the served version has not.",
+            value=max(0, learner.events_learned - snap.trained_events) if snap else 0,
+        )
+        yield GaugeMetricFamily(
+            "learnd_served_age_seconds",
+            "Seconds since the served version was published.",
+            value=max(0.0, time.time() - snap.published_unix) if snap else math.nan,
+        )
+        hist = p.publisher.latency
+        latency = HistogramMetricFamily(
+            "learnd_publish_latency_seconds",
+            "Seconds from a candidate frozen to it serving (judged on the next batch).",
+        )
+        buckets = [(str(b), c) for b, c in zip(hist.buckets, hist.cumulative(), strict=True)]
+        latency.add_metric([], [*buckets, ("+Inf", hist.count)], hist.sum)
+        yield latency
         yield GaugeMetricFamily(
             "learnd_batch_size",
             "Micro-batch size in use (larger while catching up on a backlog).",
@@ -136,10 +162,11 @@ class LearndCollector(Collector):
             "Publish attempts, by outcome.",
             "outcome",
             {
-                "published": p.published,
-                "rejected_nonfinite": p.publish_failures,
-                "rejected_gate": p.gate_rejected,
-                "pinned": p.publish_pinned,
+                "published": p.publisher.published,
+                "rejected_nonfinite": p.publisher.publish_failures,
+                "rejected_gate": p.publisher.gate_rejected,
+                "pinned": p.publisher.publish_pinned,
+                "waiting_versions": p.publisher.publish_waits,
             },
         )
         forms = CounterMetricFamily(
@@ -148,7 +175,7 @@ class LearndCollector(Collector):
             "slower, worse, nonfinite, unavailable, skipped_drift).",
             labels=["form", "outcome"],
         )
-        for (name, outcome), count in sorted(p.compression.items()):
+        for (name, outcome), count in sorted(p.publisher.compression.items()):
             forms.add_metric([name, outcome], count)
         yield forms
         yield GaugeMetricFamily(
@@ -171,7 +198,7 @@ class LearndCollector(Collector):
             "Share of the served model's weights that are zero.",
             value=snap.sparsity if snap else 0,
         )
-        verdict = p.last_verdict
+        verdict = p.publisher.last_verdict
         yield GaugeMetricFamily(
             "learnd_gate_candidate_score",
             "Score of the last candidate on its fresh window (accuracy, or -MAE).",

@@ -127,6 +127,7 @@ def load_newest(
             )
             continue
         state["id"] = name
+        state["skipped_newer"] = skipped  # unreadable checkpoints newer than this one
         return state, skipped
     if names:
         raise CheckpointError(

@@ -326,3 +326,41 @@ def select_form(
     rows[0]["outcome"] = "plain"
     rows[i]["outcome"] = "served"
     return best, rows
+
+
+def reuse_form(
+    draft: Draft,
+    name: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    cfg: CompressionConfig,
+    latency_us: float = float("nan"),
+) -> tuple[Draft, list[dict]]:
+    """``draft`` in form ``name`` (chosen by :func:`select_form` for an earlier candidate, when
+    it measured ``latency_us``) if it scores within ``cfg.tolerance`` of the plain copy on
+    ``X, y``, else the plain copy; rows as :func:`select_form`'s, without timing again."""
+    plain_fwd = build_form("numpy", draft.weights, cfg.prune_amount, cfg.units_amount)
+    plain = replace(draft, forward=plain_fwd)
+    rows: list[dict] = [{"name": "numpy", "form": plain_fwd.form, "outcome": "served"}]
+    if name == "numpy":
+        return plain, rows
+    try:
+        fwd = build_form(name, draft.weights, cfg.prune_amount, cfg.units_amount)
+    except Exception as e:  # noqa: BLE001 - a broken optional form never stops learning
+        rows.append({"name": name, "form": name, "outcome": "unavailable", "reason": str(e)})
+        return plain, rows
+    form = replace(draft, forward=fwd, latency_us=latency_us)
+    plain_out = Snapshot.from_draft(plain, -1).predict_many(X)
+    verdict = within(
+        draft.task, Snapshot.from_draft(form, -1).predict_many(X), plain_out, y, cfg.tolerance
+    )
+    row = {
+        "name": name,
+        "form": fwd.form,
+        "outcome": "served" if verdict.publish else verdict.reason,
+    }
+    rows.append(row)
+    if not verdict.publish:
+        return plain, rows
+    rows[0]["outcome"] = "plain"
+    return form, rows

@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
@@ -31,6 +31,10 @@ import numpy as np
 
 from learnd.daemon.serving.forms import Forward, NumpyForward, frozen
 from learnd.daemon.serving.weights import DenseWeights
+
+
+class VersionsExhausted(LookupError):
+    """Every reserved version number is used; the next checkpoint reserves more."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +156,11 @@ class SnapshotRef:
     :meth:`rollback` serves an earlier kept snapshot again *under a new version number* (versions
     never go backwards, on a connection or anywhere) and pins it: publishing is refused until
     :meth:`unpin`, so the next scheduled publish does not undo the operator's decision.
+
+    Version numbers may be bounded by :meth:`reserve`: numbers at or above the bound are not
+    handed out (:class:`VersionsExhausted`) until it is raised. The daemon raises it with each
+    checkpoint, which records where a restart starts numbering, so no number is ever given to
+    two models, whatever the crash.
     """
 
     def __init__(self, keep: int = 5, first_version: int = 1):
@@ -159,6 +168,7 @@ class SnapshotRef:
         self._lock = threading.Lock()
         self._history: deque[Snapshot] = deque(maxlen=keep)
         self._next_version = first_version
+        self._limit: int | None = None  # None: unbounded
         self._pinned = False
         self._listeners: list[Callable[[Snapshot], None]] = []
 
@@ -174,10 +184,43 @@ class SnapshotRef:
     def pinned(self) -> bool:
         return self._pinned
 
+    @property
+    def limit(self) -> int | None:
+        return self._limit
+
     def continue_from(self, next_version: int) -> None:
         """After a restart, keep numbering where the checkpointed run stopped."""
         with self._lock:
             self._next_version = max(self._next_version, next_version)
+
+    def reserve(self, limit: int) -> None:
+        """Hand out version numbers below ``limit`` only (it never goes down)."""
+        with self._lock:
+            self._limit = limit if self._limit is None else max(self._limit, limit)
+
+    def _check_reserved(self) -> None:
+        if self._limit is not None and self._next_version >= self._limit:
+            raise VersionsExhausted(
+                f"version {self._next_version} is not reserved yet (reserved below "
+                f"{self._limit}); the next checkpoint reserves more"
+            )
+
+    def restore(self, kept: Sequence[Snapshot], pinned: bool) -> None:
+        """Keep ``kept`` (oldest first, from a checkpoint) for rollback again, without serving
+        any of them; numbering continues above them."""
+        with self._lock:
+            for snap in sorted(kept, key=lambda s: s.version):
+                self._history.append(snap)
+                self._next_version = max(self._next_version, snap.version + 1)
+            self._pinned = pinned
+
+    def serve_again(self, snap: Snapshot) -> Snapshot:
+        """Serve a kept snapshot's model again under the next version number (after a
+        restart: what was served before), keeping the rollback pin as it is."""
+        with self._lock:
+            self._check_reserved()
+            again = replace(snap, version=self._next_version, published_unix=time.time())
+            return self._serve(again)
 
     def publish(self, draft: Draft) -> Snapshot | None:
         """Freeze ``draft`` as the next version and serve it; None (nothing changes) while a
@@ -190,6 +233,7 @@ class SnapshotRef:
         with self._lock:
             if self._pinned:
                 return None
+            self._check_reserved()
             return self._serve(Snapshot.from_draft(draft, self._next_version))
 
     def subscribe(self, listener: Callable[[Snapshot], None]) -> None:
@@ -229,6 +273,7 @@ class SnapshotRef:
                 )
             if old.rolled_back_from is not None:
                 version = old.rolled_back_from
+            self._check_reserved()
             snap = replace(
                 old,
                 version=self._next_version,

@@ -1,9 +1,12 @@
-"""RELIABILITY test 2: SIGKILL at each crash point, restart, and audit the model state.
+"""RELIABILITY tests 2 and 23: SIGKILL at each crash point, restart, audit the model state and
+the versions served.
 
 2 partitions x 1,000 ids. The daemon is killed at the 3rd hit of a failpoint, restarted without
 it, and stopped gracefully once everything is consumed. The final checkpoint's audit must show
 every id applied exactly once, and after the restart the first offset consumed on each
-partition must equal the checkpointed one.
+partition must equal the checkpointed one. Across both runs no version number may name two
+models (each publish logs its version and a digest of its weights), and the first version the
+restarted daemon serves is the model that was served when its checkpoint was written.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ def _env(tmp_path, bootstrap, name, port):
         "LEARND_SERVING__TCP_PORT": str(port),
         "LEARND_METRICS__ENABLED": "false",
         "LEARND_LOG__FORMAT": "json",
+        "LEARND_LOG__LEVEL": "DEBUG",  # each publish: its version and the digest of its weights
         "LEARND_CONFIG": "",
     }
 
@@ -133,8 +137,32 @@ def test_crash_then_restart_applies_every_id_exactly_once(tmp_path, broker, poin
     assert (counts == 1).all(), (
         f"ids applied 0 times: {(counts == 0).sum()}, more than once: {(counts > 1).sum()}"
     )
+    _assert_versions_name_one_model_each(_logs(crashed.stderr), logs)
+
     restored = [r for r in logs if r.get("event") == "restore"]
     start = {int(p): o for p, o in restored[0]["positions"].items()} if restored else {}
     firsts = {r["partition"]: r["offset"] for r in logs if r.get("event") == "first_record"}
     for partition, offset in firsts.items():
         assert offset == start.get(partition, 0), (partition, offset, start)
+
+
+def _assert_versions_name_one_model_each(before: list[dict], after: list[dict]) -> None:
+    models: dict[int, set[str]] = {}
+    served_events = ("publish", "serve_restored")
+    for r in before + after:
+        if r.get("event") in served_events:
+            models.setdefault(r["version"], set()).add(r["digest"])
+    reused = {v: sorted(d) for v, d in models.items() if len(d) > 1}
+    assert not reused, f"version numbers given to more than one model: {reused}"
+
+    published_before = {r["version"]: r["digest"] for r in before if r.get("event") == "publish"}
+    gated = [r["served_version"] for r in before if "served_version" in r]
+    first = next(r for r in after if r.get("event") in served_events)
+    if first["event"] == "publish":  # no checkpoint held a served version: a new model's first
+        assert all(v is None for v in gated), (first, gated)
+        return
+    # the model served when the checkpoint was written, under a number of its own
+    was = first["served_before_as"]
+    assert published_before[was] == first["digest"], "the same weights as before the crash"
+    assert was >= max((v for v in gated if v is not None), default=0), (was, gated)
+    assert first["version"] > max(published_before), "a number the crashed run never used"

@@ -54,17 +54,7 @@ def test_produce_learn_predict_over_socket(start_daemon, kafka_section):
     produce(kafka_section["bootstrap_servers"], kafka_section["topic"], events[:4000])
     d = start_daemon()
     wait_for(learned(d, 4000), 60, what="4000 events learned")
-    wait_for(lambda: d.pipeline.gate.waiting, 10, what="a candidate waiting at the gate")
-    # a candidate is published only after it has proved itself on fresh events; the one waiting
-    # may have been frozen before all 4000 were learned, so fresh events come until a model
-    # trained on all of them is served
-    for start in range(4000, 12_000, 1000):
-        produce(
-            kafka_section["bootstrap_servers"], kafka_section["topic"], events[start : start + 1000]
-        )
-        wait_for(learned(d, start + 1000), 30, what=f"{start + 1000} events learned")
-        if d.pipeline.ref.current.trained_events >= 4000:
-            break
+    # the stream stops: what was learned is served, judged on the evidence there is
     wait_for(lambda: d.pipeline.ref.current.trained_events >= 4000, 30, what="a 4000+ model served")
     assert d.pipeline.ref.current.version >= 2
     host, port = d.server.tcp_address

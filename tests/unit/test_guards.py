@@ -70,7 +70,9 @@ def test_non_finite_inputs_and_a_learning_rate_spike_never_reach_serving_or_chec
     for state in store.saved:
         assert all(bool(np.isfinite(t.numpy()).all()) for t in state["learner"]["model"].values())
     published = pipe.ref.history()
-    assert len(published) >= 3 and pipe.gate_rejected >= 1, "the gate held back spiked models"
+    assert len(published) >= 3 and pipe.publisher.gate_rejected >= 1, (
+        "the gate held back spiked models"
+    )
     assert all(
         np.isfinite(w).all() for s in published for w in (*s.forward.weights, *s.forward.biases)
     )
