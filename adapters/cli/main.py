@@ -201,12 +201,11 @@ def cmd_rollback(args) -> int:
 
 def cmd_export(args) -> int:
     """Write a served version as ONNX or TorchScript (adapters/cli/export.py)."""
-    try:
-        with _connect(args) as client:
-            answer = client.request({"op": "export", "version": args.version}, check=False)
-    except OSError as e:
-        print(f"learnd export: cannot connect: {e}", file=sys.stderr)
-        return 1
+    from learnd.adapters.cli.connect import ask
+
+    where, client = _connect(args)
+    with client:
+        answer = ask(where, client, {"op": "export", "version": args.version})
     if not answer.get("ok"):
         print(orjson.dumps(answer).decode(), file=sys.stderr)
         return 1

@@ -158,6 +158,9 @@ class PredictionServer:
     def stop(self, timeout_s: float = 5.0) -> None:
         if self._loop is None or self._thread is None:
             return
+        if self._error is not None:  # the start failed: the loop thread closes its loop itself
+            self._thread.join(timeout_s)
+            return
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout_s)
         if self.unix_path is not None and self._own_sockets:  # the binder removes its own
