@@ -32,15 +32,17 @@ import threading
 import time
 from collections import deque
 from multiprocessing import shared_memory
-from types import MappingProxyType
 
 import numpy as np
 import orjson
 
 from learnd.adapters.serving.segments import create_segment, remove_segment
-from learnd.daemon.serving.forms import NumpyForward, frozen
 from learnd.daemon.serving.snapshot import Snapshot, SnapshotRef
-from learnd.daemon.serving.weights import DenseWeights
+from learnd.daemon.serving.snapshot_state import (
+    BadSnapshotState,
+    snapshot_from_state,
+    snapshot_state,
+)
 
 log = logging.getLogger("learnd.serving")
 
@@ -116,38 +118,21 @@ class BadSnapshot(ValueError):
 
 
 def encode(snap: Snapshot) -> bytes:
-    """A snapshot as bytes: 4-byte header length, JSON header, then an ``.npz`` of its arrays."""
-    fwd = snap.forward
-    recipe = getattr(fwd, "recipe", None)
-    if recipe is not None:  # a torch form: ship what it is built from
-        src: DenseWeights = fwd.source  # type: ignore[attr-defined]
-        weights, biases, activation = src.weights, src.biases, src.activation
-    else:
-        weights, biases = fwd.weights, fwd.biases  # type: ignore[attr-defined]
-        activation = fwd.activation  # type: ignore[attr-defined]
-    header = {
-        "version": snap.version,
-        "task": snap.task,
-        "classes": list(snap.classes),
-        "features": list(snap.feature_names) if snap.feature_names else None,
-        "trained_events": snap.trained_events,
-        "metrics": dict(snap.metrics),
-        "published_unix": snap.published_unix,
-        "latency_us": None if np.isnan(snap.latency_us) else snap.latency_us,
-        "rolled_back_from": snap.rolled_back_from,
-        "y_mean": snap.y_mean,
-        "y_std": snap.y_std,
-        "activation": activation,
-        "form": fwd.form,
-        "recipe": recipe,
-        "layers": len(weights),
-    }
-    arrays = {"x_mean": snap.x_mean, "x_inv_std": snap.x_inv_std}
+    """A snapshot as bytes: 4-byte header length, JSON header, then an ``.npz`` of its arrays.
+
+    The content is the checkpoint's (:func:`~learnd.daemon.serving.snapshot_state.snapshot_state`),
+    so both are read back by one checked constructor."""
+    state = snapshot_state(snap)
+    weights, biases = state.pop("weights"), state.pop("biases")
+    arrays = {"x_mean": state.pop("x_mean"), "x_inv_std": state.pop("x_inv_std")}
     for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
         arrays[f"w{i}"], arrays[f"b{i}"] = w, b
+    state["layers"] = len(weights)
+    if np.isnan(state["latency_us"]):
+        state["latency_us"] = None  # JSON has no NaN
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    head = orjson.dumps(header)
+    head = orjson.dumps(state)
     return struct.pack("<I", len(head)) + head + buf.getvalue()
 
 
@@ -155,58 +140,25 @@ def decode(data: bytes) -> Snapshot:
     """The snapshot in ``data``, checked; raises :class:`BadSnapshot` with the reason."""
     try:
         (n,) = struct.unpack_from("<I", data, 0)
-        header = orjson.loads(data[4 : 4 + n])
+        state = orjson.loads(data[4 : 4 + n])
         with np.load(io.BytesIO(data[4 + n :]), allow_pickle=False) as npz:
             arrays = {k: np.asarray(npz[k], np.float32) for k in npz.files}
-        k = int(header["layers"])
-        dense = DenseWeights(
-            tuple(arrays[f"w{i}"] for i in range(k)),
-            tuple(arrays[f"b{i}"] for i in range(k)),
-            str(header["activation"]),
-            arrays["x_mean"],
-            arrays["x_inv_std"],
-            float(header["y_mean"]),
-            float(header["y_std"]),
-        )
-        task, classes = str(header["task"]), tuple(header["classes"])
-    except BadSnapshot:
-        raise
+        k = int(state.pop("layers"))
+        state["weights"] = [arrays[f"w{i}"] for i in range(k)]
+        state["biases"] = [arrays[f"b{i}"] for i in range(k)]
+        state["x_mean"], state["x_inv_std"] = arrays["x_mean"], arrays["x_inv_std"]
+        if state.get("latency_us") is None:
+            state["latency_us"] = float("nan")
+        # JSON writes NaN as null: a metric not yet defined (log-loss before any event) is NaN
+        state["metrics"] = {
+            k: float("nan") if v is None else v for k, v in state["metrics"].items()
+        }
     except Exception as e:  # noqa: BLE001 - whatever is wrong with the bytes, say what
         raise BadSnapshot(f"unreadable: {type(e).__name__}: {e}") from None
-    if dense.activation not in ("relu", "tanh") or task not in (
-        "binary",
-        "multiclass",
-        "regression",
-    ):
-        raise BadSnapshot(f"unknown activation {dense.activation!r} or task {task!r}")
-    problem = dense.shape_problem(len(classes) if task == "multiclass" else 1)
-    if problem is not None:
-        raise BadSnapshot(f"malformed: {problem}")
-    if not dense.is_finite():
-        raise BadSnapshot("non-finite weights")
-    if header["recipe"] is not None:
-        from learnd.daemon.serving.compress import build_torch_form  # torch only for a torch form
-
-        forward = build_torch_form(str(header["recipe"]), dense)
-    else:
-        forward = NumpyForward(dense.weights, dense.biases, dense.activation, str(header["form"]))
-    latency = header["latency_us"]
-    return Snapshot(
-        version=int(header["version"]),
-        task=task,
-        classes=classes,
-        feature_names=tuple(header["features"]) if header["features"] else None,
-        trained_events=int(header["trained_events"]),
-        metrics=MappingProxyType(dict(header["metrics"])),
-        published_unix=float(header["published_unix"]),
-        forward=forward,
-        x_mean=frozen(dense.x_mean),
-        x_inv_std=frozen(dense.x_inv_std),
-        y_mean=dense.y_mean,
-        y_std=dense.y_std,
-        latency_us=float("nan") if latency is None else float(latency),
-        rolled_back_from=header["rolled_back_from"],
-    )
+    try:
+        return snapshot_from_state(state)
+    except BadSnapshotState as e:
+        raise BadSnapshot(str(e)) from None
 
 
 class SnapshotChannel:
