@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from learnd.adapters.cpu_threads import limit_blas_threads
 from learnd.adapters.kafka.dead_letter_sink import KafkaDeadLetters
 from learnd.adapters.kafka.sources import open_source
 from learnd.adapters.metrics.prometheus import LearndCollector, MetricsServer, make_registry
@@ -38,6 +39,7 @@ class Daemon:
     ):
         self.cfg = cfg
         torch.set_num_threads(cfg.learning.threads)
+        limit_blas_threads(cfg.learning.threads)
         sys.setswitchinterval(cfg.serving.gil_switch_interval_s)
         if cfg.learning.deterministic:
             # cuBLAS is deterministic only with a fixed workspace, set before its first use.

@@ -96,6 +96,7 @@ class Pipeline:
     def set_backlog(self, lag: int) -> None:
         """Learn in larger batches while far behind the log (``learning.catch_up_*``)."""
         self.lag = lag
+        self.publisher.behind = not self.keeping_up
         lrn = self.cfg.learning
         if lrn.catch_up_lag is None:
             return

@@ -169,6 +169,13 @@ class LearndCollector(Collector):
                 "waiting_versions": p.publisher.publish_waits,
             },
         )
+        unscored = CounterMetricFamily(
+            "learnd_publish_unscored_batches",
+            "Batches learned behind the log without being scored by the served version: past "
+            "the publish path's share of the learning thread (learning.publish_budget).",
+        )
+        unscored.add_metric([], p.publisher.budget.skipped)
+        yield unscored
         forms = CounterMetricFamily(
             "learnd_compression_forms",
             "Compressed forms checked at publish, by form and outcome (served, plain, passed, "
