@@ -257,7 +257,13 @@ class ServingConfig(Section):
     max_batch: int = Field(10_000, ge=1)
     """Most instances per ``predict_many``."""
     keep_versions: int = Field(5, ge=1, le=1000)
-    """Served versions kept for ``rollback``."""
+    """Served versions kept for ``rollback`` (and OIP's ``versions/{v}`` endpoints): the last
+    this many, and as many older ones, each published at least ``keep_spacing_s`` after the one
+    before it."""
+    keep_spacing_s: float = Field(60.0, ge=0, le=86_400)
+    """Spacing of the older kept versions: rollback reaches ``keep_versions`` x this far back
+    (5 minutes by default), where the last versions alone span a fraction of a second at the
+    default publish rate. ``0``: keep only the last ``keep_versions``."""
     processes: int = Field(1, ge=0, le=64)
     """Serving processes accepting on the same sockets, reading published snapshots from shared
     memory (no shared GIL). ``0``: serve from a thread of the daemon process."""

@@ -50,7 +50,11 @@ class Pipeline:
         self.learner = learner
         self.dead_letters = dead_letters
         self.clock = clock
-        ref = ref if ref is not None else SnapshotRef(keep=cfg.serving.keep_versions)
+        ref = (
+            ref
+            if ref is not None
+            else SnapshotRef(keep=cfg.serving.keep_versions, spacing_s=cfg.serving.keep_spacing_s)
+        )
         self.publisher = Publisher(cfg, ref, clock, failpoints)
         self.ref = ref
         self.failpoints = failpoints

@@ -229,7 +229,7 @@ def worker_main(
 
     stopped = threading.Event()
     signal.signal(STOP_SIGNAL, lambda *_: stopped.set())
-    ref = SnapshotRef(keep=cfg.serving.keep_versions)
+    ref = SnapshotRef(keep=cfg.serving.keep_versions, spacing_s=cfg.serving.keep_spacing_s)
     mirror = SnapshotMirror(control, health, ref)
     mirror.refresh()
     registry = CollectorRegistry(auto_describe=True)

@@ -163,10 +163,15 @@ class SnapshotRef:
     two models, whatever the crash.
     """
 
-    def __init__(self, keep: int = 5, first_version: int = 1):
+    def __init__(self, keep: int = 5, first_version: int = 1, spacing_s: float = 0.0):
         self._current: Snapshot | None = None
         self._lock = threading.Lock()
+        # Kept for rollback: the last ``keep`` versions served, and of those that fell out,
+        # ``keep`` more, each published at least ``spacing_s`` after the one before it. At 50
+        # publishes a second the last five span 0.1 s; the spaced ones reach keep x spacing_s.
         self._history: deque[Snapshot] = deque(maxlen=keep)
+        self._spaced: deque[Snapshot] = deque(maxlen=keep)
+        self._spacing_s = spacing_s
         self._next_version = first_version
         self._limit: int | None = None  # None: unbounded
         self._pinned = False
@@ -210,7 +215,7 @@ class SnapshotRef:
         any of them; numbering continues above them."""
         with self._lock:
             for snap in sorted(kept, key=lambda s: s.version):
-                self._history.append(snap)
+                self._keep(snap)
                 self._next_version = max(self._next_version, snap.version + 1)
             self._pinned = pinned
 
@@ -258,14 +263,25 @@ class SnapshotRef:
         for listener in self._listeners:
             listener(snap)
         self._next_version = snap.version + 1
-        self._history.append(snap)
+        self._keep(snap)
         self._current = snap
         return snap
+
+    def _keep(self, snap: Snapshot) -> None:
+        recent = self._history
+        if self._spacing_s > 0 and len(recent) == recent.maxlen:
+            leaving = recent[0]
+            if (
+                not self._spaced
+                or leaving.published_unix - self._spaced[-1].published_unix >= self._spacing_s
+            ):
+                self._spaced.append(leaving)
+        recent.append(snap)
 
     def rollback(self, version: int) -> Snapshot:
         """Serve kept ``version`` again as a new version, and pin serving to it."""
         with self._lock:
-            kept = {s.version: s for s in self._history}
+            kept = {s.version: s for s in (*self._spaced, *self._history)}
             old = kept.get(version)
             if old is None:
                 raise LookupError(
@@ -290,4 +306,5 @@ class SnapshotRef:
             return was
 
     def history(self) -> tuple[Snapshot, ...]:
-        return tuple(self._history)
+        """The kept versions, oldest first."""
+        return (*self._spaced, *self._history)
