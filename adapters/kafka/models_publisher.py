@@ -63,7 +63,6 @@ def make_producer(cfg: KafkaConfig) -> KafkaProducer:
         retries=5,
         max_in_flight_requests_per_connection=1,  # chunks land in order
         max_request_size=cfg.models_chunk_bytes + FRAME.size + 4096,
-        buffer_memory=max(32 << 20, 4 * cfg.models_chunk_bytes),
     )
 
 
