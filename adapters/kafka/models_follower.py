@@ -57,6 +57,7 @@ def make_consumer(cfg: KafkaConfig) -> KafkaConsumer:
         enable_auto_commit=False,
         max_partition_fetch_bytes=max(fetch, 1 << 20),
         fetch_max_bytes=max(fetch, 50 << 20),
+        fetch_max_wait_ms=20,  # a broker that holds fetches to the limit delays swaps by it
         consumer_timeout_ms=1000,
     )
 
