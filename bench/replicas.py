@@ -185,6 +185,11 @@ def main() -> None:
             f"{max(delays):.1f} | {reached} of {2 * args.publishes} (newest: both) | "
             f"{pub.dropped} |"
         )
+        w = pub.latency
+        print(
+            f"\nlearner side: {pub.sent} snapshots written, {pub.dropped} dropped for a newer "
+            f"one, mean write {1000 * w.sum / max(1, w.count):.1f} ms (served to acknowledged)"
+        )
         print(
             f"\nrequests during the publishes: {sum(a[0] for a in asked)}, failed "
             f"{sum(a[1] for a in asked)}, versions backwards {sum(a[2] for a in asked)}"
