@@ -92,9 +92,7 @@ class ModelsPublisher:
         self.latency = Histogram()  # seconds from served on the learner to acknowledged
 
     def start(self) -> None:
-        if self._producer is None:
-            ensure_models_topic(self.cfg)
-            self._producer = make_producer(self.cfg)
+        """Start the writer thread (it connects: an unreachable broker never stops start-up)."""
         self._thread = threading.Thread(target=self._run, name="learnd-models-topic", daemon=True)
         self._thread.start()
         self.ref.subscribe(self._offer)
@@ -114,6 +112,9 @@ class ModelsPublisher:
                 snap, offered_at, self._slot = self._slot, self._offered_at, None
                 stopping = self._stop
             try:
+                if self._producer is None:
+                    ensure_models_topic(self.cfg)
+                    self._producer = make_producer(self.cfg)
                 if snap is not None:
                     self._send_snapshot(snap, offered_at)
                 self._send_pin()

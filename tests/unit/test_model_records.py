@@ -211,3 +211,84 @@ def test_a_rollback_is_a_newer_snapshot_and_pin_records_reach_versions():
 
 def _fields(snap: Snapshot) -> dict:
     return {name: getattr(snap, name) for name in snap.__dataclass_fields__}
+
+
+class FakeConsumer:
+    """Partition 0 of a topic held in a list (offset = index), read as kafka-python reads it."""
+
+    def __init__(self, values: list[bytes | None], begin: int = 0):
+        self.values, self.begin, self.pos, self.seeks = values, begin, 0, []
+
+    def beginning_offsets(self, tps):
+        return dict.fromkeys(tps, self.begin)
+
+    def end_offsets(self, tps):
+        return dict.fromkeys(tps, len(self.values))
+
+    def seek(self, tp, offset):
+        self.pos = max(offset, self.begin)
+        self.seeks.append(offset)
+
+    def position(self, tp):
+        return self.pos
+
+    def poll(self, timeout_ms=0):
+        batch = [
+            type("R", (), {"offset": i, "value": self.values[i]})()
+            for i in range(self.pos, min(self.pos + 10, len(self.values)))
+        ]
+        self.pos += len(batch)
+        return {"tp": batch} if batch else {}
+
+
+def topic(*versions: int, chunk_bytes: int = 4096) -> list:
+    values: list[bytes | None] = []
+    previous: list[bytes] = []
+    for v in versions:
+        records = snapshot_records(v, encode(snapshot(v)), chunk_bytes)
+        values += [value for _, value in records]
+        values += [None] * len(previous)  # tombstones for the previous snapshot's keys
+        previous = [k for k, _ in records]
+    return values
+
+
+def test_catching_up_serves_the_newest_snapshot_from_the_tail():
+    values = topic(*range(1, 41))  # 40 snapshots of 1 chunk and their tombstones: 79 records
+    f = follower()
+    consumer = FakeConsumer(values)
+    f._catch_up(consumer)
+    assert f.ref.current.version == 40 and f.served == 1  # only the newest was decoded
+    assert consumer.seeks == [len(values) - 64, len(values)]  # the last 64, then the end
+    assert f.caught_up
+
+
+def test_catching_up_reads_further_back_for_a_snapshot_longer_than_the_window():
+    values = topic(1, 2, chunk_bytes=100)  # 20 chunks each, then v1's 20 tombstones
+    values = values + [pin_record(False, 2)[1]] * 40  # pins: v2's first chunks out of 64
+    f = follower()
+    consumer = FakeConsumer(values)
+    f._catch_up(consumer)
+    assert f.ref.current.version == 2
+    assert consumer.seeks == [len(values) - 64, max(0, len(values) - 256), len(values)]
+    assert f.pinned is False
+
+
+def test_catching_up_skips_a_newest_snapshot_that_fails_and_serves_the_one_before():
+    values = topic(1, 2)
+    nan = snapshot(3, scale=float("nan"))  # complete and whole, but not servable
+    values += [v for _, v in snapshot_records(3, encode(nan), 4096)]
+    f = follower()
+    f._catch_up(FakeConsumer(values))
+    assert f.ref.current.version == 2
+    assert dict(f.rejected) == {"nonfinite": 1}
+
+
+def test_after_catching_up_new_records_are_followed_and_old_ones_ignored():
+    f = follower()
+    f._catch_up(FakeConsumer(topic(1, 2)))
+    assert f.ref.current.version == 2
+    for _, v in snapshot_records(2, encode(snapshot(2)), 4096):  # read again: not re-served
+        assert f.feed(v) is None
+    for _, v in snapshot_records(3, encode(snapshot(3)), 4096):
+        f.feed(v)
+    assert f.ref.current.version == 3 and f.served == 2
