@@ -31,8 +31,12 @@ LEARND = shutil.which("learnd", path=str(Path(sys.executable).parent)) or "learn
 ROW = [5.0, 4.0, 1.0]
 
 
-def _env(broker, tmp_path, name: str, port: int, metrics_port: int | None = None) -> dict:
+def _env(
+    broker, tmp_path, name: str, port: int, metrics_port: int | None = None, oip: int | None = None
+) -> dict:
+    extra = {"LEARND_SERVING__OIP_HTTP_PORT": str(oip)} if oip else {}
     return {
+        **extra,
         **os.environ,
         "LEARND_CONFIG": "",
         "LEARND_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
@@ -68,6 +72,17 @@ def _wait(what, predicate, timeout_s: float = 60.0):
             return value
         time.sleep(0.1)
     raise AssertionError(f"waited {timeout_s}s for {what}: last {value!r}")
+
+
+def _oip_infer(port: int) -> dict:
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3], "data": ROW}]}
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v2/models/learnd/infer",
+        data=orjson.dumps(body),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as answer:
+        return orjson.loads(answer.read())
 
 
 def _version(port: int) -> int | None:
@@ -125,7 +140,8 @@ def _stop(proc: subprocess.Popen) -> str:
 
 def test_replicas_follow_the_learner_catch_up_and_survive_sigkill(tmp_path):
     broker = EmbeddedBroker(log_path=tmp_path / "tansu.log").start()
-    learner_port, r1_port, r2_port, r1_metrics = free_port(), free_port(), free_port(), free_port()
+    learner_port, r1_port, r2_port = free_port(), free_port(), free_port()
+    r1_metrics, r2_oip = free_port(), free_port()
     learner_env = _env(broker, tmp_path, "learner", learner_port)
     cfg = build_config(environ={k: v for k, v in learner_env.items() if k.startswith("LEARND_")})
     ensure_topics(cfg.kafka, partitions=2)
@@ -146,13 +162,19 @@ def test_replicas_follow_the_learner_catch_up_and_survive_sigkill(tmp_path):
             a.start()
         _produce(broker, 4000, seed=1)
         # replica 2 starts late, after the publishes: it starts from the newest snapshot
-        start("serve", _env(broker, tmp_path, "r2", r2_port))
+        start("serve", _env(broker, tmp_path, "r2", r2_port, oip=r2_oip))
         _wait("the learner to settle on a version", lambda: _settled(learner_port))
         settled = _wait(
             "both replicas at the learner's version", lambda: _same(learner_port, r1_port, r2_port)
         )
         askers.append(Asker(r2_port))
         askers[-1].start()
+        # the replica speaks the Open Inference Protocol too: the same answer, the same version
+        by_oip = _oip_infer(r2_oip)
+        by_socket = _ask(r2_port, {"op": "predict", "features": ROW})
+        assert int(by_oip["model_version"]) == by_socket["version"] == settled
+        prediction = next(o for o in by_oip["outputs"] if o["name"] == "prediction")
+        assert prediction["data"] == [by_socket["prediction"]]
 
         # SIGKILL replica 1 and start it again: it serves the current version again
         for a in askers[:2]:
