@@ -96,6 +96,12 @@ class KafkaConfig(Section):
     """A dead letter keeps at most this many bytes of the record's key and value together; the
     rest is cut, and headers say so. Under Kafka's default 1 MiB message limit, so that no
     record, however large, can stop the checkpoints."""
+    models_topic: str | None = None
+    """A compacted topic the learner writes every snapshot it serves to (and rollback pins),
+    for serving replicas (``learnd serve``) to follow; none: off. Records: docs/scaling.md."""
+    models_chunk_bytes: int = Field(900_000, ge=1024, le=100 * 1024 * 1024)
+    """A snapshot larger than this is cut into chunks of this many bytes, one record each:
+    under the broker's message limit (Kafka's default ``message.max.bytes`` is 1 MiB)."""
     group_id: str = "learnd"
     """Consumer group; its offsets are committed after each checkpoint, for lag monitoring."""
     client_id: str = "learnd"
@@ -150,6 +156,10 @@ class KafkaConfig(Section):
             )
         if self.dead_letter_topic == self.topic:
             raise ValueError("kafka.dead_letter_topic must differ from kafka.topic")
+        if self.models_topic in (self.topic, self.dead_letter_topic):
+            raise ValueError(
+                "kafka.models_topic must differ from kafka.topic and dead_letter_topic"
+            )
         if self.security_protocol.startswith("SASL") and (
             self.sasl_mechanism is None or self.sasl_username is None or self.sasl_password is None
         ):

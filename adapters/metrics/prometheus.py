@@ -13,6 +13,7 @@ import math
 import threading
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import (
@@ -27,9 +28,11 @@ from prometheus_client.registry import Collector
 
 from learnd.adapters.bind_errors import bind_error
 from learnd.daemon.events.decoder import Reason
-from learnd.daemon.pipeline import Pipeline
 from learnd.daemon.ports import EventSource
-from learnd.daemon.service import Health
+
+if TYPE_CHECKING:  # a serving replica uses this module without the learner (and torch)
+    from learnd.daemon.pipeline import Pipeline
+    from learnd.daemon.service import Health
 
 
 def _counter(name: str, doc: str, label: str, values: Mapping[str, float]) -> CounterMetricFamily:
