@@ -3,7 +3,7 @@
     .venv/bin/python bench/freshness.py                      # 9 streams x 5,000 and 50,000/s, burst
     .venv/bin/python bench/freshness.py --events 20000 --paces 5000 --streams SEA
 
-For each stream of bench/quality.py, and two drifting regression streams (river's Friedman #1
+For each stream of bench/quality.py, and two drifting regression streams (river's FriedmanDrift (Friedman, 1991)
 with abrupt local and global drift: served MAE against learned MAE), and each pace, a fresh learnd (the daemon `learnd run`
 starts, in a process of its own, with its consumer and serving processes) learns from an
 embedded broker while this process produces the stream at the pace and, for a seeded sample of
@@ -154,7 +154,7 @@ def task_of(labels) -> str:
 
 
 def regression_streams(n: int, only: tuple[str, ...]):
-    """Drifting regression streams (river's Friedman #1 with its drifts), as
+    """Drifting regression streams (river's FriedmanDrift (Friedman, 1991) with its drifts), as
     (name, X, y, None, switches)."""
     from river.datasets import synth
 
