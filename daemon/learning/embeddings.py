@@ -59,14 +59,19 @@ class Embeddings:
         self.betas = betas
         self.eps = eps
         n = layout.n_rows
-        self.table = torch.zeros(n, width, device=device)
         moments = 2 if optimizer in ("adam", "adamw") else 1 if optimizer == "adagrad" else 0
-        self._m = [torch.zeros(n, width, device=device) for _ in range(moments)]
-        self.avg = torch.zeros(n, width, device=device) if decay > 0 else None
+        # One tensor holds each row's weights, average and moments side by side, so that a
+        # step reads and writes a row's whole state with one gather and one scatter.
+        k = 1 + (decay > 0) + moments
+        self._packed = torch.zeros(n, k, width, device=device)
+        self.table = self._packed[:, 0]
+        self.avg = self._packed[:, 1] if decay > 0 else None
+        self._m = [self._packed[:, k - moments + i] for i in range(moments)]
         self._row_log = torch.zeros(n, dtype=torch.float64, device=device)
         self._log = 0.0  # sum of log d over the folds since the last reset
         self.folds = 0
         self.steps = 0
+        self._finite = True  # every row written so far finite (checked on the rows a step wrote)
 
     # the encoded row -----------------------------------------------------------------------
     def split(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -117,33 +122,41 @@ class Embeddings:
 
     def step(self, idx: torch.Tensor, first_grad: torch.Tensor, lr: float) -> None:
         """Update the rows in ``idx`` from the gradient of the first layer's outputs."""
-        s = idx.shape[1]
+        n, s = idx.shape
         flat = idx.reshape(-1)
-        valid = flat >= 0
-        if not bool(valid.any()):
-            return
-        src = first_grad.repeat_interleave(s, dim=0)[valid]
-        uniq, inv = torch.unique(flat[valid], return_inverse=True)
+        if s == 1 and n and int(flat.min()) >= 0:  # one category, no empty slot: no mask
+            src, keys = first_grad, flat
+        else:
+            valid = flat >= 0
+            if not bool(valid.any()):
+                return
+            src, keys = first_grad.repeat_interleave(s, dim=0)[valid], flat[valid]
+        uniq, inv = torch.unique(keys, return_inverse=True)
         g = torch.zeros(len(uniq), self.table.shape[1], dtype=src.dtype, device=src.device)
         g.index_add_(0, inv, src)
-        self._sync(uniq)  # the average sees the weights as they were until now
+        state = self._packed[uniq]  # (u, k, width): weights, average, moments
+        w = state[:, 0]
+        if self.avg is not None:  # the average sees the weights as they were until now
+            factor = torch.exp(self._log - self._row_log[uniq]).to(w.dtype).unsqueeze(1)
+            state[:, 1] = w + (state[:, 1] - w) * factor
+            self._row_log[uniq] = self._log
         self.steps += 1
         if self.optimizer in ("adam", "adamw"):
             b1, b2 = self.betas
-            m, v = self._m
-            mu = m[uniq].mul_(b1).add_(g, alpha=1 - b1)
-            nu = v[uniq].mul_(b2).addcmul_(g, g, value=1 - b2)
-            m[uniq], v[uniq] = mu, nu
+            mu, nu = state[:, -2], state[:, -1]
+            mu.mul_(b1).add_(g, alpha=1 - b1)
+            nu.mul_(b2).addcmul_(g, g, value=1 - b2)
             c1, c2 = 1 - b1**self.steps, 1 - b2**self.steps
-            update = (mu / c1) / ((nu / c2).sqrt_().add_(self.eps))
+            w.addcdiv_(mu, (nu / c2).sqrt_().add_(self.eps), value=-lr / c1)
         elif self.optimizer == "adagrad":
-            (v,) = self._m
-            nu = v[uniq].addcmul_(g, g)
-            v[uniq] = nu
-            update = g / nu.sqrt().add_(1e-10)
+            nu = state[:, -1]
+            nu.addcmul_(g, g)
+            w.addcdiv_(g, nu.sqrt().add_(1e-10), value=-lr)
         else:
-            update = g
-        self.table[uniq] -= lr * update
+            w.add_(g, alpha=-lr)
+        self._packed[uniq] = state
+        if not math.isfinite(float(w.sum())):
+            self._finite = False
 
     def reset_average(self, moments: bool = False) -> None:
         """Start the average again from the weights (drift alarm, rollback, adoption); with
@@ -161,13 +174,15 @@ class Embeddings:
         """Zero the rows (and their state) holding a non-finite weight; returns how many."""
         bad = ~torch.isfinite(self.table).all(1)
         n = int(bad.sum())
+        self._finite = True
         if n:
-            for t in (self.table, *self._m, *([self.avg] if self.avg is not None else [])):
-                t[bad] = 0.0
+            self._packed[bad] = 0.0
         return n
 
     def is_finite(self) -> bool:
-        return math.isfinite(float(self.table.sum()))
+        """Every row finite: only rows a step writes can turn non-finite, and each step checks
+        the rows it wrote (a sum over the whole table would cost more than the step)."""
+        return self._finite
 
     def export(self) -> np.ndarray:
         """The served table (the average as the next fold leaves it), float32 numpy."""
@@ -208,3 +223,4 @@ class Embeddings:
         self.folds = int(state["folds"])
         self.steps = int(state["steps"])
         self.vocab.load_state_dict(state["vocabulary"])
+        self._finite = bool(torch.isfinite(self.table).all())

@@ -34,6 +34,7 @@ class Vocabulary:
     def __init__(self, layout: FeatureLayout):
         self.tables = layout.tables
         self.maps: list[dict[int, int]] = [{} for _ in self.tables]
+        self._cache: list[tuple[np.ndarray, np.ndarray] | None] = [None for _ in self.tables]
 
     def __len__(self) -> int:
         return sum(len(m) for m in self.maps)
@@ -41,37 +42,57 @@ class Vocabulary:
     def rows(self, K: np.ndarray, add: bool) -> np.ndarray:
         """Global table rows ``(n, n_keys)`` for the key columns ``K`` (-1: no value); with
         ``add``, keys not learned yet join the vocabulary while it has room."""
-        out = np.full(K.shape, -1, np.int64)
+        out = np.empty(K.shape, np.int64)
         start = 0
-        for t, vocab in zip(self.tables, self.maps, strict=True):
+        for i, t in enumerate(self.tables):
             width = len(t.columns)
-            flat = K[:, start : start + width].ravel()
-            uniq, first, inv = np.unique(flat, return_index=True, return_inverse=True)
-            mapped = np.empty(len(uniq), np.int64)
-            for j in np.argsort(first, kind="stable"):  # first come, first served
-                key = float(uniq[j])
-                if key < 0:
-                    mapped[j] = -1
-                    continue
-                if key == MISSING_KEY:
-                    mapped[j] = t.offset
-                    continue
-                k = int(key)
-                row = vocab.get(k)
-                if row is None and add and len(vocab) < t.vocabulary:
-                    row = vocab[k] = len(vocab)
-                if row is None:
-                    mapped[j] = t.offset + 1 + t.vocabulary + k % t.buckets
-                else:
-                    mapped[j] = t.offset + 1 + row
-            out[:, start : start + width] = mapped[inv.reshape(-1)].reshape(len(K), width)
+            block = K[:, start : start + width]
+            if add and len(self.maps[i]) < t.vocabulary:
+                self._learn(i, block.ravel())
+            out[:, start : start + width] = self._lookup(i, block)
             start += width
         return out
+
+    def _sorted(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """The learned keys of table ``i``, sorted, and their rows (rebuilt after a change)."""
+        cached = self._cache[i]
+        if cached is None:
+            keys = np.fromiter(self.maps[i], np.int64, len(self.maps[i]))
+            order = np.argsort(keys)
+            cached = self._cache[i] = (keys[order], order.astype(np.int64))  # rows: insertion
+        return cached
+
+    def _lookup(self, i: int, block: np.ndarray) -> np.ndarray:
+        t = self.tables[i]
+        k = block.astype(np.int64)
+        rows = t.offset + 1 + t.vocabulary + np.mod(k, t.buckets)
+        keys, vals = self._sorted(i)
+        if len(keys):
+            pos = np.minimum(np.searchsorted(keys, k), len(keys) - 1)
+            found = keys[pos] == k
+            rows = np.where(found, t.offset + 1 + vals[pos], rows)
+        rows[block == MISSING_KEY] = t.offset
+        rows[block < 0] = -1
+        return rows
+
+    def _learn(self, i: int, flat: np.ndarray) -> None:
+        """Add the keys of ``flat`` not learned yet, first come first served, while there is
+        room."""
+        vocab, cap = self.maps[i], self.tables[i].vocabulary
+        fresh = (flat >= 0) & (flat != MISSING_KEY)
+        uniq, first = np.unique(flat[fresh], return_index=True)
+        for key in uniq[np.argsort(first, kind="stable")].astype(np.int64).tolist():
+            if len(vocab) >= cap:
+                break
+            if key not in vocab:
+                vocab[key] = len(vocab)
+                self._cache[i] = None
 
     def copy(self) -> Vocabulary:
         other = Vocabulary.__new__(Vocabulary)
         other.tables = self.tables
         other.maps = [dict(m) for m in self.maps]
+        other._cache = list(self._cache)  # the arrays are never written in place
         return other
 
     def state_dict(self) -> dict:
@@ -87,3 +108,4 @@ class Vocabulary:
             keys = np.asarray(state.get(t.name, ()), np.int64)[: t.vocabulary]
             maps.append({int(k): i for i, k in enumerate(keys.tolist())})
         self.maps = maps
+        self._cache = [None for _ in self.tables]
