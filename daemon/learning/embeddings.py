@@ -14,6 +14,11 @@ average at ``w + (avg - w) * d_1 * ... * d_k``. The running sum of ``log d`` is 
 row remembers it from when it was last brought up to date; a row is brought up to date before
 it changes and when it is read.
 
+The table and its state live in host memory as numpy arrays, whatever the device of the
+network: only a batch's sums of rows and the first layer's output gradients move. A step's
+dozen small array operations cost ~1-3 us each in numpy against ~5-10 us as torch calls (at
+batch 32 the per-call overhead, not arithmetic, is the cost).
+
 Examples
 --------
 >>> import numpy as np, torch
@@ -22,8 +27,8 @@ Examples
 >>> emb = Embeddings(lay, width=3, optimizer="adam", decay=0.5)
 >>> idx = emb.rows(np.array([[7.0], [9.0]], np.float32), add=True)
 >>> emb.step(idx, torch.ones(2, 3), lr=0.1)
->>> emb.table[1:3, 0].tolist(), float(emb.table[3:].abs().sum())  # two rows moved, no other
-([-0.10000000149011612, -0.10000000149011612], 0.0)
+>>> [round(float(v), 4) for v in emb.table[1:3, 0]], float(abs(emb.table[3:]).sum())  # 2 rows
+([-0.1, -0.1], 0.0)
 """
 
 from __future__ import annotations
@@ -58,102 +63,119 @@ class Embeddings:
         self.decay = decay
         self.betas = betas
         self.eps = eps
+        self.device = torch.device(device)
         n = layout.n_rows
-        moments = 2 if optimizer in ("adam", "adamw") else 1 if optimizer == "adagrad" else 0
-        # One tensor holds each row's weights, average and moments side by side, so that a
-        # step reads and writes a row's whole state with one gather and one scatter.
-        k = 1 + (decay > 0) + moments
-        self._packed = torch.zeros(n, k, width, device=device)
-        self.table = self._packed[:, 0]
-        self.avg = self._packed[:, 1] if decay > 0 else None
-        self._m = [self._packed[:, k - moments + i] for i in range(moments)]
-        self._row_log = torch.zeros(n, dtype=torch.float64, device=device)
+        self._moments = 2 if optimizer in ("adam", "adamw") else 1 if optimizer == "adagrad" else 0
+        # Each row's weights, average and moments side by side: a step reads and writes a
+        # row's whole state with one gather and one scatter.
+        self._k = 1 + (decay > 0) + self._moments
+        self._packed = np.zeros((n, self._k, width), np.float32)
+        self._row_log = np.zeros(n, np.float64)
         self._log = 0.0  # sum of log d over the folds since the last reset
         self.folds = 0
         self.steps = 0
         self._finite = True  # every row written so far finite (checked on the rows a step wrote)
+
+    @property
+    def table(self) -> np.ndarray:
+        return self._packed[:, 0]
+
+    @property
+    def width(self) -> int:
+        return self._packed.shape[2]
 
     # the encoded row -----------------------------------------------------------------------
     def split(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(numeric columns, key columns) of encoded rows."""
         return X[:, : self.n_numeric], X[:, self.n_numeric :]
 
-    def rows(self, K: np.ndarray, add: bool) -> torch.Tensor:
-        return torch.from_numpy(self.vocab.rows(K, add)).to(self.table.device)
+    def rows(self, K: np.ndarray, add: bool) -> np.ndarray:
+        return self.vocab.rows(K, add)
 
     # reading -------------------------------------------------------------------------------
     def _weight(self, n: int) -> float:
         return min(self.decay, (1 + n) / (WARMUP + n))
 
-    def _sync(self, rows: torch.Tensor) -> None:
+    def _sync(self, rows: np.ndarray) -> None:
         """Bring the average of ``rows`` (unique) up to the last fold."""
-        if self.avg is None:
+        if self.decay <= 0:
             return
-        factor = torch.exp(self._log - self._row_log[rows]).to(self.table.dtype).unsqueeze(1)
-        w = self.table[rows]
-        self.avg[rows] = w + (self.avg[rows] - w) * factor
+        factor = np.exp(self._log - self._row_log[rows]).astype(np.float32)[:, None]
+        state = self._packed[rows]
+        w = state[:, 0]
+        state[:, 1] = w + (state[:, 1] - w) * factor
+        self._packed[rows] = state
         self._row_log[rows] = self._log
 
-    def sum(self, idx: torch.Tensor, which: str) -> torch.Tensor:
+    def sum(self, idx: np.ndarray, which: str) -> torch.Tensor:
         """Per event, the sum of its rows ``(n, width)``: of the weights (``"weights"``), of
         the average as of the last fold (``"avg"``) or as the next fold will leave it
         (``"now"``, what is exported)."""
-        n, s = idx.shape
         valid = idx >= 0
-        flat = idx.clamp(min=0).reshape(-1)
-        if which == "weights" or self.avg is None:
-            rows = self.table[flat]
+        every = bool(valid.all())
+        safe = idx if every else np.maximum(idx, 0)
+        if which == "weights" or self.decay <= 0:
+            rows = self._packed[safe, 0]
         else:
-            uniq = torch.unique(flat)
-            self._sync(uniq)
-            rows = self.avg[flat]
+            self._sync(np.unique(safe[valid]) if not every else np.unique(safe))
+            rows = self._packed[safe, 1]
             if which == "now":
-                rows = torch.lerp(rows, self.table[flat], 1.0 - self._weight(self.folds + 1))
-        rows = rows.view(n, s, -1) * valid.unsqueeze(2).to(rows.dtype)
-        return rows.sum(1)
+                w = self._packed[safe, 0]
+                rows += (1.0 - self._weight(self.folds + 1)) * (w - rows)
+        if not every:
+            rows *= valid[:, :, None]
+        out = rows[:, 0] if rows.shape[1] == 1 else rows.sum(1, dtype=np.float32)
+        return torch.from_numpy(np.ascontiguousarray(out)).to(self.device)
 
     # learning ------------------------------------------------------------------------------
     def fold(self) -> None:
         """One fold of the average (once per micro-batch, with the dense weights')."""
-        if self.avg is None:
+        if self.decay <= 0:
             return
         self.folds += 1
         self._log += math.log(self._weight(self.folds))
 
-    def step(self, idx: torch.Tensor, first_grad: torch.Tensor, lr: float) -> None:
+    def step(self, idx: np.ndarray, first_grad: torch.Tensor, lr: float) -> None:
         """Update the rows in ``idx`` from the gradient of the first layer's outputs."""
         n, s = idx.shape
+        grad = first_grad.detach().cpu().numpy()
         flat = idx.reshape(-1)
         if s == 1 and n and int(flat.min()) >= 0:  # one category, no empty slot: no mask
-            src, keys = first_grad, flat
+            src, keys = grad, flat
         else:
             valid = flat >= 0
-            if not bool(valid.any()):
+            if not valid.any():
                 return
-            src, keys = first_grad.repeat_interleave(s, dim=0)[valid], flat[valid]
-        uniq, inv = torch.unique(keys, return_inverse=True)
-        g = torch.zeros(len(uniq), self.table.shape[1], dtype=src.dtype, device=src.device)
-        g.index_add_(0, inv, src)
+            src, keys = np.repeat(grad, s, axis=0)[valid], flat[valid]
+        uniq, inv = np.unique(keys, return_inverse=True)
+        inv = inv.reshape(-1)
+        g = np.zeros((len(uniq), grad.shape[1]), np.float32)
+        if len(uniq) == len(keys):
+            g[inv] = src
+        else:
+            np.add.at(g, inv, src)
         state = self._packed[uniq]  # (u, k, width): weights, average, moments
         w = state[:, 0]
-        if self.avg is not None:  # the average sees the weights as they were until now
-            factor = torch.exp(self._log - self._row_log[uniq]).to(w.dtype).unsqueeze(1)
+        if self.decay > 0:  # the average sees the weights as they were until now
+            factor = np.exp(self._log - self._row_log[uniq]).astype(np.float32)[:, None]
             state[:, 1] = w + (state[:, 1] - w) * factor
             self._row_log[uniq] = self._log
         self.steps += 1
-        if self.optimizer in ("adam", "adamw"):
+        if self._moments == 2:
             b1, b2 = self.betas
             mu, nu = state[:, -2], state[:, -1]
-            mu.mul_(b1).add_(g, alpha=1 - b1)
-            nu.mul_(b2).addcmul_(g, g, value=1 - b2)
+            mu *= b1
+            mu += (1 - b1) * g
+            nu *= b2
+            nu += (1 - b2) * g * g
             c1, c2 = 1 - b1**self.steps, 1 - b2**self.steps
-            w.addcdiv_(mu, (nu / c2).sqrt_().add_(self.eps), value=-lr / c1)
-        elif self.optimizer == "adagrad":
+            w -= (lr / c1) * mu / (np.sqrt(nu / c2) + self.eps)
+        elif self._moments == 1:
             nu = state[:, -1]
-            nu.addcmul_(g, g)
-            w.addcdiv_(g, nu.sqrt().add_(1e-10), value=-lr)
+            nu += g * g
+            w -= lr * g / (np.sqrt(nu) + 1e-10)
         else:
-            w.add_(g, alpha=-lr)
+            w -= lr * g
         self._packed[uniq] = state
         if not math.isfinite(float(w.sum())):
             self._finite = False
@@ -161,18 +183,17 @@ class Embeddings:
     def reset_average(self, moments: bool = False) -> None:
         """Start the average again from the weights (drift alarm, rollback, adoption); with
         ``moments``, forget the optimizer's moments too."""
-        if moments:
-            for t in self._m:
-                t.zero_()
-        if self.avg is not None:
-            self.avg.copy_(self.table)
-        self._row_log.zero_()
+        if moments and self._moments:
+            self._packed[:, self._k - self._moments :] = 0.0
+        if self.decay > 0:
+            self._packed[:, 1] = self._packed[:, 0]
+        self._row_log[:] = 0.0
         self._log = 0.0
         self.folds = 0
 
     def repair(self) -> int:
         """Zero the rows (and their state) holding a non-finite weight; returns how many."""
-        bad = ~torch.isfinite(self.table).all(1)
+        bad = ~np.isfinite(self.table).all(1)
         n = int(bad.sum())
         self._finite = True
         if n:
@@ -185,21 +206,18 @@ class Embeddings:
         return self._finite
 
     def export(self) -> np.ndarray:
-        """The served table (the average as the next fold leaves it), float32 numpy."""
-        every = torch.arange(self.table.shape[0], device=self.table.device)
-        if self.avg is None:
-            return self.table.cpu().numpy().copy()
-        self._sync(every)
-        now = torch.lerp(self.avg, self.table, 1.0 - self._weight(self.folds + 1))
-        return now.cpu().numpy()
+        """The served table (the average as the next fold leaves it), float32."""
+        if self.decay <= 0:
+            return self.table.copy()
+        self._sync(np.arange(len(self._packed)))
+        avg = self._packed[:, 1]
+        return avg + (1.0 - self._weight(self.folds + 1)) * (self._packed[:, 0] - avg)
 
     # state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
-            "table": self.table.cpu().clone(),
-            "moments": [t.cpu().clone() for t in self._m],
-            "avg": self.avg.cpu().clone() if self.avg is not None else None,
-            "row_log": self._row_log.cpu().clone(),
+            "packed": torch.from_numpy(self._packed.copy()),  # weights, average, moments
+            "row_log": torch.from_numpy(self._row_log.copy()),
             "log": self._log,
             "folds": self.folds,
             "steps": self.steps,
@@ -207,20 +225,15 @@ class Embeddings:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        table = torch.as_tensor(state["table"])
-        if table.shape != self.table.shape:
-            raise ValueError(f"embedding table {tuple(table.shape)}, expected {self.table.shape}")
-        self.table.copy_(table)
-        for t, s in zip(self._m, state["moments"], strict=False):
-            t.copy_(torch.as_tensor(s))
-        if self.avg is not None:
-            if state["avg"] is None:
-                self.avg.copy_(self.table)
-            else:
-                self.avg.copy_(torch.as_tensor(state["avg"]))
-        self._row_log.copy_(torch.as_tensor(state["row_log"]))
+        packed = np.asarray(state["packed"], np.float32)
+        if packed.shape != self._packed.shape:
+            raise ValueError(
+                f"embedding state of shape {packed.shape}, expected {self._packed.shape}"
+            )
+        self._packed[...] = packed
+        self._row_log[:] = np.asarray(state["row_log"], np.float64)
         self._log = float(state["log"])
         self.folds = int(state["folds"])
         self.steps = int(state["steps"])
         self.vocab.load_state_dict(state["vocabulary"])
-        self._finite = bool(torch.isfinite(self.table).all())
+        self._finite = bool(np.isfinite(self.table).all())

@@ -151,7 +151,7 @@ class Learner:
             learning.lr, learning.drift.lr_boost, learning.drift.boost_half_life_steps
         )
         self.typed: Embeddings | None = make_embeddings(self, layout) if layout else None
-        self._idx: torch.Tensor | None = None  # the table rows of the batch being learned
+        self._idx: np.ndarray | None = None  # the table rows of the batch being learned
         self.x_scaler = Standardizer(self.n_inputs)
         self.y_scaler = Standardizer(1)
         # Recently learned examples, rehearsed by replay() (see daemon/learning/replay_window.py).
@@ -226,7 +226,7 @@ class Learner:
 
     def _learn_many(self, X: np.ndarray, y: np.ndarray) -> StepResult:
         if self.typed is not None:
-            return learn_typed(self, X, y)
+            return StepResult(*learn_typed(self, X, y))
         if not (np.isfinite(X).all() and np.isfinite(y).all()):
             outputs = self.predict_many(np.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0))
             self.skipped_steps += 1

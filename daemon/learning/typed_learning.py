@@ -16,7 +16,7 @@ form (numpy, pruned, quantized) and the gate see an ordinary network.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,8 +26,11 @@ from learnd.daemon.learning.embeddings import Embeddings
 from learnd.daemon.serving.typed_inputs import TypedInputs
 from learnd.daemon.serving.weights import DenseWeights
 
-if TYPE_CHECKING:
-    from learnd.daemon.learning.learner import Learner, StepResult
+# A learnd.daemon.learning.learner.Learner: these functions are its typed half, and the
+# learner imports them (so they do not import it back).
+Learner = Any
+# What a step saw: (outputs, errors, loss, applied), as the learner's StepResult holds it.
+Step = tuple[np.ndarray, np.ndarray, float, bool]
 
 
 def make_embeddings(lrn: Learner, layout: FeatureLayout) -> Embeddings:
@@ -57,30 +60,28 @@ def impute(lrn: Learner, X_num: np.ndarray) -> np.ndarray:
     return np.where(missing, mean, X_num)
 
 
-def typed_inputs(lrn: Learner, X: np.ndarray, add: bool) -> tuple[np.ndarray, torch.Tensor]:
+def typed_inputs(lrn: Learner, X: np.ndarray, add: bool) -> tuple[np.ndarray, np.ndarray]:
     """(imputed numeric columns, table rows) of encoded rows."""
     assert lrn.typed is not None
     X_num, K = lrn.typed.split(np.asarray(X, np.float32))
     return impute(lrn, X_num), lrn.typed.rows(K, add)
 
 
-def rows_sum(lrn: Learner, idx: torch.Tensor | None, which: str = "weights"):
+def rows_sum(lrn: Learner, idx: np.ndarray | None, which: str = "weights"):
     """The per-event sum of the rows ``idx`` (None without typed features)."""
     if lrn.typed is None or idx is None:
         return None
     return lrn.typed.sum(idx, which)
 
 
-def rows_step(lrn: Learner, idx: torch.Tensor | None, lr: float) -> None:
+def rows_step(lrn: Learner, idx: np.ndarray | None, lr: float) -> None:
     """Update the rows ``idx`` from the last backward pass (nothing without typed features)."""
     grad = lrn._backprop.first_grad
     if lrn.typed is not None and idx is not None and grad is not None:
         lrn.typed.step(idx, grad, lr)
 
 
-def learn_typed(lrn: Learner, X: np.ndarray, y: np.ndarray) -> StepResult:
-    from learnd.daemon.learning.learner import StepResult
-
+def learn_typed(lrn: Learner, X: np.ndarray, y: np.ndarray) -> Step:
     emb = lrn.typed
     assert emb is not None
     X_num, K = emb.split(np.asarray(X, np.float32))
@@ -90,7 +91,7 @@ def learn_typed(lrn: Learner, X: np.ndarray, y: np.ndarray) -> StepResult:
         lrn.skipped_steps += 1
         lrn.events_learned += len(y)
         errors = np.where(np.isfinite(y), lrn._errors(outputs, np.nan_to_num(y)), np.nan)
-        return StepResult(outputs, errors, float("nan"), False)
+        return outputs, errors, float("nan"), False
     seen = emb.rows(K, add=False)  # before this batch is learned
     lrn.x_scaler.update_many(X_num)
     if lrn.task == "regression":
@@ -122,7 +123,7 @@ def learn_typed(lrn: Learner, X: np.ndarray, y: np.ndarray) -> StepResult:
     lrn.events_learned += len(y)
     if lrn._guard(loss_value, xb, target) and applied:
         lrn.window.add(X, y)
-    return StepResult(outputs, lrn._errors(outputs, y), loss_value, applied)
+    return outputs, lrn._errors(outputs, y), loss_value, applied
 
 
 def typed_export(
