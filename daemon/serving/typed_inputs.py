@@ -56,14 +56,20 @@ class TypedInputs:
         """Encoded rows ``(n, dim)`` as the network's inputs ``(n, n_numeric + width)``."""
         X = np.asarray(X, np.float32)
         n_num = self.layout.n_numeric
-        num = X[:, :n_num]
+        idx = self.vocabulary.rows(X[:, n_num:], add=False)
+        out = np.empty((len(X), n_num + self.width), np.float32)
+        num = out[:, :n_num]
+        num[...] = X[:, :n_num]
         missing = np.isnan(num)
         if missing.any():
-            num = np.where(missing, np.asarray(x_mean[:n_num], np.float32), num)
-        idx = self.vocabulary.rows(X[:, n_num:], add=False)
+            np.copyto(num, np.broadcast_to(x_mean[:n_num], num.shape), where=missing)
+        if idx.shape[1] == 1 and idx.min() >= 0:  # one category: its row
+            out[:, n_num:] = self.table[idx[:, 0]]
+            return out
         rows = self.table[np.maximum(idx, 0)]
         rows *= (idx >= 0)[:, :, None]
-        return np.concatenate([num, rows.sum(1, dtype=np.float32)], axis=1)
+        out[:, n_num:] = rows.sum(1, dtype=np.float32)
+        return out
 
     def state(self) -> dict[str, Any]:
         return {
