@@ -116,11 +116,12 @@ class Embeddings:
         safe = idx if every else np.maximum(idx, 0)
         if which == "weights" or self.decay <= 0:
             rows = self._packed[safe, 0]
-        else:
-            self._sync(np.unique(safe[valid]) if not every else np.unique(safe))
-            rows = self._packed[safe, 1]
+        else:  # the rows' averages caught up on the folds they missed, read without writing
+            state = self._packed[safe]
+            w = state[:, :, 0]
+            factor = np.exp(self._log - self._row_log[safe]).astype(np.float32)[:, :, None]
+            rows = w + (state[:, :, 1] - w) * factor
             if which == "now":
-                w = self._packed[safe, 0]
                 rows += (1.0 - self._weight(self.folds + 1)) * (w - rows)
         if not every:
             rows *= valid[:, :, None]
