@@ -150,11 +150,13 @@ class Embeddings:
             src, keys = np.repeat(grad, s, axis=0)[valid], flat[valid]
         uniq, inv = np.unique(keys, return_inverse=True)
         inv = inv.reshape(-1)
-        g = np.zeros((len(uniq), grad.shape[1]), np.float32)
         if len(uniq) == len(keys):
+            g = np.empty((len(uniq), grad.shape[1]), np.float32)
             g[inv] = src
-        else:  # torch's index_add_ on the same memory: far cheaper than np.add.at
-            torch.from_numpy(g).index_add_(0, torch.from_numpy(inv), torch.from_numpy(src))
+        else:  # rows met more than once: sums of runs of the sorted keys (np.add.at is slow)
+            order = np.argsort(inv, kind="stable")
+            starts = np.flatnonzero(np.r_[True, np.diff(inv[order]) != 0])
+            g = np.add.reduceat(src[order], starts, axis=0)
         state = self._packed[uniq]  # (u, k, width): weights, average, moments
         w = state[:, 0]
         if self.decay > 0:  # the average sees the weights as they were until now
