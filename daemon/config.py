@@ -23,8 +23,10 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     SecretStr,
+    Tag,
     field_validator,
     model_validator,
 )
@@ -38,6 +40,7 @@ from learnd.daemon.config_learning import (
     ReplayConfig,
     Section,
 )
+from learnd.daemon.config_schema import FeatureLayout, FeatureSpec
 
 __all__ = [
     "CheckpointConfig",
@@ -52,6 +55,7 @@ __all__ = [
     "MetricsConfig",
     "ModelConfig",
     "ReplayConfig",
+    "FeatureSpec",
     "SchemaConfig",
     "ServingConfig",
     "is_loopback",
@@ -171,6 +175,18 @@ class KafkaConfig(Section):
         return self
 
 
+def _features_form(v: Any) -> str:
+    return "table" if isinstance(v, dict) else "list"
+
+
+# A list of names (all numbers) or a [schema.features] table of typed features; the form is
+# told apart first, so that an error in either names only what that form expects.
+FeatureList = Annotated[
+    Annotated[tuple[str, ...], Tag("list")] | Annotated[dict[str, FeatureSpec], Tag("table")],
+    Discriminator(_features_form),
+]
+
+
 class SchemaConfig(Section):
     """What an event looks like: the task, the features (by name or by count), the classes.
     This section is required: one of ``features`` and ``n_features`` must be given (both only if
@@ -179,8 +195,11 @@ class SchemaConfig(Section):
 
     task: Task = "binary"
     """What is learned: a 0/1 label, one of ``classes``, or a number."""
-    features: tuple[str, ...] | None = None
-    """Feature names, in model input order; events may then send ``features`` as an object."""
+    features: FeatureList | None = None
+    """Feature names, in model input order (a list: all numbers); events may then send
+    ``features`` as an object. A table ``[schema.features]`` gives each feature a type
+    (``number``, ``boolean``, ``category``, ``tokens``) and options: docs/events.md, "Typed
+    features"."""
     n_features: int | None = Field(None, ge=1, le=1_000_000)
     """Feature count, for events that send ``features`` as a list."""
     classes: tuple[str | int, ...] | None = None
@@ -189,8 +208,23 @@ class SchemaConfig(Section):
     """Larger feature (and regression label) magnitudes are rejected as ``out_of_range``: they
     overflow float32 statistics long before they become inf."""
 
+    @field_validator("features", mode="before")
+    @classmethod
+    def _typed_table(cls, v: Any) -> Any:
+        if isinstance(v, dict):  # ``amount = "number"`` is ``amount = { type = "number" }``
+            return {k: {"type": t} if isinstance(t, str) else t for k, t in v.items()}
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> SchemaConfig:
+        if isinstance(self.features, dict):
+            if not self.features:
+                raise ValueError("schema.features is an empty table; declare at least one")
+            if self.n_features is not None:
+                raise ValueError(
+                    "schema.n_features is for list events; a [schema.features] table declares "
+                    "the features: remove schema.n_features"
+                )
         if self.features is None and self.n_features is None:
             raise ValueError("schema needs schema.features (a list of names) or schema.n_features")
         if self.features is not None:
@@ -212,7 +246,22 @@ class SchemaConfig(Section):
         return self
 
     @property
+    def feature_names(self) -> tuple[str, ...] | None:
+        """The declared feature names in order (either form), or None (``n_features``)."""
+        return tuple(self.features) if self.features is not None else None
+
+    @property
+    def layout(self) -> FeatureLayout | None:
+        """The typed layout of a ``[schema.features]`` table; None for the list form."""
+        if isinstance(self.features, dict):
+            return FeatureLayout.of(self.features)
+        return None
+
+    @property
     def dim(self) -> int:
+        """Width of an encoded event row (the list form: the number of features)."""
+        if isinstance(self.features, dict):
+            return FeatureLayout.of(self.features).dim
         return len(self.features) if self.features is not None else int(self.n_features or 0)
 
     @property

@@ -66,6 +66,14 @@ class LearndCollector(Collector):
             "reason",
             {r.value: rejected.get(r.value, 0) for r in Reason},
         )
+        if p.layout is not None:  # typed features: the label set is the declared features
+            missing = dict(p.missing)
+            yield _counter(
+                "learnd_missing_values",
+                "Missing feature values imputed, by declared feature.",
+                "feature",
+                {name: missing.get(name, 0) for name, spec in p.layout.specs if spec.imputes},
+            )
         yield _counter(
             "learnd_dead_letters_oversize",
             "Dead letters over kafka.dead_letter_max_bytes: sent truncated, or dropped when "

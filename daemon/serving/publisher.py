@@ -182,7 +182,7 @@ class Publisher:
             return
         schema = self.cfg.schema_
         draft = Draft(
-            schema.task, schema.class_values, schema.features, weights, learned, summary()
+            schema.task, schema.class_values, schema.feature_names, weights, learned, summary()
         )
         self._learned_at_freeze = learned
         if self.gate is None or self.ref.current is None:

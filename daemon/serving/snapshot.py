@@ -30,6 +30,7 @@ from types import MappingProxyType
 import numpy as np
 
 from learnd.daemon.serving.forms import Forward, NumpyForward, frozen
+from learnd.daemon.serving.typed_inputs import TypedInputs
 from learnd.daemon.serving.weights import DenseWeights
 
 
@@ -72,6 +73,7 @@ class Snapshot:
     y_std: float
     latency_us: float = float("nan")
     rolled_back_from: int | None = None
+    typed: TypedInputs | None = None  # typed features: a request's row becomes the inputs
 
     @classmethod
     def from_draft(cls, draft: Draft, version: int) -> Snapshot:
@@ -93,6 +95,7 @@ class Snapshot:
             y_mean=float(w.y_mean),
             y_std=float(w.y_std),
             latency_us=draft.latency_us,
+            typed=w.typed,
         )
 
     @property
@@ -106,7 +109,8 @@ class Snapshot:
     @property
     def size_bytes(self) -> int:
         """Bytes of the served parameters and input scaling."""
-        return int(self.forward.size_bytes + self.x_mean.nbytes + self.x_inv_std.nbytes)
+        typed = self.typed.table.nbytes if self.typed is not None else 0
+        return int(self.forward.size_bytes + self.x_mean.nbytes + self.x_inv_std.nbytes + typed)
 
     @property
     def sparsity(self) -> float:
@@ -115,11 +119,15 @@ class Snapshot:
 
     @property
     def dim(self) -> int:
-        return len(self.x_mean)
+        """Width of a request row (typed: the encoded row)."""
+        return self.typed.layout.dim if self.typed is not None else len(self.x_mean)
 
     def predict_many(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities ``(n, k)`` for classification, values ``(n,)`` for regression."""
-        z = self.forward((np.asarray(X, np.float32) - self.x_mean) * self.x_inv_std)
+        X = np.asarray(X, np.float32)
+        if self.typed is not None:
+            X = self.typed.encode(X, self.x_mean)
+        z = self.forward((X - self.x_mean) * self.x_inv_std)
         if self.task == "binary":
             p = 0.5 * (1.0 + np.tanh(0.5 * z[:, 0]))  # the logistic, without overflow
             return np.stack([1.0 - p, p], axis=1)
@@ -137,6 +145,7 @@ class Snapshot:
             "classes": list(self.classes),
             "features": list(self.feature_names) if self.feature_names else None,
             "n_features": self.dim,
+            **({"schema": self.typed.layout.describe()} if self.typed is not None else {}),
             "form": self.form,
             "n_parameters": self.n_parameters,
             "size_bytes": self.size_bytes,
