@@ -107,7 +107,6 @@ class Pipeline:
     def set_backlog(self, lag: int) -> None:
         """Learn in larger batches while far behind the log (``learning.catch_up_*``)."""
         self.lag = lag
-        self.publisher.behind = not self.keeping_up
         lrn = self.cfg.learning
         if lrn.catch_up_lag is None:
             return
@@ -210,6 +209,7 @@ class Pipeline:
             self.audit = _audit(self.audit, batch)
         self.failpoints.hit("after_learn")
         self.metrics.update(result.outputs, batch.y)
+        self.publisher.behind = not self.keeping_up  # behind the log: a budget for publishing
         self.publisher.observe(batch.X, batch.y, result.outputs)
         self.input_drift.update(batch.X, start)
         alarms = self.drift.update_many(result.errors, start)
