@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import tempfile
 import time
@@ -84,6 +85,7 @@ def main() -> None:
                 )
                 rates[mode].append(rate)
                 written, dropped = written + sent, dropped + drop
+    shutil.rmtree(tmp, ignore_errors=True)
     print(
         f"{args.events} events, learning.publish_every_s {args.publish_every_s}, "
         f"{args.repeat} runs each, alternated"
