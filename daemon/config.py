@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from learnd.daemon.config_labels import LabelsConfig
 from learnd.daemon.config_learning import (
     ChallengerConfig,
     CompressionConfig,
@@ -46,6 +47,7 @@ __all__ = [
     "DriftConfig",
     "GateConfig",
     "KafkaConfig",
+    "LabelsConfig",
     "LearndConfig",
     "LearningConfig",
     "LogConfig",
@@ -92,6 +94,12 @@ class KafkaConfig(Section):
     """The topic of labelled events."""
     dead_letter_topic: str = "learnd.dead-letter"
     """Where rejected records go, with their original bytes and the reason in headers."""
+    labels_topic: str = "learnd.labels"
+    """With ``labels.mode = "join"``: the topic of labels, ``{"id": ..., "label": ..., "ts":
+    ...}``, joined by id with unlabelled events and logged predictions (docs/labels.md)."""
+    predictions_topic: str = "learnd.predictions"
+    """With ``labels.mode = "join"``: where served predictions that carry an ``id`` are logged
+    (id, features as served, version, scores, timestamp), to be joined with their labels."""
     dead_letter_max_bytes: int = Field(1_000_000, ge=1024, le=100 * 1024 * 1024)
     """A dead letter keeps at most this many bytes of the record's key and value together; the
     rest is cut, and headers say so. Under Kafka's default 1 MiB message limit, so that no
@@ -150,6 +158,12 @@ class KafkaConfig(Section):
             )
         if self.dead_letter_topic == self.topic:
             raise ValueError("kafka.dead_letter_topic must differ from kafka.topic")
+        named = (self.topic, self.dead_letter_topic, self.labels_topic, self.predictions_topic)
+        if len(set(named)) != len(named):
+            raise ValueError(
+                "kafka.topic, kafka.dead_letter_topic, kafka.labels_topic and "
+                "kafka.predictions_topic must all differ"
+            )
         if self.security_protocol.startswith("SASL") and (
             self.sasl_mechanism is None or self.sasl_username is None or self.sasl_password is None
         ):
@@ -382,6 +396,7 @@ class LearndConfig(Section):
     schema_: SchemaConfig = Field(alias="schema")
     model: ModelConfig = ModelConfig()
     learning: LearningConfig = LearningConfig()
+    labels: LabelsConfig = LabelsConfig()
     compression: CompressionConfig = CompressionConfig()
     serving: ServingConfig = ServingConfig()
     metrics: MetricsConfig = MetricsConfig()
