@@ -50,7 +50,7 @@ class Daemon:
             cfg, self.learner, self.dead_letters, time.monotonic, failpoints=failpoints
         )
         self.store = store or checkpoint_store(cfg, failpoints)
-        self.source = source or open_source(cfg)
+        self.source = source or open_source(cfg, self.pipeline.join)
         self.service = Service(
             self.pipeline,
             self.source,

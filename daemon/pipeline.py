@@ -108,14 +108,15 @@ class Pipeline:
         to the join; what it matched or expired into a label is batched to be learned."""
         join = self.join
         assert join is not None
-        now = self.wall()
+        now, before = self.wall(), join.unlabelled
         rest = join.take_unlabelled(rejections, now) + join.take_records(records, now)
+        self.valid += join.unlabelled - before  # valid events, learned once their label comes
         batch, dead = join.take(now)
         for record, reason, detail in dead:
             self.dead_letters.send(record, reason, detail)
             self.rejected[reason] += 1
         if batch is not None:
-            self.valid += len(batch)
+            self.failpoints.hit("after_join")
             self.batcher.add(batch, self.clock())
         return rest
 

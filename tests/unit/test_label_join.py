@@ -213,3 +213,29 @@ def test_pipeline_learns_joined_events_once_across_a_checkpoint(tmp_path):
     wall.advance(31)
     again.tick()  # 1 and 5 expire (dropped)
     assert again.join.joiner.outcomes["expired"] == 2 and again.join.joiner.pending == 0
+
+
+def test_join_source_hands_labels_over_and_seeks_and_commits_the_checkpointed_positions(tmp_path):
+    from learnd.adapters.fakes import ListSource, ManualClock, MemoryCheckpointStore
+    from learnd.adapters.kafka.join_source import JoinSource
+    from learnd.daemon.service import Service
+
+    wall = ManualClock(0.0)
+    pipe, _, cfg = _pipeline(tmp_path, wall)
+    events, labels = ListSource(cfg.kafka.topic), ListSource(cfg.kafka.labels_topic)
+    preds = ListSource(cfg.kafka.predictions_topic)
+    events.append([_event(i) for i in range(8)])
+    labels.append([{"id": i, "label": 1} for i in range(5)], partition=1)
+    src = JoinSource(events, {cfg.kafka.labels_topic: labels, "p": preds}, pipe.join)
+    store = MemoryCheckpointStore()
+    svc = Service(pipe, src, store, cfg.checkpoint, clock=ManualClock())
+    svc.restore()
+    svc.step()
+    svc.checkpoint()
+    assert pipe.learner.events_learned == 5 and pipe.join.joiner.pending == 3
+    assert labels.committed == {1: 5} and events.committed == {0: 8} and preds.committed == {}
+    labels.next = {1: 0}  # a restarted consumer would start anywhere: the checkpoint decides
+    again, _, _ = _pipeline(tmp_path, wall)
+    src2 = JoinSource(events, {cfg.kafka.labels_topic: labels}, again.join)
+    Service(again, src2, store, cfg.checkpoint, clock=ManualClock()).restore()
+    assert labels.next == {1: 5}
