@@ -17,8 +17,10 @@ import torch
 
 from learnd.adapters.kafka.dead_letter_sink import KafkaDeadLetters
 from learnd.adapters.kafka.sources import open_source
+from learnd.adapters.metrics.join import JoinCollector
 from learnd.adapters.metrics.prometheus import LearndCollector, MetricsServer, make_registry
 from learnd.adapters.serving.metrics import ServingMetrics
+from learnd.adapters.serving.prediction_log import with_prediction_log
 from learnd.adapters.serving.processes import ServingProcesses, SummedServingCollector
 from learnd.adapters.serving.socket_server import PredictionServer
 from learnd.adapters.storage.local import LocalCheckpointStore
@@ -62,6 +64,8 @@ class Daemon:
         self.registry = make_registry(
             LearndCollector(self.pipeline, self.service.health, self.source)
         )
+        if self.pipeline.join is not None:
+            self.registry.register(JoinCollector(self.pipeline.join, self.source))
         handler = RequestHandler(
             self.pipeline.ref,
             cfg.schema_,
@@ -77,7 +81,9 @@ class Daemon:
             self.registry.register(SummedServingCollector(self.server))
         else:
             self.serving_metrics = ServingMetrics(self.registry)
-            self.server = PredictionServer(handler, cfg.serving, self.serving_metrics.observe)
+            self.server = PredictionServer(
+                with_prediction_log(handler, cfg), cfg.serving, self.serving_metrics.observe
+            )
         self.metrics_server: MetricsServer | None = None
         self._thread: threading.Thread | None = None
 

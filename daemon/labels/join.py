@@ -75,11 +75,11 @@ class JoinOutput:
 class Joiner:
     """Pending feature rows by id, in arrival order, in arrays of up to ``max_pending`` rows."""
 
-    def __init__(self, cfg: LabelsConfig, dim: int, default_y: Any = None, n_outputs: int = 1):
+    def __init__(self, cfg: LabelsConfig, dim: int, default_y: Any = None, n_scores: int = 1):
         self.cfg = cfg
         self.dim = dim
         self.default_y = default_y  # the parsed labels.default_label (None: drop on expiry)
-        self.n_outputs = n_outputs
+        self.n_scores = n_scores
         self.outcomes: Counter[str] = Counter({o: 0 for o in OUTCOMES})
         self.evicted = 0  # rows expired early because max_pending was reached
         self._slot: OrderedDict[Hashable, int] = OrderedDict()  # id -> row, oldest first
@@ -90,7 +90,7 @@ class Joiner:
         self._part = np.zeros(cap, np.int32)
         self._off = np.zeros(cap, np.int64)
         self._version = np.full(cap, -1, np.int64)  # -1: not a served prediction
-        self._scores = np.zeros((cap, n_outputs), np.float32)
+        self._scores = np.zeros((cap, n_scores), np.float32)
         self._used = 0  # rows ever allocated (the rest of the arrays is spare capacity)
         self._early: OrderedDict[Hashable, tuple[Any, float, Record]] = OrderedDict()
         self._matched: OrderedDict[Hashable, None] = OrderedDict()

@@ -35,7 +35,8 @@ class JoinDecoder:
     def __init__(self, schema: SchemaConfig):
         self.features = FeatureParser(schema)
         self.labels = LabelParser(schema)
-        self.n_outputs = schema.n_outputs
+        # a served row's scores: one per class (in schema order), or the regression value
+        self.n_scores = 1 if schema.task == "regression" else len(schema.class_values)
 
     def unlabelled(self, rec: RawRecord) -> tuple[Any, Any] | tuple[Reason, str] | None:
         """``(id, row)`` for an unlabelled event; ``(reason, detail)`` for one whose features or
@@ -89,10 +90,10 @@ class JoinDecoder:
             return Reason.WRONG_TYPE, "version must be a non-negative integer"
         if (
             type(scores) is not list
-            or len(scores) != self.n_outputs
+            or len(scores) != self.n_scores
             or not all(type(s) in (int, float) for s in scores)
         ):
-            return Reason.WRONG_TYPE, f"scores must be a list of {self.n_outputs} numbers"
+            return Reason.WRONG_TYPE, f"scores must be a list of {self.n_scores} numbers"
         return eid, row, version, scores
 
 

@@ -1,7 +1,7 @@
 """Served accuracy: the predictions clients actually received, scored when their labels came.
 
 Kept per served version (the newest ``keep`` versions). Classification: the share of served
-predictions whose class was the label (binary: score >= 0.5 means class 1). Regression: the
+predictions whose class (the highest of its scores, one per class) was the label. Regression: the
 mean absolute error of the served value.
 
 Examples
@@ -9,7 +9,7 @@ Examples
 >>> import numpy as np
 >>> from learnd.daemon.labels.join import Served
 >>> s = ServedAccuracy("binary")
->>> s.update(Served(3, np.array([0.9])), 1.0); s.update(Served(3, np.array([0.2])), 1.0)
+>>> s.update(Served(3, np.array([0.1, 0.9])), 1); s.update(Served(3, np.array([0.8, 0.2])), 1)
 >>> s.summary()
 {3: {'n': 2, 'accuracy': 0.5}}
 """
@@ -42,8 +42,6 @@ class ServedAccuracy:
         s = served.scores
         if self.task == "regression":
             hit = abs(float(s[0]) - float(y))
-        elif self.task == "binary":
-            hit = float((float(s[0]) >= 0.5) == (float(y) >= 0.5))
         else:
             hit = float(int(np.argmax(s)) == int(y))
         self._n[v] += 1

@@ -21,6 +21,10 @@ from learnd.daemon.events.record import RawRecord
 from learnd.daemon.labels.join import Joiner, Served
 from learnd.daemon.labels.records import JoinDecoder
 from learnd.daemon.labels.served import ServedAccuracy
+from learnd.daemon.serving.histogram import Histogram
+
+# Seconds from features to their label: a click within seconds, a chargeback within days.
+DELAY_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0)
 
 
 def default_target(cfg: LearndConfig) -> Any:
@@ -41,13 +45,14 @@ class JoinStage:
         self.predictions_topic = cfg.kafka.predictions_topic
         self.decoder = JoinDecoder(schema)
         self.y_dtype = LabelParser(schema).dtype
-        self.joiner = Joiner(cfg.labels, schema.dim, default_target(cfg), schema.n_outputs)
+        n_scores = 1 if schema.task == "regression" else len(schema.class_values)
+        self.joiner = Joiner(cfg.labels, schema.dim, default_target(cfg), n_scores)
         self.served = ServedAccuracy(schema.task)
         self.positions: dict[str, dict[int, int]] = {self.topic: {}, self.predictions_topic: {}}
         self.rejected: Counter[str] = Counter()
         self.unlabelled = 0  # unlabelled events and logged predictions taken in
         self.labels = 0  # valid label records taken in
-        self.delays: list[float] = []  # label delays of the last take(), for a histogram
+        self.delay = Histogram(DELAY_BUCKETS)  # seconds from features to label, when matched
 
     def split(self, records: Sequence[RawRecord]) -> tuple[list[RawRecord], list[RawRecord]]:
         """Records of learnd's event topic, and those of the join's own topics."""
@@ -105,7 +110,8 @@ class JoinStage:
         out = self.joiner.take()
         for served, y in out.served:
             self.served.update(served, y)
-        self.delays = out.delays
+        for d in out.delays:
+            self.delay.observe(d)
         if not out.ids:
             return None, out.dead_letters
         n = len(out.ids)

@@ -239,3 +239,28 @@ def test_join_source_hands_labels_over_and_seeks_and_commits_the_checkpointed_po
     src2 = JoinSource(events, {cfg.kafka.labels_topic: labels}, again.join)
     Service(again, src2, store, cfg.checkpoint, clock=ManualClock()).restore()
     assert labels.next == {1: 5}
+
+
+def test_join_metrics_read_the_join_state_at_scrape_time(tmp_path):
+    from prometheus_client import CollectorRegistry
+
+    from learnd.adapters.fakes import ManualClock
+    from learnd.adapters.metrics.join import JoinCollector
+
+    wall = ManualClock(0.0)
+    pipe, _, cfg = _pipeline(tmp_path, wall, ttl_s=10)
+    ev, lt = cfg.kafka.topic, cfg.kafka.labels_topic
+    pipe.process([Record(ev, 0, i, _event(i)) for i in range(4)])
+    wall.advance(2.0)
+    pipe.process([Record(lt, 0, k, b'{"id": %d, "label": 1}' % i) for k, i in enumerate((0, 0, 7))])
+    registry = CollectorRegistry()
+    registry.register(JoinCollector(pipe.join))
+    got = registry.get_sample_value
+    assert [got("learnd_join_total", {"outcome": o}) for o in ("matched", "duplicate")] == [1, 1]
+    assert got("learnd_join_labels_total") == 3 and got("learnd_join_pending") == 3
+    assert got("learnd_join_early_labels") == 1
+    assert (
+        got("learnd_label_delay_seconds_count") == 1 and got("learnd_label_delay_seconds_sum") == 2
+    )
+    assert got("learnd_label_delay_seconds_bucket", {"le": "1.0"}) == 0
+    assert got("learnd_label_delay_seconds_bucket", {"le": "5.0"}) == 1
