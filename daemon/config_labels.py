@@ -40,10 +40,10 @@ class LabelsConfig(Section):
     max_early_labels: int = Field(100_000, ge=0, le=100_000_000)
     """At most this many labels wait for features that have not arrived yet; past it the oldest
     is dead-lettered as an orphan."""
-    remember_matched: int = Field(1_000_000, ge=0, le=100_000_000)
-    """How many matched ids are remembered to recognise a duplicate label (or duplicate
-    features) for them; a duplicate older than that waits as an early label and ends as an
-    orphan, never learned twice."""
+    remember_matched: int = Field(100_000, ge=0, le=100_000_000)
+    """How many matched ids are remembered (about 100 bytes each, and saved in every
+    checkpoint) to recognise a duplicate label (or duplicate features) for them; a duplicate
+    older than that waits as an early label and ends as an orphan, never learned twice."""
     on_expiry: Literal["drop", "learn"] = "drop"
     """What becomes of features whose label never came: ``drop`` (counted), or ``learn`` them
     with ``default_label`` (a reward loop's "no click")."""
