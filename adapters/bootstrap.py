@@ -15,10 +15,13 @@ import time
 
 import torch
 
+from learnd.adapters.cpu_threads import limit_blas_threads
 from learnd.adapters.kafka.dead_letter_sink import KafkaDeadLetters
+from learnd.adapters.kafka.models_publisher import ModelsPublisher
 from learnd.adapters.kafka.sources import open_source
 from learnd.adapters.metrics.join import JoinCollector
 from learnd.adapters.metrics.prometheus import LearndCollector, MetricsServer, make_registry
+from learnd.adapters.metrics.replicas import ModelsPublisherCollector
 from learnd.adapters.serving.metrics import ServingMetrics
 from learnd.adapters.serving.prediction_log import with_prediction_log
 from learnd.adapters.serving.processes import ServingProcesses, SummedServingCollector
@@ -40,6 +43,7 @@ class Daemon:
     ):
         self.cfg = cfg
         torch.set_num_threads(cfg.learning.threads)
+        limit_blas_threads(cfg.learning.threads)
         sys.setswitchinterval(cfg.serving.gil_switch_interval_s)
         if cfg.learning.deterministic:
             # cuBLAS is deterministic only with a fixed workspace, set before its first use.
@@ -84,6 +88,10 @@ class Daemon:
             self.server = PredictionServer(
                 with_prediction_log(handler, cfg), cfg.serving, self.serving_metrics.observe
             )
+        self.models: ModelsPublisher | None = None  # kafka.models_topic, for replicas
+        if cfg.kafka.models_topic is not None:
+            self.models = ModelsPublisher(cfg.kafka, self.pipeline.ref)
+            self.registry.register(ModelsPublisherCollector(self.models))
         self.metrics_server: MetricsServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -91,6 +99,8 @@ class Daemon:
         """Restore state, publish the model, open the listeners. Does not start consuming."""
         self.service.restore()
         self.server.start()
+        if self.models is not None:
+            self.models.start()
         if self.cfg.metrics.enabled:
             m = self.cfg.metrics
             token = m.token.get_secret_value() if m.token is not None else None
@@ -132,6 +142,8 @@ class Daemon:
             self._thread.join(timeout_s)
 
     def close(self) -> None:
+        if self.models is not None:
+            self.models.close()
         self.server.stop()
         if self.metrics_server is not None:
             self.metrics_server.stop()

@@ -1,9 +1,10 @@
 """What clients get: served accuracy against learned accuracy, asked over the socket live.
 
-    .venv/bin/python bench/freshness.py                      # 7 streams x 5,000 and 50,000/s, burst
+    .venv/bin/python bench/freshness.py                      # 9 streams x 5,000 and 50,000/s, burst
     .venv/bin/python bench/freshness.py --events 20000 --paces 5000 --streams SEA
 
-For each stream of bench/quality.py and each pace, a fresh learnd (the daemon `learnd run`
+For each stream of bench/quality.py, and two drifting regression streams (river's FriedmanDrift (Friedman, 1991)
+with abrupt local and global drift: served MAE against learned MAE), and each pace, a fresh learnd (the daemon `learnd run`
 starts, in a process of its own, with its consumer and serving processes) learns from an
 embedded broker while this process produces the stream at the pace and, for a seeded sample of
 events, asks the socket for the event's prediction just before producing it: what a client
@@ -20,6 +21,7 @@ prequentially on the same events as an anchor.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -142,7 +144,35 @@ def producer(bootstrap):
 
 
 def label_of(y, labels, task):
+    if task == "regression":
+        return float(y)
     return int(y) if task == "binary" else str(labels[int(y)])
+
+
+def task_of(labels) -> str:
+    return "regression" if labels is None else "binary" if len(labels) == 2 else "multiclass"
+
+
+def regression_streams(n: int, only: tuple[str, ...]):
+    """Drifting regression streams (river's FriedmanDrift (Friedman, 1991) with its drifts), as
+    (name, X, y, None, switches)."""
+    from river.datasets import synth
+
+    out = []
+    for name, drift in (
+        ("Friedman, local abrupt drift", "lea"),
+        ("Friedman, global abrupt drift", "gra"),
+    ):
+        if only and not name.lower().startswith(tuple(o.lower() for o in only)):
+            continue
+        # local expanding abrupt drift takes three positions, global recurring abrupt two
+        switches = (n // 4, n // 2, 3 * n // 4) if drift == "lea" else (n // 3, 2 * n // 3)
+        gen = synth.FriedmanDrift(drift_type=drift, position=switches, seed=7)
+        rows = list(itertools.islice(gen, n))
+        X = np.array([[x[k] for k in sorted(x)] for x, _ in rows], np.float32)
+        y = np.array([t for _, t in rows], np.float64)
+        out.append((name, X, y, None, list(switches)))
+    return out
 
 
 def feed(bootstrap, topic, X, y, labels, task, pace, sample, address, seed, bar):
@@ -200,7 +230,7 @@ def lags(answers, progress, publishes):
 
 
 def run_stream(args, broker, name, X, y, labels, pace, tmp, bar):
-    task = "binary" if len(labels) == 2 else "multiclass"
+    task = task_of(labels)
     topic = f"fresh-{abs(hash(name)) % 10**6}-{pace}-{time.monotonic_ns() % 10**6}"
     from learnd.adapters.kafka.topics import ensure_topics
     from learnd.adapters.settings import build_config
@@ -219,20 +249,32 @@ def run_stream(args, broker, name, X, y, labels, pace, tmp, bar):
         while c.health()["events_learned"] < len(y) and time.monotonic() < deadline:
             time.sleep(0.1)
     rec = d.stop()
-    correct = np.zeros(len(y), bool)
-    correct[rec["ids"]] = rec["errors"] == 0
     asked = np.array([a[0] for a in answers], np.int64)
-    served_ok = np.array([str(a[3]) == str(label_of(y[a[0]], labels, task)) for a in answers], bool)
+    if task == "regression":  # scores are absolute errors: lower is better
+        learned_err = np.full(len(y), np.nan)
+        learned_err[rec["ids"]] = rec["errors"]
+        served_score = np.array([abs(float(a[3]) - y[a[0]]) for a in answers])
+        learned_same, learned_all = np.nanmean(learned_err[asked]), np.nanmean(learned_err)
+        correct = learned_err  # for the picture: unused for regression
+        served_ok = served_score
+    else:
+        correct = np.zeros(len(y), bool)
+        correct[rec["ids"]] = rec["errors"] == 0
+        served_ok = np.array(
+            [str(a[3]) == str(label_of(y[a[0]], labels, task)) for a in answers], bool
+        )
+        learned_same, learned_all = correct[asked].mean(), correct.mean()
     ev, ms, ingest = lags(answers, rec["progress"], rec["publishes"])
     return {
         "stream": name,
+        "task": task,
         "pace": pace,
         "rate": rate,
         "n": len(y),
         "asked": len(asked),
         "served": float(served_ok.mean()),
-        "learned_same": float(correct[asked].mean()),
-        "learned_all": float(correct.mean()),
+        "learned_same": float(learned_same),
+        "learned_all": float(learned_all),
         "lag_ev": (np.percentile(ev, 50), np.percentile(ev, 99)),
         "lag_ms": (np.percentile(ms, 50), np.percentile(ms, 99)),
         "ingest_ms": (np.percentile(ingest, 50), np.percentile(ingest, 99)),
@@ -377,6 +419,26 @@ def picture(path, result, switches, X, y, window=1000):
     fig.savefig(path)
 
 
+def print_accuracy_table(results):
+    print(
+        "\n| stream | pace | produced/s | served acc | learned acc (same events) | learned acc"
+        " (all) | served - learned | served lag, events p50 / p99 | served lag, ms p50 / p99 |"
+        " produced to learned, ms p50 / p99 | versions |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        if r["task"] == "regression":
+            continue
+        print(
+            f"| {r['stream']} | {r['pace']:,}/s | {r['rate']:,.0f} | {r['served']:.4f} |"
+            f" {r['learned_same']:.4f} | {r['learned_all']:.4f} |"
+            f" {100 * (r['served'] - r['learned_same']):+.2f} pt |"
+            f" {r['lag_ev'][0]:,.0f} / {r['lag_ev'][1]:,.0f} |"
+            f" {r['lag_ms'][0]:,.0f} / {r['lag_ms'][1]:,.0f} |"
+            f" {r['ingest_ms'][0]:,.0f} / {r['ingest_ms'][1]:,.0f} | {r['versions']:,} |"
+        )
+
+
 # ---------------------------------------------------------------- main
 def main():
     ap = argparse.ArgumentParser()
@@ -398,11 +460,17 @@ def main():
 
     paces = [int(p) for p in args.paces.split(",")]
     only = tuple(s for s in args.streams.split(",") if s)
-    chosen = streams(args.events, True, only)
+    try:
+        chosen = streams(args.events, True, only)
+    except SystemExit:  # --streams names regression streams only
+        if args.in_process or not regression_streams(10, only):
+            raise
+        chosen = []
     if args.in_process:
         for pace in paces:
             in_process(chosen, pace)
         return
+    chosen += regression_streams(args.events, only)
     total = sum(len(s[2]) for s in chosen) * len(paces)
     tmp = Path(tempfile.mkdtemp(prefix="learnd-fresh-"))
     results = []
@@ -414,18 +482,26 @@ def main():
                     r = run_stream(args, broker, name, X, y, labels, pace, tmp, bar)
                     r["switches"] = switches
                     results.append(r)
-        bursts = [] if args.no_burst else burst(args, broker, tmp, *chosen[0][1:4])
-    print(
-        "\n| stream | pace | produced/s | served acc | learned acc (same events) | learned acc"
-        " (all) | served - learned | served lag, events p50 / p99 | served lag, ms p50 / p99 |"
-        " produced to learned, ms p50 / p99 | versions |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in results:
+        bursts = (
+            []
+            if args.no_burst or chosen[0][3] is None
+            else burst(args, broker, tmp, *chosen[0][1:4])
+        )
+    if any(r["task"] != "regression" for r in results):
+        print_accuracy_table(results)
+    reg = [r for r in results if r["task"] == "regression"]
+    if reg:
+        print(
+            "\n| stream | pace | produced/s | served MAE | learned MAE (same events) | learned MAE"
+            " (all) | served / learned | served lag, events p50 / p99 | served lag, ms p50 / p99 |"
+            " produced to learned, ms p50 / p99 | versions |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in reg:
         print(
             f"| {r['stream']} | {r['pace']:,}/s | {r['rate']:,.0f} | {r['served']:.4f} |"
             f" {r['learned_same']:.4f} | {r['learned_all']:.4f} |"
-            f" {100 * (r['served'] - r['learned_same']):+.2f} pt |"
+            f" {r['served'] / r['learned_same']:.3f}x |"
             f" {r['lag_ev'][0]:,.0f} / {r['lag_ev'][1]:,.0f} |"
             f" {r['lag_ms'][0]:,.0f} / {r['lag_ms'][1]:,.0f} |"
             f" {r['ingest_ms'][0]:,.0f} / {r['ingest_ms'][1]:,.0f} | {r['versions']:,} |"
@@ -436,6 +512,7 @@ def main():
             + ", ".join(f"{b * 1000:.0f} ms" for b in bursts)
         )
     sea = [r for r in results if r["stream"].startswith("SEA") and r["pace"] == min(paces)]
+    sea = sea if chosen and chosen[0][0].startswith("SEA") else []
     if sea:
         picture(args.png, sea[0], sea[0]["switches"], *chosen[0][1:3])
         print(f"\nwrote {args.png}")

@@ -23,13 +23,15 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     SecretStr,
+    Tag,
     field_validator,
     model_validator,
 )
 
-from learnd.daemon.config_labels import LabelsConfig
+from learnd.daemon.config_labels import LabelsConfig, distinct_topics
 from learnd.daemon.config_learning import (
     ChallengerConfig,
     CompressionConfig,
@@ -39,6 +41,7 @@ from learnd.daemon.config_learning import (
     ReplayConfig,
     Section,
 )
+from learnd.daemon.config_schema import FeatureLayout, FeatureSpec
 
 __all__ = [
     "CheckpointConfig",
@@ -54,6 +57,7 @@ __all__ = [
     "MetricsConfig",
     "ModelConfig",
     "ReplayConfig",
+    "FeatureSpec",
     "SchemaConfig",
     "ServingConfig",
     "is_loopback",
@@ -95,15 +99,19 @@ class KafkaConfig(Section):
     dead_letter_topic: str = "learnd.dead-letter"
     """Where rejected records go, with their original bytes and the reason in headers."""
     labels_topic: str = "learnd.labels"
-    """With ``labels.mode = "join"``: the topic of labels, ``{"id": ..., "label": ..., "ts":
-    ...}``, joined by id with unlabelled events and logged predictions (docs/labels.md)."""
+    """``labels.mode = "join"``: labels ``{"id", "label", "ts"}``, joined by id (docs/labels.md)."""
     predictions_topic: str = "learnd.predictions"
-    """With ``labels.mode = "join"``: where served predictions that carry an ``id`` are logged
-    (id, features as served, version, scores, timestamp), to be joined with their labels."""
+    """``labels.mode = "join"``: where served predictions with an ``id`` are logged, to be joined."""
     dead_letter_max_bytes: int = Field(1_000_000, ge=1024, le=100 * 1024 * 1024)
     """A dead letter keeps at most this many bytes of the record's key and value together; the
     rest is cut, and headers say so. Under Kafka's default 1 MiB message limit, so that no
     record, however large, can stop the checkpoints."""
+    models_topic: str | None = None
+    """A compacted topic the learner writes every snapshot it serves to (and rollback pins),
+    for serving replicas (``learnd serve``) to follow; none: off. Records: docs/scaling.md."""
+    models_chunk_bytes: int = Field(900_000, ge=1024, le=100 * 1024 * 1024)
+    """A snapshot larger than this is cut into chunks of this many bytes, one record each:
+    under the broker's message limit (Kafka's default ``message.max.bytes`` is 1 MiB)."""
     group_id: str = "learnd"
     """Consumer group; its offsets are committed after each checkpoint, for lag monitoring."""
     client_id: str = "learnd"
@@ -158,11 +166,12 @@ class KafkaConfig(Section):
             )
         if self.dead_letter_topic == self.topic:
             raise ValueError("kafka.dead_letter_topic must differ from kafka.topic")
-        named = (self.topic, self.dead_letter_topic, self.labels_topic, self.predictions_topic)
-        if len(set(named)) != len(named):
+        distinct_topics(
+            self.topic, self.dead_letter_topic, self.labels_topic, self.predictions_topic
+        )
+        if self.models_topic in (self.topic, self.dead_letter_topic):
             raise ValueError(
-                "kafka.topic, kafka.dead_letter_topic, kafka.labels_topic and "
-                "kafka.predictions_topic must all differ"
+                "kafka.models_topic must differ from kafka.topic and dead_letter_topic"
             )
         if self.security_protocol.startswith("SASL") and (
             self.sasl_mechanism is None or self.sasl_username is None or self.sasl_password is None
@@ -175,6 +184,18 @@ class KafkaConfig(Section):
         return self
 
 
+def _features_form(v: Any) -> str:
+    return "table" if isinstance(v, dict) else "list"
+
+
+# A list of names (all numbers) or a [schema.features] table of typed features; the form is
+# told apart first, so that an error in either names only what that form expects.
+FeatureList = Annotated[
+    Annotated[tuple[str, ...], Tag("list")] | Annotated[dict[str, FeatureSpec], Tag("table")],
+    Discriminator(_features_form),
+]
+
+
 class SchemaConfig(Section):
     """What an event looks like: the task, the features (by name or by count), the classes.
     This section is required: one of ``features`` and ``n_features`` must be given (both only if
@@ -183,8 +204,11 @@ class SchemaConfig(Section):
 
     task: Task = "binary"
     """What is learned: a 0/1 label, one of ``classes``, or a number."""
-    features: tuple[str, ...] | None = None
-    """Feature names, in model input order; events may then send ``features`` as an object."""
+    features: FeatureList | None = None
+    """Feature names, in model input order (a list: all numbers); events may then send
+    ``features`` as an object. A table ``[schema.features]`` gives each feature a type
+    (``number``, ``boolean``, ``category``, ``tokens``) and options: docs/events.md, "Typed
+    features"."""
     n_features: int | None = Field(None, ge=1, le=1_000_000)
     """Feature count, for events that send ``features`` as a list."""
     classes: tuple[str | int, ...] | None = None
@@ -193,8 +217,23 @@ class SchemaConfig(Section):
     """Larger feature (and regression label) magnitudes are rejected as ``out_of_range``: they
     overflow float32 statistics long before they become inf."""
 
+    @field_validator("features", mode="before")
+    @classmethod
+    def _typed_table(cls, v: Any) -> Any:
+        if isinstance(v, dict):  # ``amount = "number"`` is ``amount = { type = "number" }``
+            return {k: {"type": t} if isinstance(t, str) else t for k, t in v.items()}
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> SchemaConfig:
+        if isinstance(self.features, dict):
+            if not self.features:
+                raise ValueError("schema.features is an empty table; declare at least one")
+            if self.n_features is not None:
+                raise ValueError(
+                    "schema.n_features is for list events; a [schema.features] table declares "
+                    "the features: remove schema.n_features"
+                )
         if self.features is None and self.n_features is None:
             raise ValueError("schema needs schema.features (a list of names) or schema.n_features")
         if self.features is not None:
@@ -216,7 +255,22 @@ class SchemaConfig(Section):
         return self
 
     @property
+    def feature_names(self) -> tuple[str, ...] | None:
+        """The declared feature names in order (either form), or None (``n_features``)."""
+        return tuple(self.features) if self.features is not None else None
+
+    @property
+    def layout(self) -> FeatureLayout | None:
+        """The typed layout of a ``[schema.features]`` table; None for the list form."""
+        if isinstance(self.features, dict):
+            return FeatureLayout.of(self.features)
+        return None
+
+    @property
     def dim(self) -> int:
+        """Width of an encoded event row (the list form: the number of features)."""
+        if isinstance(self.features, dict):
+            return FeatureLayout.of(self.features).dim
         return len(self.features) if self.features is not None else int(self.n_features or 0)
 
     @property
@@ -271,7 +325,13 @@ class ServingConfig(Section):
     max_batch: int = Field(10_000, ge=1)
     """Most instances per ``predict_many``."""
     keep_versions: int = Field(5, ge=1, le=1000)
-    """Served versions kept for ``rollback``."""
+    """Served versions kept for ``rollback`` (and OIP's ``versions/{v}`` endpoints): the last
+    this many, and as many older ones, each published at least ``keep_spacing_s`` after the one
+    before it."""
+    keep_spacing_s: float = Field(60.0, ge=0, le=86_400)
+    """Spacing of the older kept versions: rollback reaches ``keep_versions`` x this far back
+    (5 minutes by default), where the last versions alone span a fraction of a second at the
+    default publish rate. ``0``: keep only the last ``keep_versions``."""
     processes: int = Field(1, ge=0, le=64)
     """Serving processes accepting on the same sockets, reading published snapshots from shared
     memory (no shared GIL). ``0``: serve from a thread of the daemon process."""

@@ -59,3 +59,12 @@ class LabelsConfig(Section):
                 "features whose label never came); or set labels.on_expiry 'drop'"
             )
         return self
+
+
+def distinct_topics(topic: str, dead_letters: str, labels: str, predictions: str) -> None:
+    """Refuse a configuration whose Kafka topics are not all different."""
+    if len({topic, dead_letters, labels, predictions}) != 4:
+        raise ValueError(
+            "kafka.topic, kafka.dead_letter_topic, kafka.labels_topic and "
+            "kafka.predictions_topic must all differ"
+        )

@@ -195,6 +195,12 @@ class LearningConfig(Section):
     within about this long plus one batch."""
     publish_every_events: int | None = Field(None, ge=1)
     """Also publish after this many learned events."""
+    publish_budget: float = Field(0.03, gt=0, le=1)
+    """While behind the log (consumer lag above ``learning.replay.max_lag``), the share of the
+    learning thread's time the publish path may take: scoring the served version on each batch,
+    the gate, freezing, compressing and publishing candidates. Batches beyond it are learned
+    without being scored (counted in ``learnd_publish_unscored_batches_total``); keeping up,
+    every batch is scored. 1 turns the budget off (daemon/serving/budget.py)."""
     deterministic: bool = False
     """``torch.use_deterministic_algorithms(True)``: a restarted run equals a straight one."""
     drift: DriftConfig = DriftConfig()

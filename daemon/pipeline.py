@@ -26,6 +26,7 @@ from learnd.daemon.errors import StartupError
 from learnd.daemon.events.batching import MicroBatcher
 from learnd.daemon.events.decoder import Decoded, EventBatch, EventDecoder, Reason, Rejection
 from learnd.daemon.events.record import RawRecord, Record
+from learnd.daemon.events.typed import count_missing
 from learnd.daemon.failpoints import NONE, Failpoints
 from learnd.daemon.labels.stage import JoinStage
 from learnd.daemon.learning.challenger import Challenger
@@ -53,7 +54,11 @@ class Pipeline:
         self.learner = learner
         self.dead_letters = dead_letters
         self.clock = clock
-        ref = ref if ref is not None else SnapshotRef(keep=cfg.serving.keep_versions)
+        ref = (
+            ref
+            if ref is not None
+            else SnapshotRef(keep=cfg.serving.keep_versions, spacing_s=cfg.serving.keep_spacing_s)
+        )
         self.publisher = Publisher(cfg, ref, clock, failpoints)
         self.ref = ref
         self.failpoints = failpoints
@@ -62,7 +67,11 @@ class Pipeline:
         self.batcher = MicroBatcher(cfg.learning.batch_size, cfg.learning.batch_max_age_s)
         self.drift = DriftMonitor(cfg.learning.drift.detector)
         schema = cfg.schema_
-        names = schema.features or tuple(f"x{i}" for i in range(schema.dim))
+        names = schema.feature_names or tuple(f"x{i}" for i in range(schema.dim))
+        self.layout = schema.layout  # typed features: drift is watched on the numeric columns
+        if self.layout is not None:
+            names = self.layout.numeric_names
+        self.missing: Counter[str] = Counter()  # missing values imputed, per declared feature
         self.input_drift = InputDriftMonitor(names, cfg.learning.drift.input_detector)
         ch = cfg.learning.drift.challenger
         self.challenger = Challenger(self._new_learner, ch) if ch.enabled else None
@@ -92,6 +101,8 @@ class Pipeline:
             self.dead_letters.send(r.record, str(r.reason), r.detail)
             self.rejected[str(r.reason)] += 1
         self.valid += len(events)
+        if self.layout is not None and len(events):
+            self.missing.update(count_missing(self.layout, events.X))
         now = self.clock()
         self.batcher.add(events, now)
         lrn = self.learner
@@ -123,6 +134,7 @@ class Pipeline:
     def set_backlog(self, lag: int) -> None:
         """Learn in larger batches while far behind the log (``learning.catch_up_*``)."""
         self.lag = lag
+        self.publisher.behind = not self.keeping_up
         lrn = self.cfg.learning
         if lrn.catch_up_lag is None:
             return
@@ -322,14 +334,9 @@ class Pipeline:
         """Everything a restart needs; call :meth:`flush` first so positions match the model."""
         if len(self.batcher):
             raise RuntimeError("state_dict() with events pending: call flush() first")
-        schema = self.cfg.schema_
         return {
             "format": 1,
-            "schema": {
-                "task": schema.task,
-                "dim": schema.dim,
-                "classes": list(map(str, schema.class_values)),
-            },
+            "schema": self._schema_key(),
             "model": self.cfg.model.model_dump(mode="json"),
             "learner": self.learner.state_dict(),
             "drift": self.drift.state_dict(),
@@ -344,13 +351,18 @@ class Pipeline:
             **({"labels": self.join.state_dict()} if self.join is not None else {}),
         }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def _schema_key(self) -> dict[str, Any]:
+        """What a checkpoint must have been written for (typed: every feature's declaration)."""
         schema = self.cfg.schema_
-        want = {
+        key = {
             "task": schema.task,
             "dim": schema.dim,
             "classes": list(map(str, schema.class_values)),
         }
+        return key if self.layout is None else {**key, "features": self.layout.describe()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        want = self._schema_key()
         if state["schema"] != want or state["model"] != self.cfg.model.model_dump(mode="json"):
             raise StartupError(
                 f"checkpoint was written for schema {state['schema']} and model {state['model']}; "

@@ -1,4 +1,4 @@
-"""The `learnd` command line: run, demo, topics create, predict, health, versions, rollback,
+"""The `learnd` command line: run, serve, demo, topics create, predict, health, versions, rollback,
 export, config show, checkpoint show, audit."""
 
 from __future__ import annotations
@@ -62,6 +62,25 @@ def cmd_run(args) -> int:
         daemon.source.close()
         raise
     daemon.run()
+    return 0
+
+
+def cmd_serve(args) -> int:
+    """A serving-only replica following kafka.models_topic (adapters/serving/replica.py)."""
+    cfg = _load(args)
+    from learnd.adapters.logs import setup_logging
+    from learnd.adapters.serving.replica import Replica
+
+    setup_logging(cfg.log.level, cfg.log.format)
+    replica = Replica(cfg)
+    signal.signal(signal.SIGTERM, lambda s, f: replica.stop())
+    signal.signal(signal.SIGINT, lambda s, f: replica.stop())
+    try:
+        replica.start()
+    except BaseException:
+        replica.close()
+        raise
+    replica.run()
     return 0
 
 
@@ -245,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     topics.add_topic_args(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("serve", help="serve what a learner writes to kafka.models_topic")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("topics", help="the Kafka topics learnd reads and writes")
     tsub = p.add_subparsers(dest="topics_command", required=True)

@@ -13,6 +13,7 @@ import math
 import threading
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import (
@@ -27,9 +28,11 @@ from prometheus_client.registry import Collector
 
 from learnd.adapters.bind_errors import bind_error
 from learnd.daemon.events.decoder import Reason
-from learnd.daemon.pipeline import Pipeline
 from learnd.daemon.ports import EventSource
-from learnd.daemon.service import Health
+
+if TYPE_CHECKING:  # a serving replica uses this module without the learner (and torch)
+    from learnd.daemon.pipeline import Pipeline
+    from learnd.daemon.service import Health
 
 
 def _counter(name: str, doc: str, label: str, values: Mapping[str, float]) -> CounterMetricFamily:
@@ -63,6 +66,14 @@ class LearndCollector(Collector):
             "reason",
             {r.value: rejected.get(r.value, 0) for r in Reason},
         )
+        if p.layout is not None:  # typed features: the label set is the declared features
+            missing = dict(p.missing)
+            yield _counter(
+                "learnd_missing_values",
+                "Missing feature values imputed, by declared feature.",
+                "feature",
+                {name: missing.get(name, 0) for name, spec in p.layout.specs if spec.imputes},
+            )
         yield _counter(
             "learnd_dead_letters_oversize",
             "Dead letters over kafka.dead_letter_max_bytes: sent truncated, or dropped when "
@@ -169,6 +180,13 @@ class LearndCollector(Collector):
                 "waiting_versions": p.publisher.publish_waits,
             },
         )
+        unscored = CounterMetricFamily(
+            "learnd_publish_unscored_batches",
+            "Batches learned behind the log without being scored by the served version: past "
+            "the publish path's share of the learning thread (learning.publish_budget).",
+        )
+        unscored.add_metric([], p.publisher.budget.skipped)
+        yield unscored
         forms = CounterMetricFamily(
             "learnd_compression_forms",
             "Compressed forms checked at publish, by form and outcome (served, plain, passed, "

@@ -22,7 +22,6 @@ import asyncio
 import hmac
 import socket
 import struct
-import threading
 import time
 from collections.abc import Callable
 from functools import cache
@@ -33,6 +32,7 @@ import grpc
 import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from learnd.adapters.serving.loop_thread import LoopThread
 from learnd.daemon.config import ServingConfig
 from learnd.daemon.serving.oip import NUMERIC, OipError, OipModel, Tensor
 
@@ -223,40 +223,21 @@ def _raw(t: Tensor) -> bytes:
     return np.ascontiguousarray(t.data, np.dtype(NUMERIC[t.datatype]).newbyteorder("<")).tobytes()
 
 
-class OipGrpcServer:
+class OipGrpcServer(LoopThread):
     """grpcio's asyncio server in a thread with its own event loop."""
 
+    start_errors = (OSError, RuntimeError)
+
     def __init__(self, servicer: OipServicer, cfg: ServingConfig, port: int):
+        super().__init__("learnd-oip-grpc", "the OIP/gRPC server")
         self.servicer = servicer
         self.cfg = cfg
         self.port = port
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._started = threading.Event()
-        self._error: BaseException | None = None
         self._server: Any = None
 
-    def start(self, timeout_s: float = 10.0) -> None:
-        self._thread = threading.Thread(target=self._run, name="learnd-oip-grpc", daemon=True)
-        self._thread.start()
-        if not self._started.wait(timeout_s):
-            raise RuntimeError("the OIP/gRPC server did not start in time")
-        if self._error is not None:
-            raise self._error
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._open())
-        except (OSError, RuntimeError) as e:
-            self._error = e
-        self._started.set()
+    def _close(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._error is None:
-            loop.run_forever()
             loop.run_until_complete(self._server.stop(1.0))
-        loop.close()
 
     async def _open(self) -> None:
         cfg = self.cfg
@@ -273,12 +254,3 @@ class OipGrpcServer:
         if self._server.add_insecure_port(f"{host}:{self.port}") != self.port:
             raise OSError(f"the OIP/gRPC server could not listen on {host}:{self.port}")
         await self._server.start()
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        if self._loop is None or self._thread is None:
-            return
-        if self._error is not None:  # the start failed: the loop thread closes its loop itself
-            self._thread.join(timeout_s)
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout_s)

@@ -19,7 +19,6 @@ from typing import Any
 import orjson
 
 from learnd.daemon.config import LearndConfig
-from learnd.daemon.events.decoder import FeatureParser
 
 log = logging.getLogger("learnd.serving")
 
@@ -27,15 +26,16 @@ MAX_QUEUED = 100_000
 FLUSH_S = 0.05
 
 
-def record(req: dict, answer: dict, row: list[float], classes: Sequence[Any]) -> dict:
-    """The logged record of one served prediction."""
+def record(req: dict, answer: dict, classes: Sequence[Any]) -> dict:
+    """The logged record of one served prediction: its features as the client sent them (valid:
+    they were served; the daemon parses them again with the same parser)."""
     if "scores" in answer:
         scores = [answer["scores"][str(c)] for c in classes]
     else:
         scores = [answer["prediction"]]
     return {
         "id": req["id"],
-        "features": row,
+        "features": req["features"],
         "version": answer["version"],
         "scores": scores,
         "ts": time.time(),
@@ -47,7 +47,6 @@ class PredictionLogger:
 
     def __init__(self, inner: Any, cfg: LearndConfig, send: Callable[[bytes], None]):
         self.inner = inner
-        self.parser = FeatureParser(cfg.schema_)
         self.classes = cfg.schema_.class_values
         self.send = send
         self.queue: deque[bytes] = deque()
@@ -75,13 +74,10 @@ class PredictionLogger:
             or not answer.get("ok")
         ):
             return
-        row, problem = self.parser.parse(req.get("features"))
-        if problem is not None:  # cannot be: it was answered
-            return
         if len(self.queue) >= MAX_QUEUED:
             self.dropped += 1
             return
-        self.queue.append(orjson.dumps(record(req, answer, row, self.classes)))
+        self.queue.append(orjson.dumps(record(req, answer, self.classes)))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="learnd-prediction-log", daemon=True)

@@ -37,6 +37,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from learnd.adapters.child_process import die_with_parent
+from learnd.adapters.cpu_threads import limit_blas_threads
 from learnd.adapters.serving.oip_serving import OipListeners, start_oip
 from learnd.adapters.serving.segments import remove_stale_segments, segment_scope
 from learnd.adapters.serving.shared_snapshots import SeqBlock, SnapshotChannel
@@ -221,6 +222,7 @@ def worker_main(
     """A serving process: answers requests from the mirrored snapshot until the daemon sends
     :data:`STOP_SIGNAL`, or until it (pid ``parent``) is gone."""
     die_with_parent(parent)
+    limit_blas_threads(1)  # parallelism comes from the processes (adapters/cpu_threads.py)
     from learnd.adapters.serving.metrics import ServingMetrics
     from learnd.adapters.serving.prediction_log import PredictionLogger, with_prediction_log
     from learnd.adapters.serving.shared_snapshots import SnapshotMirror
@@ -228,7 +230,7 @@ def worker_main(
 
     stopped = threading.Event()
     signal.signal(STOP_SIGNAL, lambda *_: stopped.set())
-    ref = SnapshotRef(keep=cfg.serving.keep_versions)
+    ref = SnapshotRef(keep=cfg.serving.keep_versions, spacing_s=cfg.serving.keep_spacing_s)
     mirror = SnapshotMirror(control, health, ref)
     mirror.refresh()
     registry = CollectorRegistry(auto_describe=True)

@@ -128,6 +128,9 @@ def encode(snap: Snapshot) -> bytes:
     for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
         arrays[f"w{i}"], arrays[f"b{i}"] = w, b
     state["layers"] = len(weights)
+    if (typed := state.get("typed")) is not None:  # typed features: the table, and keys as lists
+        arrays["typed_table"] = typed.pop("table")
+        typed["vocabulary"] = {k: v.tolist() for k, v in typed["vocabulary"].items()}
     if np.isnan(state["latency_us"]):
         state["latency_us"] = None  # JSON has no NaN
     buf = io.BytesIO()
@@ -147,6 +150,8 @@ def decode(data: bytes) -> Snapshot:
         state["weights"] = [arrays[f"w{i}"] for i in range(k)]
         state["biases"] = [arrays[f"b{i}"] for i in range(k)]
         state["x_mean"], state["x_inv_std"] = arrays["x_mean"], arrays["x_inv_std"]
+        if state.get("typed") is not None:
+            state["typed"]["table"] = arrays["typed_table"]
         if state.get("latency_us") is None:
             state["latency_us"] = float("nan")
         # JSON writes NaN as null: a metric not yet defined (log-loss before any event) is NaN

@@ -23,7 +23,6 @@ import logging
 import os
 import socket
 import stat
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -33,6 +32,7 @@ from typing import Any
 import orjson
 
 from learnd.adapters.bind_errors import bind_error
+from learnd.adapters.serving.loop_thread import LoopThread
 from learnd.daemon.config import ServingConfig
 from learnd.daemon.errors import StartupError
 from learnd.daemon.serving.requests import CONTROL_OPS, OPS, RequestHandler
@@ -115,7 +115,9 @@ def _listened_on(path: Path) -> bool:
     return True
 
 
-class PredictionServer:
+class PredictionServer(LoopThread):
+    start_errors = (OSError, StartupError)
+
     def __init__(
         self,
         handler: RequestHandler,
@@ -125,6 +127,7 @@ class PredictionServer:
     ):
         """``sockets``: listening sockets bound elsewhere (a serving process gets them from the
         daemon, which binds them once for all its serving processes); none: bind from ``cfg``."""
+        super().__init__("learnd-serving", "prediction server")
         self.handler = handler
         self._sockets = tuple(sockets)
         self._own_sockets = False
@@ -133,50 +136,21 @@ class PredictionServer:
         # A configured token is always checked (config refuses an empty or blank one).
         self._token = cfg.token.get_secret_value().encode() if cfg.token is not None else None
         self._control_pool = concurrent.futures.ThreadPoolExecutor(1, "learnd-control")
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._servers: list[asyncio.base_events.Server] = []
         self._last_seen: dict[_Connection, float] = {}
         self._reaper: asyncio.Task | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
         self.tcp_address: tuple[str, int] | None = None
         self.unix_path: Path | None = None
         self.connections = 0
         self.refused_connections = 0
         self.evicted_connections = 0
 
-    # ---- lifecycle (called from other threads) ----
-    def start(self, timeout_s: float = 10.0) -> None:
-        self._thread = threading.Thread(target=self._run, name="learnd-serving", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout_s):
-            raise RuntimeError("prediction server did not start in time")
-        if self._error is not None:
-            raise self._error
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        if self._loop is None or self._thread is None:
-            return
-        if self._error is not None:  # the start failed: the loop thread closes its loop itself
-            self._thread.join(timeout_s)
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout_s)
+    # ---- lifecycle (start and stop: LoopThread, called from other threads) ----
+    def _stopped(self) -> None:
         if self.unix_path is not None and self._own_sockets:  # the binder removes its own
             self.unix_path.unlink(missing_ok=True)
 
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._open())
-        except (OSError, StartupError) as e:
-            self._error = e
-        self._ready.set()
-        if self._error is None:
-            loop.run_forever()
+    def _close(self, loop: asyncio.AbstractEventLoop) -> None:
         for s in self._servers:
             s.close()
         for conn in list(self._last_seen):
@@ -191,7 +165,6 @@ class PredictionServer:
                 task.cancel()
             loop.run_until_complete(asyncio.gather(*stragglers, return_exceptions=True))
         self._control_pool.shutdown(wait=False, cancel_futures=True)
-        loop.close()
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()

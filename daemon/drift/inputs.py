@@ -68,11 +68,18 @@ class InputDriftMonitor:
         if not self.enabled or len(X) == 0:
             return []
         means = np.asarray(X, np.float64)[:, : len(self.features)].mean(axis=0)
+        if np.isnan(means).any():  # typed features: a missing number is NaN, left out
+            with np.errstate(invalid="ignore"):
+                cols = np.asarray(X, np.float64)[:, : len(self.features)]
+                present = ~np.isnan(cols)
+                means = np.where(present, cols, 0.0).sum(0) / present.sum(0)
         at = start + len(X) - 1
         out = []
         self._ring.extend(means[None, :])
         np.minimum(self._since + 1, self.replay, out=self._since)
         for i, (name, det, m) in enumerate(zip(self.features, self._dets, means, strict=True)):
+            if m != m:  # every value of the feature missing in this batch: nothing to watch
+                continue
             det.update(float(m))
             if det.drift_detected:
                 self._since[i] = 0  # what came before belongs to the old distribution
@@ -125,4 +132,5 @@ class InputDriftMonitor:
         self._dets = [self._make(self.name) for _ in self.features]
         for det, r in zip(self._dets, recent, strict=True):
             for m in r.tolist():
-                det.update(m)
+                if m == m:  # NaN: a batch where the feature was missing throughout
+                    det.update(m)

@@ -25,32 +25,18 @@ import math
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
 import orjson
 
 from learnd.daemon.config import SchemaConfig
+from learnd.daemon.events.reasons import Reason
 from learnd.daemon.events.record import RawRecord
+from learnd.daemon.events.typed import TypedParser
 
 # An event's optional id: a string or a JSON number (the exactly-once audit counts the integers).
 _ID_TYPES = frozenset((str, int, float))
-
-
-class Reason(StrEnum):
-    """Why a record was rejected. A closed set: it is used as a metric label."""
-
-    EMPTY = "empty"
-    NOT_JSON = "not_json"
-    NOT_OBJECT = "not_object"
-    MISSING_FIELD = "missing_field"
-    WRONG_TYPE = "wrong_type"
-    WRONG_DIMENSION = "wrong_dimension"
-    NON_FINITE = "non_finite"
-    OUT_OF_RANGE = "out_of_range"
-    UNKNOWN_CLASS = "unknown_class"
-    LEARN_FAILED = "learn_failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +121,7 @@ class FeatureParser:
     """
 
     def __init__(self, schema: SchemaConfig):
-        self.names = schema.features
+        self.names = schema.feature_names
         self.dim = schema.dim
         self.max_abs = schema.max_abs_value
 
@@ -182,6 +168,11 @@ class FeatureParser:
         return self.names[i] if self.names is not None else str(i)
 
 
+def feature_parser(schema: SchemaConfig) -> FeatureParser | TypedParser:
+    """The parser of a schema's ``features``: typed for a ``[schema.features]`` table."""
+    return TypedParser(schema) if schema.layout is not None else FeatureParser(schema)
+
+
 class LabelParser:
     """Maps a JSON label to the learner's target: 0/1, a class index, or a float."""
 
@@ -222,9 +213,10 @@ class EventDecoder:
 
     def __init__(self, schema: SchemaConfig):
         self.schema = schema
-        self.features = FeatureParser(schema)
+        self.features: FeatureParser | TypedParser = feature_parser(schema)
         self.labels = LabelParser(schema)
-        names = schema.features
+        self.typed = schema.layout is not None
+        names = schema.feature_names
         self._by_name: Callable[[dict], Any] | None
         if names is None:
             self._by_name = None
@@ -250,7 +242,7 @@ class EventDecoder:
         return Decoded(events, rejections, {r.partition: r.offset + 1 for r in records})
 
     def _decode_fast(self, records: Sequence[RawRecord]) -> tuple[EventBatch, list] | None:
-        if not records:
+        if not records or self.typed:  # typed features: record by record
             return None
         loads, dim, by_name = orjson.loads, self.schema.dim, self._by_name
         regression = self.labels.task == "regression"

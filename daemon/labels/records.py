@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from learnd.daemon.config import SchemaConfig
-from learnd.daemon.events.decoder import FeatureParser, LabelParser, Reason
+from learnd.daemon.events.decoder import LabelParser, Reason, feature_parser
 from learnd.daemon.events.record import RawRecord
 
 _ID_TYPES = (str, int, float)
@@ -33,7 +33,7 @@ _ID_TYPES = (str, int, float)
 
 class JoinDecoder:
     def __init__(self, schema: SchemaConfig):
-        self.features = FeatureParser(schema)
+        self.features = feature_parser(schema)
         self.labels = LabelParser(schema)
         # a served row's scores: one per class (in schema order), or the regression value
         self.n_scores = 1 if schema.task == "regression" else len(schema.class_values)
@@ -75,7 +75,7 @@ class JoinDecoder:
 
     def prediction(self, rec: RawRecord) -> tuple[Any, ...]:
         """``(id, row, version, scores)`` for a record of the prediction log, else
-        ``(reason, detail)``. Its features are the row as served (validated already)."""
+        ``(reason, detail)``. Its features, as the client sent them, are parsed again here."""
         obj = _object(rec.value)
         if obj is None:
             return Reason.NOT_JSON, "a prediction record must be a JSON object"

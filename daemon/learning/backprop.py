@@ -80,18 +80,28 @@ class Backprop:
         self._acts: list[torch.Tensor] = []
         self._raw: torch.Tensor | None = None
         self._aux: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.first_grad: torch.Tensor | None = None
 
     @torch.no_grad()
-    def loss(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw outputs (logits, or standardised values) and the mean loss on ``target``."""
+    def loss(
+        self, x: torch.Tensor, target: torch.Tensor, first: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw outputs (logits, or standardised values) and the mean loss on ``target``.
+        ``first``, when given, is added to the first layer's outputs (the rows of the events'
+        categories, :mod:`learnd.daemon.learning.embeddings`); :meth:`backward` then leaves
+        the gradient of those outputs in :attr:`first_grad`."""
         acts = [x]
         h = x
         w, b = self._w, self._b
         for i, tanh in enumerate(self._tanh):
             h = F.linear(h, w[i], b[i])  # what nn.Linear runs
+            if first is not None and i == 0:
+                h += first
             h = h.tanh_() if tanh else h.relu_()
             acts.append(h)
         raw = F.linear(h, w[-1], b[-1])
+        if first is not None and not self._tanh:
+            raw = raw + first
         if self._task == "binary":
             loss = F.binary_cross_entropy_with_logits(raw, target)
         elif self._task == "multiclass":
@@ -104,15 +114,20 @@ class Backprop:
         return raw, loss
 
     @torch.no_grad()
-    def forward(self, x: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, params: list[torch.Tensor], first: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Raw outputs of the same layers with other weights: ``params`` holds each layer's
         weight and bias in order, as ``net.parameters()`` does (e.g. views of an average of the
         weights, :mod:`learnd.daemon.learning.averaging`). Nothing is kept for :meth:`backward`."""
         h = x
         for i, tanh in enumerate(self._tanh):
             h = F.linear(h, params[2 * i], params[2 * i + 1])
+            if first is not None and i == 0:
+                h += first
             h = h.tanh_() if tanh else h.relu_()
-        return F.linear(h, params[-2], params[-1])
+        raw = F.linear(h, params[-2], params[-1])
+        return raw + first if first is not None and not self._tanh else raw
 
     @torch.no_grad()
     def backward(self, target: torch.Tensor) -> None:
@@ -133,6 +148,7 @@ class Backprop:
             a = self._acts[i]
             torch.mm(dz.t(), a, out=self._gw[i])
             torch.sum(dz, 0, out=self._gb[i])
+            self.first_grad = dz  # ends as the first layer's
             if i:
                 dh = torch.mm(dz, self._w[i])
                 if self._tanh[i - 1]:

@@ -33,11 +33,20 @@ from learnd.daemon.config import LearningConfig, ModelConfig, SchemaConfig
 from learnd.daemon.errors import StartupError
 from learnd.daemon.learning.averaging import WeightAverage
 from learnd.daemon.learning.backprop import Backprop
+from learnd.daemon.learning.embeddings import Embeddings
 from learnd.daemon.learning.model import build_model, count_parameters, share_one_buffer, views_like
 from learnd.daemon.learning.normalizer import Standardizer
 from learnd.daemon.learning.optim_step import FusedAdamStep
 from learnd.daemon.learning.replay_window import ReplayWindow
 from learnd.daemon.learning.schedules import DriftBoost
+from learnd.daemon.learning.typed_learning import (
+    learn_typed,
+    make_embeddings,
+    rows_step,
+    rows_sum,
+    typed_export,
+    typed_inputs,
+)
 from learnd.daemon.serving.weights import DenseWeights
 
 # Below this many parameters a CUDA step costs more than a CPU one: on an H100 against one CPU
@@ -109,7 +118,11 @@ class Learner:
         self.schema = schema
         self.model_cfg = model_cfg
         self.learning = learning
-        net = build_model(model_cfg, schema.dim, schema.n_outputs)
+        layout = schema.layout
+        # Typed features: the numbers are the network's inputs, the categories rows of a table
+        # added to the first layer's outputs (daemon/learning/embeddings.py).
+        self.n_inputs = layout.n_numeric if layout is not None else schema.dim
+        net = build_model(model_cfg, self.n_inputs, schema.n_outputs)
         if isinstance(device, str):
             device = resolve_device(device, count_parameters(net))
         self.device = device
@@ -137,7 +150,9 @@ class Learner:
         self.schedule = DriftBoost(
             learning.lr, learning.drift.lr_boost, learning.drift.boost_half_life_steps
         )
-        self.x_scaler = Standardizer(schema.dim)
+        self.typed: Embeddings | None = make_embeddings(self, layout) if layout else None
+        self._idx: np.ndarray | None = None  # the table rows of the batch being learned
+        self.x_scaler = Standardizer(self.n_inputs)
         self.y_scaler = Standardizer(1)
         # Recently learned examples, rehearsed by replay() (see daemon/learning/replay_window.py).
         self.window = ReplayWindow(learning.replay.window, schema.dim, seed=model_cfg.seed)
@@ -210,6 +225,8 @@ class Learner:
             raise
 
     def _learn_many(self, X: np.ndarray, y: np.ndarray) -> StepResult:
+        if self.typed is not None:
+            return StepResult(*learn_typed(self, X, y))
         if not (np.isfinite(X).all() and np.isfinite(y).all()):
             outputs = self.predict_many(np.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0))
             self.skipped_steps += 1
@@ -274,15 +291,20 @@ class Learner:
         # One draw for the whole round: the same rows as one draw of n per step (the window and
         # the scalers do not change during it), standardised and moved in one go.
         X, y = self.window.sample(n * steps)
+        idx = None
+        if self.typed is not None:
+            X, idx = typed_inputs(self, X, add=False)  # the rows were learned before
         xs = torch.from_numpy(self.x_scaler.transform(X)).to(self.device)
         targets = self._target(y)
         for i in range(steps):
             target = targets[i * n : (i + 1) * n]
-            _, loss = bp.loss(xs[i * n : (i + 1) * n], target)
+            part = idx[i * n : (i + 1) * n] if idx is not None else None
+            _, loss = bp.loss(xs[i * n : (i + 1) * n], target, rows_sum(self, part))
             if not math.isfinite(float(loss)):
                 break
             bp.backward(target)
             self._fast.step(self.lr)
+            rows_step(self, part, self.lr)
             taken += 1
         self.replay_steps += taken
         if taken and not self.is_finite():
@@ -328,9 +350,13 @@ class Learner:
         if self._last_good is None:
             return False
         if self._probe is None:
-            self._probe = build_model(self.model_cfg, self.schema.dim, self.schema.n_outputs)
+            self._probe = build_model(self.model_cfg, self.n_inputs, self.schema.n_outputs)
             self._probe.to(self.device)
         self._probe.load_state_dict(self._last_good["model"])
+        if self.typed is not None:  # the table is not part of the good state: as it is now
+            first = rows_sum(self, self._idx)
+            raw = self._backprop.forward(xb, list(self._probe.parameters()), first)
+            return 2 * float(self._loss(raw, target)) >= loss
         before = float(self._loss(self._probe(xb), target))
         return 2 * before >= loss
 
@@ -344,7 +370,7 @@ class Learner:
     def rollback(self) -> None:
         """Return weights and optimizer to the last good state (or to the initial weights)."""
         if self._last_good is None:
-            fresh = build_model(self.model_cfg, self.schema.dim, self.schema.n_outputs)
+            fresh = build_model(self.model_cfg, self.n_inputs, self.schema.n_outputs)
             self.net.load_state_dict(fresh.state_dict())
             self.optimizer.state.clear()
         else:
@@ -352,6 +378,9 @@ class Learner:
             self.optimizer.load_state_dict(copy.deepcopy(self._last_good["optimizer"]))
             self._loss_avg = self._last_good["loss_avg"]
         self.average.reset(self._flat)
+        if self.typed is not None:  # the table keeps its rows, less any non-finite ones
+            self.typed.repair()
+            self.typed.reset_average()
         self.rollbacks += 1
         self.bad_steps = 0
         self.window.clear()  # it may hold what broke the model
@@ -360,15 +389,21 @@ class Learner:
     def predict_many(self, X: np.ndarray) -> np.ndarray:
         """Outputs of the model served: the average of the weights (or the weights, with
         averaging off)."""
+        first = None
+        if self.typed is not None:
+            X, idx = typed_inputs(self, X, add=False)
+            first = rows_sum(self, idx, "now")
         xb = torch.from_numpy(self.x_scaler.transform(X)).to(self.device)
         self.average.current(self._flat)
-        return self._outputs(self._backprop.forward(xb, self._now_params))
+        return self._outputs(self._backprop.forward(xb, self._now_params, first))
 
     def on_drift(self) -> None:
         """React to a concept-drift alarm: boost the learning rate; optionally forget moments."""
         self.schedule.on_drift(self.steps)
         self.window.clear()  # the old concept is not to be rehearsed
         self.average.reset(self._flat)  # nor averaged into the weights served
+        if self.typed is not None:
+            self.typed.reset_average(moments=self.learning.drift.reset_optimizer)
         if self.learning.drift.reset_optimizer:
             self.optimizer.state.clear()
 
@@ -383,6 +418,8 @@ class Learner:
         self.x_scaler.load_state_dict(state["x_scaler"])
         self.y_scaler.load_state_dict(state["y_scaler"])
         self.window.load_state_dict(state["window"])  # the new concept's recent events
+        if self.typed is not None:
+            self.typed.load_state_dict(state["embeddings"])
         # A boost from the alarm was meant for the old weights; with it, the adopted ones did
         # worse (on the stream of tests/unit/test_challenger.py: rolling accuracy 0.947 at the
         # end with the boost kept, 0.972 without).
@@ -399,6 +436,8 @@ class Learner:
         params = self._now_params
         mean, inv = self.x_scaler.scale()
         y_std = math.sqrt(self.y_scaler.var[0] + 1e-8) if self.task == "regression" else 1.0
+        if self.typed is not None:
+            return typed_export(self, params, mean, inv, y_std)
         return DenseWeights(
             weights=tuple(w.detach().cpu().numpy().T.copy() for w in params[0::2]),
             biases=tuple(b.detach().cpu().numpy().copy() for b in params[1::2]),
@@ -413,7 +452,8 @@ class Learner:
         """Every weight finite: one sum over the buffer holding them all and one device sync.
         A NaN or Inf makes the sum non-finite (so do weights summing beyond ~3e38, which
         overflows float32: a model that far gone has exploded as surely)."""
-        return math.isfinite(float(self._flat.detach().sum()))
+        dense = math.isfinite(float(self._flat.detach().sum()))
+        return dense and (self.typed is None or self.typed.is_finite())
 
     def state_dict(self) -> dict:
         return {
@@ -432,6 +472,7 @@ class Learner:
             "skipped_steps": self.skipped_steps,
             "events_learned": self.events_learned,
             "rollbacks": self.rollbacks,
+            **({"embeddings": self.typed.state_dict()} if self.typed is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -448,3 +489,5 @@ class Learner:
         self.skipped_steps = int(state["skipped_steps"])
         self.events_learned = int(state["events_learned"])
         self.rollbacks = int(state.get("rollbacks", 0))
+        if self.typed is not None:
+            self.typed.load_state_dict(state["embeddings"])

@@ -99,7 +99,7 @@ class OipModel:
         self.max_batch = max_batch
         self._ready = ready or (lambda: True)
         self._refresh = refresh or (lambda: None)
-        self.names = schema.features
+        self.names = schema.feature_names
         self.dim = schema.dim
 
     # ---- server ----
@@ -206,6 +206,13 @@ class OipModel:
         """The ``(batch, n_features)`` float32 matrix the inputs describe, checked."""
         if not inputs:
             return OipError("invalid", "an inference request needs at least one input")
+        if self.schema.layout is not None:
+            return OipError(
+                "invalid",
+                "this model has typed features ([schema.features]): predict them over the "
+                "socket protocol (predict, predict_many); Open Inference Protocol inputs here "
+                "are numeric only",
+            )
         for t in inputs:
             if any(d < 0 for d in t.shape) or int(np.prod(t.shape)) != t.data.size:
                 return OipError(

@@ -23,6 +23,7 @@ from learnd.daemon.config import LearndConfig
 from learnd.daemon.failpoints import NONE, Failpoints
 from learnd.daemon.learning.prequential import RollingMetrics
 from learnd.daemon.ports import Clock
+from learnd.daemon.serving.budget import PublishBudget
 from learnd.daemon.serving.compress import measured, reuse_form, select_form
 from learnd.daemon.serving.gate import Gate, Verdict
 from learnd.daemon.serving.histogram import Histogram
@@ -69,6 +70,10 @@ class Publisher:
         # The served version's own prequential score: its predictions of each batch, made
         # before the learner trains on it (beside the learner's own).
         self.served_metrics = RollingMetrics(schema.task, cfg.learning.metrics_window)
+        # Behind the log (set by the pipeline from the consumer lag), the publish path gets a
+        # share of the learning thread's time only.
+        self.behind = False
+        self.budget = PublishBudget(cfg.learning.publish_budget)
         self.published = 0
         self.publish_failures = 0
         self.publish_pinned = 0
@@ -101,7 +106,15 @@ class Publisher:
 
     def observe(self, X: np.ndarray, y: np.ndarray, learner_out: np.ndarray) -> None:
         """A batch was learned: score the served version on it, and judge a waiting
-        candidate."""
+        candidate (behind the log, when the budget affords it)."""
+        started = self.clock()
+        if not self.budget.affords(started, self.behind):
+            self.budget.skipped += 1
+            return
+        self._observe(X, y, learner_out)
+        self.budget.spend(self.clock() - started)
+
+    def _observe(self, X: np.ndarray, y: np.ndarray, learner_out: np.ndarray) -> None:
         served = self.ref.current
         served_out = served.predict_many(X) if served is not None else None
         if served_out is not None:
@@ -137,10 +150,12 @@ class Publisher:
             if held is not None:
                 self._decide(*held)
         every = lrn.publish_every_events
-        if now - self._last_freeze >= lrn.publish_every_s or (
+        due = now - self._last_freeze >= lrn.publish_every_s or (
             every is not None and learned - self._learned_at_freeze >= every
-        ):
+        )
+        if due and self.budget.affords(now, self.behind):
             self.freeze(learned, export, summary)
+            self.budget.spend(self.clock() - now)
 
     def freeze(
         self,
@@ -167,7 +182,7 @@ class Publisher:
             return
         schema = self.cfg.schema_
         draft = Draft(
-            schema.task, schema.class_values, schema.features, weights, learned, summary()
+            schema.task, schema.class_values, schema.feature_names, weights, learned, summary()
         )
         self._learned_at_freeze = learned
         if self.gate is None or self.ref.current is None:

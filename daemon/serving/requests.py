@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from learnd.daemon.config import SchemaConfig
-from learnd.daemon.events.decoder import FeatureParser
+from learnd.daemon.events.decoder import feature_parser
 from learnd.daemon.serving.snapshot import Snapshot, SnapshotRef
 
 log = logging.getLogger("learnd.serving")
@@ -61,7 +61,7 @@ class RequestHandler:
         allow_rollback: bool = True,
     ):
         self.ref = ref
-        self.parser = FeatureParser(schema)
+        self.parser = feature_parser(schema)
         self.max_batch = max_batch
         self.allow_rollback = allow_rollback
         self._health = health or (lambda: {"alive": True, "ready": True, "status": "ready"})

@@ -30,6 +30,7 @@ from types import MappingProxyType
 import numpy as np
 
 from learnd.daemon.serving.forms import Forward, NumpyForward, frozen
+from learnd.daemon.serving.typed_inputs import TypedInputs
 from learnd.daemon.serving.weights import DenseWeights
 
 
@@ -72,6 +73,7 @@ class Snapshot:
     y_std: float
     latency_us: float = float("nan")
     rolled_back_from: int | None = None
+    typed: TypedInputs | None = None  # typed features: a request's row becomes the inputs
 
     @classmethod
     def from_draft(cls, draft: Draft, version: int) -> Snapshot:
@@ -93,6 +95,7 @@ class Snapshot:
             y_mean=float(w.y_mean),
             y_std=float(w.y_std),
             latency_us=draft.latency_us,
+            typed=w.typed,
         )
 
     @property
@@ -106,7 +109,8 @@ class Snapshot:
     @property
     def size_bytes(self) -> int:
         """Bytes of the served parameters and input scaling."""
-        return int(self.forward.size_bytes + self.x_mean.nbytes + self.x_inv_std.nbytes)
+        typed = self.typed.table.nbytes if self.typed is not None else 0
+        return int(self.forward.size_bytes + self.x_mean.nbytes + self.x_inv_std.nbytes + typed)
 
     @property
     def sparsity(self) -> float:
@@ -115,11 +119,15 @@ class Snapshot:
 
     @property
     def dim(self) -> int:
-        return len(self.x_mean)
+        """Width of a request row (typed: the encoded row)."""
+        return self.typed.layout.dim if self.typed is not None else len(self.x_mean)
 
     def predict_many(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities ``(n, k)`` for classification, values ``(n,)`` for regression."""
-        z = self.forward((np.asarray(X, np.float32) - self.x_mean) * self.x_inv_std)
+        X = np.asarray(X, np.float32)
+        if self.typed is not None:
+            X = self.typed.encode(X, self.x_mean)
+        z = self.forward((X - self.x_mean) * self.x_inv_std)
         if self.task == "binary":
             p = 0.5 * (1.0 + np.tanh(0.5 * z[:, 0]))  # the logistic, without overflow
             return np.stack([1.0 - p, p], axis=1)
@@ -137,6 +145,7 @@ class Snapshot:
             "classes": list(self.classes),
             "features": list(self.feature_names) if self.feature_names else None,
             "n_features": self.dim,
+            **({"schema": self.typed.layout.describe()} if self.typed is not None else {}),
             "form": self.form,
             "n_parameters": self.n_parameters,
             "size_bytes": self.size_bytes,
@@ -163,10 +172,15 @@ class SnapshotRef:
     two models, whatever the crash.
     """
 
-    def __init__(self, keep: int = 5, first_version: int = 1):
+    def __init__(self, keep: int = 5, first_version: int = 1, spacing_s: float = 0.0):
         self._current: Snapshot | None = None
         self._lock = threading.Lock()
+        # Kept for rollback: the last ``keep`` versions served, and of those that fell out,
+        # ``keep`` more, each published at least ``spacing_s`` after the one before it. At 50
+        # publishes a second the last five span 0.1 s; the spaced ones reach keep x spacing_s.
         self._history: deque[Snapshot] = deque(maxlen=keep)
+        self._spaced: deque[Snapshot] = deque(maxlen=keep)
+        self._spacing_s = spacing_s
         self._next_version = first_version
         self._limit: int | None = None  # None: unbounded
         self._pinned = False
@@ -210,7 +224,7 @@ class SnapshotRef:
         any of them; numbering continues above them."""
         with self._lock:
             for snap in sorted(kept, key=lambda s: s.version):
-                self._history.append(snap)
+                self._keep(snap)
                 self._next_version = max(self._next_version, snap.version + 1)
             self._pinned = pinned
 
@@ -258,14 +272,25 @@ class SnapshotRef:
         for listener in self._listeners:
             listener(snap)
         self._next_version = snap.version + 1
-        self._history.append(snap)
+        self._keep(snap)
         self._current = snap
         return snap
+
+    def _keep(self, snap: Snapshot) -> None:
+        recent = self._history
+        if self._spacing_s > 0 and len(recent) == recent.maxlen:
+            leaving = recent[0]
+            if (
+                not self._spaced
+                or leaving.published_unix - self._spaced[-1].published_unix >= self._spacing_s
+            ):
+                self._spaced.append(leaving)
+        recent.append(snap)
 
     def rollback(self, version: int) -> Snapshot:
         """Serve kept ``version`` again as a new version, and pin serving to it."""
         with self._lock:
-            kept = {s.version: s for s in self._history}
+            kept = {s.version: s for s in (*self._spaced, *self._history)}
             old = kept.get(version)
             if old is None:
                 raise LookupError(
@@ -290,4 +315,5 @@ class SnapshotRef:
             return was
 
     def history(self) -> tuple[Snapshot, ...]:
-        return tuple(self._history)
+        """The kept versions, oldest first."""
+        return (*self._spaced, *self._history)

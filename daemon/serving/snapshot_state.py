@@ -31,6 +31,7 @@ import numpy as np
 
 from learnd.daemon.serving.forms import NumpyForward, frozen
 from learnd.daemon.serving.snapshot import Snapshot
+from learnd.daemon.serving.typed_inputs import TypedInputs
 from learnd.daemon.serving.weights import DenseWeights
 
 TASKS = ("binary", "multiclass", "regression")
@@ -69,6 +70,7 @@ def snapshot_state(snap: Snapshot) -> dict[str, Any]:
         "x_inv_std": np.array(snap.x_inv_std, np.float32),
         "y_mean": snap.y_mean,
         "y_std": snap.y_std,
+        **({"typed": snap.typed.state()} if snap.typed is not None else {}),
     }
 
 
@@ -88,6 +90,7 @@ def snapshot_from_state(state: Mapping[str, Any]) -> Snapshot:
             _array(state["x_inv_std"]),
             float(state["y_mean"]),
             float(state["y_std"]),
+            TypedInputs.from_state(state["typed"]) if state.get("typed") else None,
         )
         version, trained = int(state["version"]), int(state["trained_events"])
     except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -122,4 +125,5 @@ def snapshot_from_state(state: Mapping[str, Any]) -> Snapshot:
         y_std=dense.y_std,
         latency_us=latency,
         rolled_back_from=None if rolled is None else int(rolled),
+        typed=dense.typed,
     )

@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from learnd.daemon.serving.typed_inputs import TypedInputs
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +32,7 @@ class DenseWeights:
     x_inv_std: np.ndarray
     y_mean: float
     y_std: float
+    typed: TypedInputs | None = None  # typed features: how a request becomes the inputs
 
     def shape_problem(self, n_outputs: int) -> str | None:
         """Why these arrays cannot be one network from ``len(x_mean)`` inputs to ``n_outputs``
@@ -43,10 +48,14 @@ class DenseWeights:
             width = w.shape[1]
         if width != n_outputs:
             return f"the network ends in {width} outputs; the task needs {n_outputs}"
+        if self.typed is not None:
+            return self.typed.problem()
         return None
 
     def is_finite(self) -> bool:
         arrays = (*self.weights, *self.biases, self.x_mean, self.x_inv_std)
+        if self.typed is not None:
+            arrays += (self.typed.table,)
         return all(bool(np.isfinite(a).all()) for a in arrays) and math.isfinite(
             self.y_mean * self.y_std
         )

@@ -146,3 +146,45 @@ def test_a_restart_serves_the_gated_version_and_can_roll_back_past_it(tmp_path):
     assert [s.version for s in pipe2.ref.history()] == [*kept[1:], again.version]
     older = pipe2.ref.rollback(kept[1])
     assert older.rolled_back_from == kept[1] and older.version > again.version
+
+
+class WorkClock(ManualClock):
+    """A clock on which every reading costs ``cost`` seconds: work the pipeline times (the
+    publish path) is charged for the readings it takes."""
+
+    def __init__(self, cost: float):
+        super().__init__()
+        self.cost = cost
+
+    def __call__(self) -> float:
+        self.t += self.cost
+        return self.t
+
+
+def test_behind_the_log_the_publish_path_keeps_to_its_share_of_the_learning_thread(tmp_path):
+    cfg = sea_config(tmp_path, learning={"publish_budget": 0.05})
+    svc, pipe, src, clock = build(cfg, clock=WorkClock(0.002))
+    svc.restore()
+    src.append(list(DriftingSEA(seed=64).take(12_000)))  # a backlog: behind the log
+    while pipe.learner.events_learned < 8_000:
+        svc.step()
+    budget = pipe.publisher.budget
+    assert pipe.publisher.behind
+    assert budget.skipped > 0, "batches past the budget are learned unscored"
+    scored = pipe.publisher.served_metrics.seen
+    assert 0 < scored < pipe.learner.events_learned
+    assert pipe.publisher.published > 0, "candidates are still published while behind"
+
+
+def test_keeping_up_every_batch_is_scored_by_the_served_version(tmp_path):
+    cfg = sea_config(tmp_path, learning={"publish_budget": 0.05})
+    svc, pipe, src, clock = build(cfg, clock=WorkClock(0.0005))
+    svc.restore()
+    events = list(DriftingSEA(seed=65).take(2000))
+    for i in range(0, 2000, 100):  # live: the lag never passes learning.replay.max_lag
+        src.append(events[i : i + 100])
+        run_for(svc, clock, 0.05)
+    run_for(svc, clock, 1.0)  # the last partial batch
+    assert not pipe.publisher.behind
+    assert pipe.publisher.budget.skipped == 0
+    assert pipe.publisher.served_metrics.seen == pipe.learner.events_learned == 2000

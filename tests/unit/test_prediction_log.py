@@ -39,7 +39,7 @@ def test_logged_records_are_exactly_the_served_predictions_with_an_id():
     ]
     records = [orjson.loads(v) for v in sent]
     assert [(r["id"], r["version"]) for r in records] == served == [("r1", 1), (7, 2), (8, 2)]
-    assert [r["features"] for r in records] == [[1, 2], [3, 4], [0, 1]]
+    assert [r["features"] for r in records] == [{"a": 1, "b": 2}, [3, 4], [0, 1]]
     by_id = {a["id"]: a for a in answers if "id" in a}
     for r in records:
         assert r["scores"] == [by_id[r["id"]]["scores"][c] for c in ("0", "1")]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -37,6 +38,21 @@ def test_versions_only_increase_and_history_is_bounded():
     assert ref.publish(draft()).version == 10
     ref.continue_from(3)
     assert ref.publish(draft()).version == 11
+
+
+def test_older_kept_versions_are_spaced_so_rollback_reaches_back_in_time():
+    base = SnapshotRef().publish(draft())
+    ref = SnapshotRef(keep=2, spacing_s=10.0)
+    for v in range(1, 42):  # 41 versions, one every 2 s of published time
+        ref.adopt(replace(base, version=v, published_unix=2.0 * (v - 1)))
+    kept = [(s.version, s.published_unix) for s in ref.history()]
+    # the last two, and before them two of those that fell out, 10 s apart (1, 6, 11, ...)
+    assert kept == [(31, 60.0), (36, 70.0), (40, 78.0), (41, 80.0)]
+    assert ref.rollback(31).rolled_back_from == 31
+    plain = SnapshotRef(keep=2)  # spacing 0: the last two only
+    for v in range(1, 6):
+        plain.adopt(replace(base, version=v, published_unix=2.0 * v))
+    assert [s.version for s in plain.history()] == [4, 5]
 
 
 def test_non_finite_model_is_never_published():
