@@ -19,9 +19,11 @@ from learnd.adapters.cpu_threads import limit_blas_threads
 from learnd.adapters.kafka.dead_letter_sink import KafkaDeadLetters
 from learnd.adapters.kafka.models_publisher import ModelsPublisher
 from learnd.adapters.kafka.sources import open_source
+from learnd.adapters.metrics.join import JoinCollector
 from learnd.adapters.metrics.prometheus import LearndCollector, MetricsServer, make_registry
 from learnd.adapters.metrics.replicas import ModelsPublisherCollector
 from learnd.adapters.serving.metrics import ServingMetrics
+from learnd.adapters.serving.prediction_log import with_prediction_log
 from learnd.adapters.serving.processes import ServingProcesses, SummedServingCollector
 from learnd.adapters.serving.socket_server import PredictionServer
 from learnd.adapters.storage.local import LocalCheckpointStore
@@ -54,7 +56,7 @@ class Daemon:
             cfg, self.learner, self.dead_letters, time.monotonic, failpoints=failpoints
         )
         self.store = store or checkpoint_store(cfg, failpoints)
-        self.source = source or open_source(cfg)
+        self.source = source or open_source(cfg, self.pipeline.join)
         self.service = Service(
             self.pipeline,
             self.source,
@@ -66,6 +68,8 @@ class Daemon:
         self.registry = make_registry(
             LearndCollector(self.pipeline, self.service.health, self.source)
         )
+        if self.pipeline.join is not None:
+            self.registry.register(JoinCollector(self.pipeline.join, self.source))
         handler = RequestHandler(
             self.pipeline.ref,
             cfg.schema_,
@@ -81,7 +85,9 @@ class Daemon:
             self.registry.register(SummedServingCollector(self.server))
         else:
             self.serving_metrics = ServingMetrics(self.registry)
-            self.server = PredictionServer(handler, cfg.serving, self.serving_metrics.observe)
+            self.server = PredictionServer(
+                with_prediction_log(handler, cfg), cfg.serving, self.serving_metrics.observe
+            )
         self.models: ModelsPublisher | None = None  # kafka.models_topic, for replicas
         if cfg.kafka.models_topic is not None:
             self.models = ModelsPublisher(cfg.kafka, self.pipeline.ref)

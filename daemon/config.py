@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from learnd.daemon.config_labels import LabelsConfig, distinct_topics
 from learnd.daemon.config_learning import (
     ChallengerConfig,
     CompressionConfig,
@@ -49,6 +50,7 @@ __all__ = [
     "DriftConfig",
     "GateConfig",
     "KafkaConfig",
+    "LabelsConfig",
     "LearndConfig",
     "LearningConfig",
     "LogConfig",
@@ -96,6 +98,10 @@ class KafkaConfig(Section):
     """The topic of labelled events."""
     dead_letter_topic: str = "learnd.dead-letter"
     """Where rejected records go, with their original bytes and the reason in headers."""
+    labels_topic: str = "learnd.labels"
+    """``labels.mode = "join"``: labels ``{"id", "label", "ts"}``, joined by id (docs/labels.md)."""
+    predictions_topic: str = "learnd.predictions"
+    """``labels.mode = "join"``: where served predictions with an ``id`` are logged, to be joined."""
     dead_letter_max_bytes: int = Field(1_000_000, ge=1024, le=100 * 1024 * 1024)
     """A dead letter keeps at most this many bytes of the record's key and value together; the
     rest is cut, and headers say so. Under Kafka's default 1 MiB message limit, so that no
@@ -160,6 +166,9 @@ class KafkaConfig(Section):
             )
         if self.dead_letter_topic == self.topic:
             raise ValueError("kafka.dead_letter_topic must differ from kafka.topic")
+        distinct_topics(
+            self.topic, self.dead_letter_topic, self.labels_topic, self.predictions_topic
+        )
         if self.models_topic in (self.topic, self.dead_letter_topic):
             raise ValueError(
                 "kafka.models_topic must differ from kafka.topic and dead_letter_topic"
@@ -447,6 +456,7 @@ class LearndConfig(Section):
     schema_: SchemaConfig = Field(alias="schema")
     model: ModelConfig = ModelConfig()
     learning: LearningConfig = LearningConfig()
+    labels: LabelsConfig = LabelsConfig()
     compression: CompressionConfig = CompressionConfig()
     serving: ServingConfig = ServingConfig()
     metrics: MetricsConfig = MetricsConfig()

@@ -25,13 +25,16 @@ POINTS = (
     "after_commit",
     "after_publish",
 )
+# Hit only with labels.mode = "join": after labels matched their features, before learning.
+JOIN_POINTS = ("after_join",)
 
 
 class Failpoints:
     def __init__(self, armed: Mapping[str, Callable[[], None]] | None = None):
-        unknown = set(armed or ()) - set(POINTS)
+        unknown = set(armed or ()) - {*POINTS, *JOIN_POINTS}
         if unknown:
-            raise ValueError(f"unknown failpoints {sorted(unknown)}; valid: {', '.join(POINTS)}")
+            valid = ", ".join((*POINTS, *JOIN_POINTS))
+            raise ValueError(f"unknown failpoints {sorted(unknown)}; valid: {valid}")
         self._armed = dict(armed or {})
 
     def hit(self, name: str) -> None:

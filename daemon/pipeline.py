@@ -12,6 +12,7 @@ pending so that ``positions`` then describes exactly what the model state reflec
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,10 +24,11 @@ from learnd.daemon.drift.concept import DriftMonitor
 from learnd.daemon.drift.inputs import InputDriftMonitor
 from learnd.daemon.errors import StartupError
 from learnd.daemon.events.batching import MicroBatcher
-from learnd.daemon.events.decoder import Decoded, EventBatch, EventDecoder, Reason
+from learnd.daemon.events.decoder import Decoded, EventBatch, EventDecoder, Reason, Rejection
 from learnd.daemon.events.record import RawRecord, Record
 from learnd.daemon.events.typed import count_missing
 from learnd.daemon.failpoints import NONE, Failpoints
+from learnd.daemon.labels.stage import JoinStage
 from learnd.daemon.learning.challenger import Challenger
 from learnd.daemon.learning.learner import Learner, StepResult
 from learnd.daemon.learning.prequential import RollingMetrics
@@ -46,6 +48,7 @@ class Pipeline:
         clock: Clock,
         ref: SnapshotRef | None = None,
         failpoints: Failpoints = NONE,
+        wall: Clock = time.time,
     ):
         self.cfg = cfg
         self.learner = learner
@@ -82,11 +85,18 @@ class Pipeline:
         self.alarms_at: deque[int] = deque(maxlen=1000)  # event positions of recent alarms
         self.lag = 0  # the source's consumer lag, as last reported (0: live, or no source)
         self.replay_failures = 0
+        self.wall = wall  # the join's clock: pending rows keep their age across restarts
+        self.join = JoinStage(cfg) if cfg.labels.mode == "join" else None
 
     def process(self, records: Sequence[RawRecord] | Decoded) -> None:
         """Hand in records as read, or as decoded already by the source (in its own process)."""
+        joined: Sequence[RawRecord] = ()
+        if self.join is not None and not isinstance(records, Decoded):
+            records, joined = self.join.split(records)
         decoded = records if isinstance(records, Decoded) else self.decoder.decode(records)
         events, rejections = decoded.events, decoded.rejections
+        if self.join is not None:
+            rejections = self._join(rejections, (*joined, *decoded.joined))
         for r in rejections:
             self.dead_letters.send(r.record, str(r.reason), r.detail)
             self.rejected[str(r.reason)] += 1
@@ -103,6 +113,23 @@ class Pipeline:
                 self.clock(), lrn.events_learned, True, lrn.export, self.metrics.summary
             )
         self.positions.update(decoded.positions)
+
+    def _join(self, rejections: Sequence[Rejection], records: Sequence[RawRecord]) -> list:
+        """Unlabelled events (among the decoder's rejections) and the join's own records go
+        to the join; what it matched or expired into a label is batched to be learned."""
+        join = self.join
+        assert join is not None
+        now, before = self.wall(), join.unlabelled
+        rest = join.take_unlabelled(rejections, now) + join.take_records(records, now)
+        self.valid += join.unlabelled - before  # valid events, learned once their label comes
+        batch, dead = join.take(now)
+        for record, reason, detail in dead:
+            self.dead_letters.send(record, reason, detail)
+            self.rejected[reason] += 1
+        if batch is not None:
+            self.failpoints.hit("after_join")
+            self.batcher.add(batch, self.clock())
+        return rest
 
     def set_backlog(self, lag: int) -> None:
         """Learn in larger batches while far behind the log (``learning.catch_up_*``)."""
@@ -142,6 +169,8 @@ class Pipeline:
     def tick(self) -> None:
         """Learn a partial batch that has waited long enough; judge a candidate that no next
         batch will judge (the stream stopped); freeze a candidate when due."""
+        if self.join is not None:
+            self._join([], ())  # expiry
         now = self.clock()
         for batch in self.batcher.ready(now):
             self._learn(batch)
@@ -319,6 +348,7 @@ class Pipeline:
             "valid": self.valid,
             "rejected": dict(self.rejected),
             **({"audit": self.audit.copy()} if self.audit is not None else {}),
+            **({"labels": self.join.state_dict()} if self.join is not None else {}),
         }
 
     def _schema_key(self) -> dict[str, Any]:
@@ -352,6 +382,8 @@ class Pipeline:
         self.rejected = Counter({str(k): int(v) for k, v in state["rejected"].items()})
         if self.audit is not None and "audit" in state:
             self.audit = np.asarray(state["audit"], np.int32).copy()
+        if self.join is not None and "labels" in state:
+            self.join.load_state_dict(state["labels"])
 
 
 def _audit(counts: np.ndarray, batch: EventBatch) -> np.ndarray:

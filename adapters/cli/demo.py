@@ -14,6 +14,7 @@ from kafka import KafkaProducer
 
 from learnd.adapters.bootstrap import Daemon
 from learnd.adapters.cli import demo_state
+from learnd.adapters.cli.demo_labels import DelayedLabels
 from learnd.adapters.kafka.broker import EmbeddedBroker, free_port
 from learnd.adapters.kafka.topics import ensure_topics
 from learnd.adapters.serving.client import LearndClient
@@ -109,6 +110,7 @@ def run_demo(
     overrides: list[str],
     state_dir: str | None,
     out=print,
+    label_delay: float | None = None,
 ) -> int:
     before = demo_state.earlier() if state_dir is None else None
     workdir = Path(state_dir or tempfile.mkdtemp(prefix=demo_state.PREFIX))
@@ -126,15 +128,30 @@ def run_demo(
         "serving": {"tcp_port": _pick_port(7070), "unix_path": str(workdir / "learnd.sock")},
         "metrics": {"port": _pick_port(9464)},
     }
+    if label_delay is not None:  # predictions now, labels later on their own topic
+        defaults["labels"] = {"mode": "join"}
+        defaults["kafka"] |= {
+            "labels_topic": "learnd.demo.labels",
+            "predictions_topic": "learnd.demo.predictions",
+        }
     try:
         cfg = build_config(environ={}, overrides=overrides, defaults=defaults)
         ensure_topics(cfg.kafka, partitions=partitions)
-        producer = Producer(
-            broker.bootstrap, cfg.kafka.topic, rate, switch_every, bad_rate, partitions
-        )
         daemon = Daemon(cfg)
         daemon.start()
         host, port = daemon.server.tcp_address
+        producer: Producer | DelayedLabels
+        if label_delay is None:
+            producer = Producer(
+                broker.bootstrap, cfg.kafka.topic, rate, switch_every, bad_rate, partitions
+            )
+        else:
+            k = cfg.kafka
+            for topic in (k.labels_topic, k.predictions_topic):
+                ensure_topics(k.model_copy(update={"topic": topic}), partitions=partitions)
+            producer = DelayedLabels(
+                broker.bootstrap, k.labels_topic, (host, port), rate, label_delay, switch_every
+            )
         out(f"learnd demo: broker {broker.bootstrap}, state in {workdir}")
         if before is not None:
             how = "was killed" if before[1] else "stopped"
@@ -156,6 +173,11 @@ def run_demo(
             f"  stream:      SEA, {rate:g} events/s, concept switch every {switch_every} events, "
             f"{partitions} partitions; Ctrl-C stops"
         )
+        if label_delay is not None:
+            out(
+                f"  labels:      a client asks for each prediction (with its id); the label "
+                f"follows {label_delay:g} s later on {cfg.kafka.labels_topic}"
+            )
         producer.start()
         daemon.run_in_thread()
         _progress(daemon, producer, host, port, duration, every, out)
@@ -209,7 +231,7 @@ def _progress(
                 f"{acc:.3f} (low {'-' if low != low else f'{low:.3f}'}) concept={producer.concept} version={ans['version']:>4} "
                 f"drift_alarms={p.drift.alarms} dead_letters={sum(p.rejected.values())} lag={lag} "
                 f"rehearsal={p.replay_steps()}/batch "
-                f"| predict(6,2.5,1)={ans['prediction']} p1={ans['scores']['1']:.2f}"
+                f"| predict(6,2.5,1)={ans['prediction']} p1={ans['scores']['1']:.2f}" + _joined(p)
             )
             if p.drift.alarms > alarms_seen:
                 out(
@@ -217,3 +239,15 @@ def _progress(
                     f"to {p.learner.lr:.4f}"
                 )
                 alarms_seen = p.drift.alarms
+
+
+def _joined(p) -> str:
+    """The label join's progress, with ``--label-delay``."""
+    if p.join is None:
+        return ""
+    served = p.join.served.summary()
+    newest = served[max(served)]["accuracy"] if served else float("nan")
+    return (
+        f" | joined={p.join.joiner.outcomes['matched']:,} pending={p.join.joiner.pending:,} "
+        f"served_acc(joined)={newest:.3f}"
+    )

@@ -109,6 +109,15 @@ def _failpoints_from_env():
     return Failpoints({name: crash})
 
 
+def _label_delay(text: str) -> float:
+    from learnd.adapters.cli.demo_labels import parse_delay
+
+    try:
+        return parse_delay(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def cmd_demo(args) -> int:
     from learnd.adapters.cli.demo import run_demo
     from learnd.adapters.logs import setup_logging
@@ -129,6 +138,7 @@ def cmd_demo(args) -> int:
         args.set,
         args.state_dir,
         out=flush_print,
+        label_delay=args.label_delay,
     )
 
 
@@ -277,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bad-rate", type=float, default=0.001, help="share of invalid records")
     p.add_argument("--every", type=float, default=2.0, help="seconds between progress lines")
     p.add_argument("--state-dir", help="where checkpoints and the broker log go (default: temp)")
+    p.add_argument(
+        "--label-delay",
+        type=_label_delay,
+        help="predict now, label later: a client asks for each prediction and its label follows "
+        "this long after (5s, 500ms, 2m) on the label topic (labels.mode = join)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="show the daemon's logs")
     p.set_defaults(func=cmd_demo)
 

@@ -224,6 +224,7 @@ def worker_main(
     die_with_parent(parent)
     limit_blas_threads(1)  # parallelism comes from the processes (adapters/cpu_threads.py)
     from learnd.adapters.serving.metrics import ServingMetrics
+    from learnd.adapters.serving.prediction_log import PredictionLogger, with_prediction_log
     from learnd.adapters.serving.shared_snapshots import SnapshotMirror
     from learnd.adapters.serving.socket_server import PredictionServer
 
@@ -242,7 +243,7 @@ def worker_main(
         health=mirror.health,
         allow_rollback=cfg.serving.allow_rollback,
     )
-    handler = _MirroredHandler(inner, mirror, pipe)
+    handler = with_prediction_log(_MirroredHandler(inner, mirror, pipe), cfg)
     server = PredictionServer(handler, cfg.serving, metrics.observe, sockets=sockets)  # type: ignore[arg-type]
     server.start()
     oip_servers = start_oip(cfg, oip, ref, mirror, registry)
@@ -258,6 +259,8 @@ def worker_main(
         for oip_server in oip_servers:
             oip_server.stop()
         server.stop()
+        if isinstance(handler, PredictionLogger):
+            handler.stop()
         mirror.close()
 
 

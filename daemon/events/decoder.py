@@ -103,9 +103,10 @@ class Decoded:
     events: EventBatch
     rejections: list[Rejection]
     positions: dict[int, int]
+    joined: tuple[RawRecord, ...] = ()  # records of the label join's topics, undecoded
 
     def __len__(self) -> int:
-        return len(self.events) + len(self.rejections)
+        return len(self.events) + len(self.rejections) + len(self.joined)
 
 
 def _is_number(v: Any) -> bool:

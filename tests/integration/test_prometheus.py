@@ -94,7 +94,7 @@ def stack(tansu_broker, tmp_path_factory):
     daemon.start()
     daemon.run_in_thread()
     # A regression daemon beside it, for the panels only regression fills (MAE, RMSE): small,
-    # in one process, its own topic.
+    # in one process, its own topic; it joins half of its labels from a label topic.
     reg_cfg = LearndConfig.model_validate(
         {
             "schema": {"task": "regression", "n_features": 3},
@@ -103,15 +103,19 @@ def stack(tansu_broker, tmp_path_factory):
                 "topic": f"prom-reg-{suffix}",
                 "dead_letter_topic": f"prom-reg-{suffix}-dlq",
                 "group_id": f"prom-reg-{suffix}",
+                "labels_topic": f"prom-reg-{suffix}-labels",
+                "predictions_topic": f"prom-reg-{suffix}-predictions",
                 "consumer_process": False,
             },
+            "labels": {"mode": "join"},
             "model": {"hidden": [8]},
             "serving": {"tcp_port": 0, "processes": 0},
             "metrics": {"port": free_port(), "token": token},
             "checkpoint": {"dir": str(tmp / "reg-ckpt")},
         }
     )
-    ensure_topics(reg_cfg.kafka, partitions=1)
+    for topic in (reg_cfg.kafka.topic, reg_cfg.kafka.labels_topic, reg_cfg.kafka.predictions_topic):
+        ensure_topics(reg_cfg.kafka.model_copy(update={"topic": topic}), partitions=1)
     regressor = Daemon(reg_cfg)
     regressor.start()
     regressor.run_in_thread()
@@ -167,8 +171,13 @@ def stack(tansu_broker, tmp_path_factory):
                 time.sleep(0.2)
             if i < 2000:  # y = x1 + 2 x2 - x3, for the regression daemon
                 x = [(i % 7) / 7, (i % 11) / 11, (i % 13) / 13]
-                reg = {"features": x, "label": x[0] + 2 * x[1] - x[2]}
-                producer.send(reg_cfg.kafka.topic, orjson.dumps(reg))
+                y = x[0] + 2 * x[1] - x[2]
+                if i % 2:  # unlabelled, its label on the label topic
+                    producer.send(reg_cfg.kafka.topic, orjson.dumps({"id": i, "features": x}))
+                    label = {"id": i, "label": y}
+                    producer.send(reg_cfg.kafka.labels_topic, orjson.dumps(label))
+                else:
+                    producer.send(reg_cfg.kafka.topic, orjson.dumps({"features": x, "label": y}))
         producer.flush(30)
         producer.close()
 

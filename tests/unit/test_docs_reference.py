@@ -7,6 +7,7 @@ from pathlib import Path
 
 from learnd.adapters.cli.main import build_parser
 from learnd.daemon.events.decoder import Reason
+from learnd.daemon.labels.join import JoinReason
 from learnd.daemon.serving.requests import OPS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,6 +27,7 @@ def test_every_error_code_reason_and_op_is_in_the_protocol_doc():
     documented = set(re.findall(r"`([a-z_]+)`", doc))
     assert error_codes() - documented == set()
     assert {r.value for r in Reason} - documented == set()
+    assert {r.value for r in JoinReason} - documented == set()
     assert set(OPS) - documented == set()
 
 

@@ -1,0 +1,93 @@
+"""The event source of ``labels.mode = "join"``: learnd's event source, plus a consumer of the
+label topic and one of the prediction log, in groups of their own (``kafka.group_id`` with
+``.labels`` and ``.predictions`` appended).
+
+Their records are handed to the pipeline with the events' (undecoded: the join decodes them,
+:class:`learnd.daemon.labels.stage.JoinStage`). Their positions are the join's, kept in the same
+checkpoint as the model: the source seeks to them when the checkpoint is restored and commits
+them after each checkpoint, never before (a position committed ahead of a checkpoint would
+skip labels after a crash). Their own rebalance hand-overs commit nothing for the same reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping, Sequence
+
+from learnd.daemon.events.decoder import Decoded
+from learnd.daemon.events.record import RawRecord
+from learnd.daemon.labels.stage import JoinStage
+from learnd.daemon.ports import EventSource
+
+log = logging.getLogger("learnd.kafka")
+
+JOINING_POLL_S = 0.05  # how long a poll of a join topic waits while it holds no partition
+
+
+class JoinSource:
+    """An :class:`learnd.daemon.ports.EventSource` over the event source and the join's."""
+
+    def __init__(self, events: EventSource, sides: Mapping[str, EventSource], join: JoinStage):
+        self.events = events
+        self.sides = dict(sides)  # topic -> its source
+        self.join = join
+        for side in self.sides.values():
+            side.on_revoke(lambda: None)  # commit nothing mid-rebalance (see the module doc)
+
+    def poll(self, timeout_s: float) -> Sequence[RawRecord] | Decoded:
+        got = self.events.poll(timeout_s)
+        extra: list[RawRecord] = []
+        for side in self.sides.values():
+            # kafka-python's polls of 10 ms were seen never to finish joining the group; once
+            # it holds partitions, a poll that does not wait fetches all the same
+            wait = JOINING_POLL_S if side.assigned() == 0 else 0.0
+            extra += side.poll(wait)  # type: ignore[arg-type]  # in-thread: raw records
+        if not extra:
+            return got
+        if isinstance(got, Decoded):
+            return dataclasses.replace(got, joined=(*got.joined, *extra))
+        return [*got, *extra]
+
+    def seek(self, positions: Mapping[int, int]) -> None:
+        self.events.seek(positions)
+        for topic, side in self.sides.items():
+            if self.join.positions.get(topic):
+                side.seek(self.join.positions[topic])
+
+    def commit(self, positions: Mapping[int, int]) -> None:
+        self.events.commit(positions)
+        for topic, side in self.sides.items():
+            if self.join.positions.get(topic):
+                side.commit(self.join.positions[topic])
+
+    def lag(self) -> Mapping[int, int]:
+        return self.events.lag()
+
+    def label_lag(self) -> int:
+        """Records behind the end of the label topic and the prediction log, together."""
+        return sum(sum(side.lag().values()) for side in self.sides.values())
+
+    def assigned(self) -> int:
+        return self.events.assigned()
+
+    def take_revoked(self) -> bool:
+        revoked = self.events.take_revoked()
+        for side in self.sides.values():
+            revoked = side.take_revoked() or revoked
+        return revoked
+
+    def on_revoke(self, handler: Callable[[], Mapping[int, int] | None]) -> None:
+        self.events.on_revoke(handler)
+
+    def connected(self) -> bool:
+        return self.events.connected()
+
+    def close(self) -> None:
+        self.events.close()
+        for side in self.sides.values():
+            side.close()
+
+    def __getattr__(self, name: str):
+        # the event source's counters (out_of_range_resets, handovers, ...) for metrics
+        return getattr(self.events, name)

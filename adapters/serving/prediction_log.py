@@ -1,0 +1,128 @@
+"""The prediction log (``labels.mode = "join"``): every answered ``predict`` request that carries
+an ``id`` is appended to ``kafka.predictions_topic`` with the features as served, the version
+that answered, its scores and a timestamp, to be joined with its label by the daemon.
+
+Appending is asynchronous and batched: the request path only queues the record (a bounded
+queue: past :data:`MAX_QUEUED` records are dropped and counted, never blocking a client), and a
+thread of the serving process writes the queue to the producer every :data:`FLUSH_S` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+
+from learnd.daemon.config import LearndConfig
+
+log = logging.getLogger("learnd.serving")
+
+MAX_QUEUED = 100_000
+FLUSH_S = 0.05
+
+
+def record(req: dict, answer: dict, classes: Sequence[Any]) -> dict:
+    """The logged record of one served prediction: its features as the client sent them (valid:
+    they were served; the daemon parses them again with the same parser)."""
+    if "scores" in answer:
+        scores = [answer["scores"][str(c)] for c in classes]
+    else:
+        scores = [answer["prediction"]]
+    return {
+        "id": req["id"],
+        "features": req["features"],
+        "version": answer["version"],
+        "scores": scores,
+        "ts": time.time(),
+    }
+
+
+class PredictionLogger:
+    """Wraps a request handler; queues a record for each served prediction with an id."""
+
+    def __init__(self, inner: Any, cfg: LearndConfig, send: Callable[[bytes], None]):
+        self.inner = inner
+        self.classes = cfg.schema_.class_values
+        self.send = send
+        self.queue: deque[bytes] = deque()
+        self.logged = 0
+        self.dropped = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def handle(self, req: Any) -> dict:
+        answer = self.inner.handle(req)
+        self._log(req, answer)
+        return answer
+
+    def handle_many(self, reqs: Sequence[Any], single: Any = None) -> list[dict]:
+        answers = self.inner.handle_many(reqs, single)
+        for req, answer in zip(reqs, answers, strict=True):
+            self._log(req, answer)
+        return answers
+
+    def _log(self, req: Any, answer: dict) -> None:
+        if (
+            not isinstance(req, dict)
+            or req.get("id") is None
+            or req.get("op", "predict") != "predict"
+            or not answer.get("ok")
+        ):
+            return
+        if len(self.queue) >= MAX_QUEUED:
+            self.dropped += 1
+            return
+        self.queue.append(orjson.dumps(record(req, answer, self.classes)))
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="learnd-prediction-log", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self.flush()
+
+    def flush(self) -> None:
+        q = self.queue
+        while q:
+            self.send(q.popleft())
+            self.logged += 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(FLUSH_S):
+            self.flush()
+
+
+def kafka_sender(cfg: LearndConfig) -> Callable[[bytes], None]:
+    """``send(value)`` to ``kafka.predictions_topic`` through a producer made on first use (in
+    the serving process that uses it)."""
+    from kafka import KafkaProducer
+
+    from learnd.adapters.kafka.common import client_options
+
+    producer: list[KafkaProducer] = []
+    topic = cfg.kafka.predictions_topic
+
+    def send(value: bytes) -> None:
+        if not producer:
+            opts = client_options(cfg.kafka) | {"client_id": f"{cfg.kafka.client_id}-predictions"}
+            producer.append(KafkaProducer(**opts, acks=1, linger_ms=20))
+        producer[0].send(topic, value)
+
+    return send
+
+
+def with_prediction_log(handler: Any, cfg: LearndConfig) -> Any:
+    """``handler``, logging its predictions when ``labels.mode`` is ``join``."""
+    if cfg.labels.mode != "join":
+        return handler
+    logger = PredictionLogger(handler, cfg, kafka_sender(cfg))
+    logger.start()
+    return logger

@@ -1,0 +1,60 @@
+"""The prediction log holds exactly the served predictions that carried an id, as served."""
+
+from __future__ import annotations
+
+import orjson
+
+from learnd.adapters.serving.prediction_log import PredictionLogger
+from learnd.daemon.config import LearndConfig
+from learnd.daemon.events.record import Record
+from learnd.daemon.labels.stage import JoinStage
+from learnd.daemon.serving.requests import RequestHandler
+from learnd.daemon.serving.snapshot import SnapshotRef
+from tests.unit.test_snapshot_serving import SCHEMA, draft, weights
+
+CFG = LearndConfig.model_validate(
+    {"schema": SCHEMA.model_dump(), "labels": {"mode": "join"}, "serving": {"tcp_port": 0}}
+)
+
+
+def test_logged_records_are_exactly_the_served_predictions_with_an_id():
+    ref = SnapshotRef()
+    ref.publish(draft())
+    sent: list[bytes] = []
+    log = PredictionLogger(RequestHandler(ref, SCHEMA), CFG, sent.append)
+    answers = [
+        log.handle({"op": "predict", "features": {"a": 1, "b": 2}, "id": "r1"}),
+        log.handle({"op": "predict", "features": {"a": 1, "b": 2}}),  # no id: not logged
+        log.handle({"op": "predict", "features": {"a": 1}, "id": "bad"}),  # an error
+        log.handle({"op": "predict_many", "instances": [[1, 2]], "id": "many"}),
+        log.handle({"op": "health", "id": "h"}),
+    ]
+    ref.publish(draft(weights(sign=-1.0)))
+    answers += log.handle_many(
+        [{"features": [3, 4], "id": 7}, {"op": "versions"}, {"features": [0, 1], "id": 8}]
+    )
+    log.flush()
+    served = [
+        (a["id"], a["version"]) for a in answers if a.get("ok") and a.get("id") in ("r1", 7, 8)
+    ]
+    records = [orjson.loads(v) for v in sent]
+    assert [(r["id"], r["version"]) for r in records] == served == [("r1", 1), (7, 2), (8, 2)]
+    assert [r["features"] for r in records] == [{"a": 1, "b": 2}, [3, 4], [0, 1]]
+    by_id = {a["id"]: a for a in answers if "id" in a}
+    for r in records:
+        assert r["scores"] == [by_id[r["id"]]["scores"][c] for c in ("0", "1")]
+    assert log.logged == 3 and log.dropped == 0
+
+    # the daemon joins them with their labels and scores the served predictions per version
+    join = JoinStage(CFG)
+    log_recs = [Record(CFG.kafka.predictions_topic, 0, i, v) for i, v in enumerate(sent)]
+    wrong = {7: 1 - by_id[7]["prediction"]}  # id 7's label is not what was served
+    labels = [
+        Record(CFG.kafka.labels_topic, 0, k, orjson.dumps({"id": r["id"], "label": label}))
+        for k, r in enumerate(records)
+        for label in [wrong.get(r["id"], by_id[r["id"]]["prediction"])]
+    ]
+    assert join.take_records(log_recs + labels, now=0.0) == []
+    batch, dead = join.take(now=0.0)
+    assert batch is not None and batch.ids == ("r1", 7, 8) and dead == []
+    assert join.served.summary() == {1: {"n": 1, "accuracy": 1.0}, 2: {"n": 2, "accuracy": 0.5}}
