@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from learnd.daemon.config import LearndConfig, ServingConfig, secret_fields
+from learnd.daemon.config import FeatureSpec, LearndConfig, ServingConfig, secret_fields
 
 ENV_PREFIX = "LEARND_"
 # LEARND_* variables that are not config keys: the config file, the set-up scripts, the tests.
@@ -136,6 +136,8 @@ def from_flags(assignments: Sequence[str]) -> dict:
 
 def _valid_keys(loc: Sequence[Any]) -> list[str]:
     """The keys that the section holding ``loc`` accepts."""
+    if tuple(loc[:3]) == ("schema", "features", "table") and len(loc) == 5:
+        return sorted(FeatureSpec.model_fields)  # one typed feature of [schema.features]
     model: Any = LearndConfig
     for part in loc[:-1]:
         fields = {f.alias or n: f for n, f in model.model_fields.items()}

@@ -171,3 +171,17 @@ def test_any_features_object_is_an_encoded_row_or_a_reason(features, extra):
 def test_random_bytes_never_raise(data):
     ok, bad = decode(data)
     assert len(ok) + len(bad) == 1
+
+
+def test_a_config_file_with_a_typed_table_and_an_unknown_option(tmp_path):
+    from learnd.adapters.settings import ConfigError, build_config
+
+    path = tmp_path / "learnd.toml"
+    path.write_text(
+        '[schema]\ntask = "binary"\n[schema.features]\namount = "number"\n'
+        'merchant = { type = "category", buckets = 262144 }\n'
+    )
+    cfg = build_config(path, {}, [])
+    assert cfg.schema_.layout is not None and cfg.schema_.layout.tables[0].buckets == 262144
+    with pytest.raises(ConfigError, match=r"tags.sizes: unknown key; valid keys here: buckets"):
+        build_config(path, {}, ['schema.features.tags={"type": "tokens", "sizes": 4}'])
