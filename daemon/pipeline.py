@@ -71,7 +71,10 @@ class Pipeline:
         self.learn_failures = 0
         self._rollbacks_seen = 0
         self.alarms_at: deque[int] = deque(maxlen=1000)  # event positions of recent alarms
-        self.lag = 0  # the source's consumer lag, as last reported (0: live, or no source)
+        self.lag = 0  # records not yet learned, all partitions (0: live, or no source)
+        self.unlearned: dict[int, int] = {}  # records not yet learned, per partition
+        self._source_lag: Mapping[int, int] = {}  # what the source has not handed over yet
+        self._source_total = 0
         self.replay_failures = 0
 
     def process(self, records: Sequence[RawRecord] | Decoded) -> None:
@@ -84,18 +87,41 @@ class Pipeline:
         self.valid += len(events)
         now = self.clock()
         self.batcher.add(events, now)
+        self._pace(self._source_total + len(self.batcher))
+        batches = list(self.batcher.ready(now))
+        waiting = len(self.batcher) + sum(len(b) for b in batches)
         lrn = self.learner
-        for batch in self.batcher.ready(now):
+        for batch in batches:
+            waiting -= len(batch)
+            self.lag = self._source_total + waiting  # behind by this once the batch is learned
             self._learn(batch)
             # between batches too: a candidate frozen here is judged on the next one
             self.publisher.tick(
                 self.clock(), lrn.events_learned, True, lrn.export, self.metrics.summary
             )
         self.positions.update(decoded.positions)
+        self._count_unlearned()
 
-    def set_backlog(self, lag: int) -> None:
+    def set_backlog(self, lag: Mapping[int, int] | int) -> None:
+        """Tell the pipeline what the source has not handed over yet, per partition (or in
+        all): with what waits in the micro-batcher, that is what is not yet learned
+        (``unlearned``, ``lag``), from which rehearsal and catch-up batches are decided."""
+        if isinstance(lag, Mapping):
+            self._source_lag, self._source_total = dict(lag), sum(lag.values())
+        else:
+            self._source_lag, self._source_total = {}, int(lag)
+        self._count_unlearned()
+
+    def _count_unlearned(self) -> None:
+        pending = self.batcher.pending_by_partition()
+        source = self._source_lag
+        self.unlearned = {
+            p: source.get(p, 0) + pending.get(p, 0) for p in sorted({*source, *pending})
+        }
+        self.lag = self._source_total + len(self.batcher)
+
+    def _pace(self, lag: int) -> None:
         """Learn in larger batches while far behind the log (``learning.catch_up_*``)."""
-        self.lag = lag
         lrn = self.cfg.learning
         if lrn.catch_up_lag is None:
             return
@@ -134,6 +160,7 @@ class Pipeline:
         now = self.clock()
         for batch in self.batcher.ready(now):
             self._learn(batch)
+        self._count_unlearned()
         lrn = self.learner
         self.publisher.tick(
             now, lrn.events_learned, bool(len(self.batcher)), lrn.export, self.metrics.summary
@@ -147,6 +174,7 @@ class Pipeline:
     def flush(self) -> None:
         for batch in self.batcher.drain():
             self._learn(batch)
+        self._count_unlearned()
 
     def _learn(self, batch: EventBatch) -> None:
         result = self._step(batch)

@@ -268,3 +268,27 @@ def test_batches_decoded_by_the_source_are_learned_exactly_as_raw_records(tmp_pa
     letters, positions, committed, learned = rest1
     assert letters == [(1, 0, "not_json"), (1, 701, "wrong_dimension")]
     assert positions == {0: 3000, 1: 702} == committed and learned == 3700
+
+
+def test_the_lag_counts_events_batched_and_waiting_per_partition(tmp_path):
+    from learnd.adapters.metrics.prometheus import LearndCollector
+
+    cfg = sea_config(tmp_path, learning={"catch_up_lag": None, "batch_size": 32})
+    src = ListSource(batch=100)
+    svc, pipe, _, _ = build(cfg, src)
+    events = list(DriftingSEA(seed=4).take(1000))
+    src.append(events[:600], partition=0)
+    src.append(events[600:], partition=1)
+    svc.restore()
+    collector = LearndCollector(pipe, svc.health, src)
+
+    def lag():
+        family = next(m for m in collector.collect() if m.name == "learnd_consumer_lag")
+        return {s.labels["partition"]: s.value for s in family.samples}
+
+    svc.step()  # 100 handed over from each partition: 192 learned in batches of 32, 8 wait
+    assert pipe.learner.events_learned == 192
+    assert sum(lag().values()) == 1000 - 192 == pipe.lag
+    assert lag() == {"0": 500 + 0, "1": 300 + 8}  # the waiting 8 are partition 1's
+    svc.step()
+    assert pipe.learner.events_learned == 384 and sum(lag().values()) == 1000 - 384
