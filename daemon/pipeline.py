@@ -26,6 +26,7 @@ from learnd.daemon.events.batching import MicroBatcher
 from learnd.daemon.events.decoder import Decoded, EventBatch, EventDecoder, Reason
 from learnd.daemon.events.record import RawRecord, Record
 from learnd.daemon.failpoints import NONE, Failpoints
+from learnd.daemon.learning.catch_up import CatchUpPace
 from learnd.daemon.learning.challenger import Challenger
 from learnd.daemon.learning.learner import Learner, StepResult
 from learnd.daemon.learning.prequential import RollingMetrics
@@ -56,7 +57,11 @@ class Pipeline:
         self.failpoints = failpoints
         self.audit = np.zeros(0, np.int32) if cfg.checkpoint.audit_ids else None
         self.decoder = EventDecoder(cfg.schema_)
-        self.batcher = MicroBatcher(cfg.learning.batch_size, cfg.learning.batch_max_age_s)
+        lrn = cfg.learning
+        self.batcher = MicroBatcher(lrn.batch_size, lrn.batch_max_age_s)
+        self.pace = CatchUpPace(
+            lrn.batch_size, lrn.catch_up_batch_size, lrn.catch_up_lag, lrn.catch_up_s
+        )
         self.drift = DriftMonitor(cfg.learning.drift.detector)
         schema = cfg.schema_
         names = schema.features or tuple(f"x{i}" for i in range(schema.dim))
@@ -121,23 +126,17 @@ class Pipeline:
         self.lag = self._source_total + len(self.batcher)
 
     def _pace(self, lag: int) -> None:
-        """Learn in larger batches while far behind the log (``learning.catch_up_*``)."""
-        lrn = self.cfg.learning
-        if lrn.catch_up_lag is None:
+        """Choose the batch size from the lag (daemon/learning/catch_up.py)."""
+        size = self.pace.choose(lag)
+        if size == self.batcher.size:
             return
-        catching_up = self.batcher.size != lrn.batch_size
-        if not catching_up and lag > lrn.catch_up_lag:
-            self.batcher.size = lrn.catch_up_batch_size
-        elif catching_up and lag < lrn.catch_up_lag // 2:
-            self.batcher.size = lrn.batch_size
-        else:
-            return
+        self.batcher.size = size
         log.info(
             "%s: lag %d, batches of %d",
-            "catching up" if self.batcher.size != lrn.batch_size else "caught up",
+            "catching up" if self.pace.catching_up else "caught up",
             lag,
-            self.batcher.size,
-            extra={"event": "catch_up", "lag": lag, "batch_size": self.batcher.size},
+            size,
+            extra={"event": "catch_up", "lag": lag, "batch_size": size},
         )
 
     def learn_arrays(self, X: np.ndarray, y: np.ndarray) -> None:
@@ -177,12 +176,14 @@ class Pipeline:
         self._count_unlearned()
 
     def _learn(self, batch: EventBatch) -> None:
+        started = self.clock()
         result = self._step(batch)
         if result is None:  # the batch held a poison pill: learned event by event instead
             for i in range(len(batch)):
                 self._learn_one(batch.slice(i, i + 1))
             return
         self._after_step(batch, result)
+        self.pace.observe(len(batch), self.clock() - started)
 
     def _step(self, batch: EventBatch) -> StepResult | None:
         """One learning step, retried ``learn_retries`` times; None if it keeps raising."""

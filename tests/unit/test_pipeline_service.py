@@ -204,24 +204,59 @@ def test_metrics_series_stay_bounded_with_100k_random_ids(tmp_path):
     assert series() == after_1k < 100
 
 
-def test_large_batches_while_catching_up_then_back_to_the_configured_size(tmp_path):
+def _runs(sizes):
+    """Run-length form of a sequence: [(value, count), ...]."""
+    out = []
+    for s in sizes:
+        if out and out[-1][0] == s:
+            out[-1][1] += 1
+        else:
+            out.append([s, 1])
+    return [tuple(r) for r in out]
+
+
+def test_catch_up_batches_grow_while_short_of_the_rate_target_and_shrink_as_the_lag_falls(
+    tmp_path,
+):
     cfg = sea_config(
-        tmp_path, learning={"catch_up_lag": 2000, "catch_up_batch_size": 128, "batch_size": 32}
+        tmp_path,
+        learning={
+            "catch_up_lag": 2000,
+            "catch_up_batch_size": 256,
+            "catch_up_s": 0.1,
+            "batch_size": 32,
+        },
     )
+    clock = ManualClock()
     src = ListSource(batch=500)
-    svc, pipe, _, _ = build(cfg, src)
+    svc, pipe, _, _ = build(cfg, src, clock=clock)
     sizes = []
     learn_many = pipe.learner.learn_many
-    pipe.learner.learn_many = lambda X, y: sizes.append(len(y)) or learn_many(X, y)
-    src.append(list(DriftingSEA(seed=9).take(6000)))
+
+    def costed(X, y):  # a step costs 1 ms plus 20 us an event: 19.5k/s at 32, 41.8k/s at 256
+        sizes.append(len(y))
+        clock.advance(1e-3 + 2e-5 * len(y))
+        return learn_many(X, y)
+
+    pipe.learner.learn_many = costed
+    src.append(list(DriftingSEA(seed=9).take(12_000)))
     svc.restore()
-    drain(svc, src)
+    lags = []
+    while src.remaining():
+        svc.step()
+        lags.append((pipe.lag, pipe.batcher.size))
     svc.checkpoint()
-    assert pipe.learner.events_learned == 6000 == sum(sizes)
-    # lag 5500 after the first poll: 128s; below 1000 (half of 2000): 32s again
-    first_small = sizes.index(32)
-    assert set(sizes[:first_small]) == {128} and first_small >= 30
-    assert set(sizes[first_small:-1]) == {32} and pipe.batcher.size == 32
+    assert pipe.learner.events_learned == 12_000 == sum(sizes)
+    # 12,000 behind at the first poll: 32 (nothing measured yet); then 115k/s wanted, and one
+    # rung up per poll while the rung in use measures short (19.5k/s at 32, 28.1k at 64, 36.0k
+    # at 128), up to the largest, 256
+    assert _runs(sizes)[:4] == [(32, 15), (64, 8), (128, 3), (256, 31)]
+    assert lags[:4] == [(11_520, 32), (11_008, 64), (10_624, 128), (10_112, 256)]
+    # down a rung once the one below was measured 1.25x as fast as lag / catch_up_s: 128 at
+    # 2,688 behind (36.0k >= 1.25 x 26.9k), 64 at 2,048, 32 at 1,536; live below 1,000
+    assert lags[-6:] == [(2688, 256), (2048, 128), (1536, 64), (1024, 32), (512, 32), (0, 32)]
+    assert _runs(sizes)[4:] == [(128, 5), (64, 8), (32, 48)]
+    assert not pipe.pace.catching_up
 
 
 def test_catch_up_batches_smaller_than_the_batch_size_are_refused(tmp_path):
