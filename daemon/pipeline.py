@@ -127,7 +127,7 @@ class Pipeline:
 
     def _pace(self, lag: int) -> None:
         """Choose the batch size from the lag (daemon/learning/catch_up.py)."""
-        size = self.pace.choose(lag)
+        size = self.pace.choose(lag)[0]
         if size == self.batcher.size:
             return
         self.batcher.size = size
@@ -182,8 +182,8 @@ class Pipeline:
             for i in range(len(batch)):
                 self._learn_one(batch.slice(i, i + 1))
             return
-        self._after_step(batch, result)
-        self.pace.observe(len(batch), self.clock() - started)
+        rehearsed = self._after_step(batch, result)
+        self.pace.observe(len(batch), rehearsed, self.clock() - started)
 
     def _step(self, batch: EventBatch) -> StepResult | None:
         """One learning step, retried ``learn_retries`` times; None if it keeps raising."""
@@ -214,7 +214,8 @@ class Pipeline:
         self.rejected[Reason.LEARN_FAILED.value] += 1
         self.valid -= 1
 
-    def _after_step(self, batch: EventBatch, result: StepResult) -> None:
+    def _after_step(self, batch: EventBatch, result: StepResult) -> bool:
+        """Everything after a learning step; returns whether rehearsal followed it."""
         start = self.learner.events_learned - len(batch)
         if self.learner.rollbacks != self._rollbacks_seen:
             self._rollbacks_seen = self.learner.rollbacks
@@ -251,6 +252,7 @@ class Pipeline:
             self._challenge(batch, result, start, alarms, rehearse)
         if rehearse:
             self._rehearse()
+        return rehearse
 
     def _rehearse(self) -> None:
         """Rehearsal steps; one that raises is logged and counted, never retried: the batch
@@ -268,8 +270,11 @@ class Pipeline:
 
     @property
     def keeping_up(self) -> bool:
-        """Whether the consumer lag leaves compute to spare for rehearsal: at most
+        """Whether the lag (records not yet learned) leaves compute to spare for rehearsal:
+        while catching up, as the pace says (daemon/learning/catch_up.py); else at most
         ``learning.replay.max_lag``, or ``refill_max_lag`` while the replay window refills."""
+        if self.pace.catching_up:
+            return self.pace.rung[1]
         return self.lag <= self.cfg.learning.replay.lag_limit(self.learner.refilling)
 
     def replay_steps(self) -> int:
