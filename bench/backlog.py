@@ -88,7 +88,7 @@ def behind(bootstrap, topic, n, tmp, learning):
 def live(n, learning, bootstrap, topic, tmp):
     cfg = _config(bootstrap, topic, tmp, learning)
     events = list(DriftingSEA(seed=7, switch_every=50_000).take(n))
-    X = np.array([e["features"] for e in events], np.float32)
+    X = np.array([[e["features"][k] for k in ("x1", "x2", "x3")] for e in events], np.float32)
     y = np.array([e["label"] for e in events], np.float32)
     learner = Learner(cfg.schema_, cfg.model, cfg.learning, "cpu")
     pipe = Pipeline(cfg, learner, ListDeadLetters(), ManualClock())
