@@ -120,6 +120,7 @@ def run_learnd_paced(X, y, labels, pace, seed=0):
         arrived = min(n, int((now - t0) * pace))
         j = min(n, i + b)
         pipe.set_backlog(arrived - j)
+        pipe.pace_batches(arrived - j)
         max_lag = max(max_lag, arrived - j)
         rehearsed += pipe.replay_steps() > 0
         batches += 1

@@ -92,7 +92,7 @@ class Pipeline:
         self.valid += len(events)
         now = self.clock()
         self.batcher.add(events, now)
-        self._pace(self._source_total + len(self.batcher))
+        self.pace_batches(self._source_total + len(self.batcher))
         batches = list(self.batcher.ready(now))
         waiting = len(self.batcher) + sum(len(b) for b in batches)
         lrn = self.learner
@@ -125,8 +125,9 @@ class Pipeline:
         }
         self.lag = self._source_total + len(self.batcher)
 
-    def _pace(self, lag: int) -> None:
-        """Choose the batch size from the lag (daemon/learning/catch_up.py)."""
+    def pace_batches(self, lag: int) -> None:
+        """Choose how to learn from the lag (daemon/learning/catch_up.py); :meth:`process`
+        does it at each call, a caller of :meth:`learn_arrays` before each batch."""
         size = self.pace.choose(lag)[0]
         if size == self.batcher.size:
             return

@@ -6,7 +6,8 @@ Behind by ``lag`` records, learnd aims to learn at least ``lag / catch_up_s`` ev
 the last of it is learned the way that learns best). The ways form a ladder, slowest and most
 accurate first: micro-batches of ``batch_size`` followed by rehearsal, then without it, then
 batches doubling up to ``catch_up_batch_size`` (more events per second, fewer steps per event).
-The pace climbs one rung while the rate measured on the rung in use falls short of the target,
+The pace climbs one rung at a time while the rate measured on the rung in use falls short of the
+target (or was not measured yet),
 and steps back down once the rung below was measured fast enough with a margin. It starts
 climbing above ``catch_up_lag`` records behind; below half of that it is live again (rehearsal
 then follows ``learning.replay.max_lag``).
@@ -19,13 +20,13 @@ Examples
 >>> pace = CatchUpPace(batch_size=32, largest=128, start_lag=1000, catch_up_s=1.0)
 >>> pace.rungs
 ((32, True), (32, False), (64, False), (128, False))
->>> pace.choose(lag=500), pace.choose(lag=5000)  # live; catching up, nothing measured yet
+>>> pace.observe(32, True, seconds=0.004)  # live: 8k events/s with rehearsal
+>>> pace.choose(lag=500), pace.choose(lag=5000)  # live; catching up, 5k/s is enough
 ((32, True), (32, True))
->>> pace.observe(32, True, seconds=0.004)  # 8k events/s with rehearsal: enough for 5k/s
->>> pace.choose(lag=5000)
-(32, True)
 >>> pace.choose(lag=40_000)  # 40k/s wanted: one rung up
 (32, False)
+>>> pace.choose(lag=40_000)  # not measured yet: taken as short, up again
+(64, False)
 """
 
 from __future__ import annotations
@@ -82,8 +83,8 @@ class CatchUpPace:
         if not self.catching_up:
             return self.rung
         target = lag / self.catch_up_s
-        here = self.rate(self.rung)
-        if here is not None and here < target and self._at + 1 < len(self.rungs):
+        here = self.rate(self.rung)  # not measured (no full batch yet): taken as short
+        if (here is None or here < target) and self._at + 1 < len(self.rungs):
             self._at += 1
         elif self._at > 0:
             below = self.rate(self.rungs[self._at - 1])

@@ -262,24 +262,29 @@ def test_catch_up_batches_grow_while_short_of_the_rate_target_and_shrink_as_the_
     # first: batches of 32 with rehearsal (nothing measured yet; 2.2k/s measured: 8 refill
     # steps of 1.64 ms each); then 115k/s wanted, one rung up per poll while the rung in use
     # measures short (19.5k/s at 32, 28.1k at 64, 36.0k at 128), up to the largest, 256
+    # (lag once the poll is learned, batch size, rehearsal) per poll. 12,000 behind at the
+    # first: nothing measured yet, so one rung up from rehearsed batches of 32; then 115k/s
+    # wanted, one rung up per poll while the rung in use measures short (19.5k/s at 32, 28.1k
+    # at 64, 36.0k at 128), up to the largest, 256
     assert lags[:5] == [
-        (11_500, 32, True),
-        (11_020, 32, False),
-        (10_508, 64, False),
-        (10_124, 128, False),
-        (9_612, 256, False),
+        (11_520, 32, False),
+        (11_008, 64, False),
+        (10_624, 128, False),
+        (10_112, 256, False),
+        (9_600, 256, False),
     ]
     # down a rung once the one below was measured 1.25x as fast as lag / catch_up_s: 128 at
-    # 2,700 behind (36.0k/s >= 1.25 x 27.0k/s), 64 at 2,060, 32 at 1,548; 32 with rehearsal
-    # (2.2k/s) never fast enough while catching up; live below 1,000 (half of catch_up_lag)
+    # 2,688 behind (36.0k/s >= 1.25 x 26.9k/s), 64 at 2,048, 32 at 1,536; rehearsal was never
+    # measured, so not taken while catching up; live below 1,000 (half of catch_up_lag)
     assert lags[-6:] == [
-        (2_700, 256, False),
-        (2_060, 128, False),
-        (1_548, 64, False),
-        (1_004, 32, False),
-        (524, 32, False),
-        (12, 32, True),
+        (2_688, 256, False),
+        (2_048, 128, False),
+        (1_536, 64, False),
+        (1_024, 32, False),
+        (512, 32, False),
+        (0, 32, True),
     ]
+    assert _runs(sizes) == [(32, 15), (64, 8), (128, 3), (256, 31), (128, 5), (64, 8), (32, 48)]
     assert not pipe.pace.catching_up
 
 
