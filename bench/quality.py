@@ -11,7 +11,9 @@ Every system sees the same seeded streams, test-then-train, one example at a tim
 and VW and in learnd's default micro-batches for learnd (through ``Pipeline.learn_arrays``: the
 daemon's own learning path with its guards, drift detection and drift reaction, minus Kafka),
 twice: as when the daemon keeps up with the log (each batch followed by rehearsal steps) and as
-when it is behind it (no rehearsal; the examples/s there are what catching up runs at). Printed: prequential accuracy and examples/s per system and stream; for learnd on the streams
+when the whole stream is a backlog already in the log (bench/_backlog.py: ``Pipeline.process``
+fed in polls, told the lag, as the daemon catches up; the examples/s there are what catching up
+runs at). Printed: prequential accuracy and examples/s per system and stream; for learnd on the streams
 with known switch points, each drift alarm's delay, false alarms, and the events needed after
 each switch to get back within 1 point of the pre-switch accuracy (ARF's alongside).
 VW needs ``pip install vowpalwabbit``; without it its column says so. Single CPU thread.
@@ -34,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _anchors import river_systems, run_river, run_vw  # noqa: E402
+from _backlog import learn_backlog  # noqa: E402
 from _progress import bar, say  # noqa: E402
 from _streams import sea, streams  # noqa: E402
 from river import forest  # noqa: E402
@@ -81,14 +84,14 @@ def _learnd(X, y, labels, seed=0, learning=None):
 def run_learnd_recorded(X, y, labels, behind=False, seed=0, learning=None):
     """learnd with per-event correctness recorded.
 
-    ``behind``: as when the consumer lags the log by more than ``learning.replay.max_lag``
-    and ``refill_max_lag`` records (but less than ``catch_up_lag``): micro-batches of 32
-    without rehearsal. Otherwise as when it keeps up: each batch followed by the rehearsal
-    steps (the default config both ways)."""
+    ``behind``: the stream is a full backlog, learned the way the daemon catches up
+    (bench/_backlog.py: ``Pipeline.process`` in polls of 500, told the lag before each, so the
+    catch-up pace and rehearsal follow it). Otherwise as when it keeps up: each batch followed
+    by the rehearsal steps (the default config both ways)."""
     cfg, pipe, yy, errors = _learnd(X, y, labels, seed, learning)
     if behind:
-        pipe.set_backlog(cfg.learning.replay.lag_limit(refilling=True) + 1)
-        assert pipe.replay_steps() == 0 and pipe.batcher.size == cfg.learning.batch_size
+        dt, _sizes = learn_backlog(pipe, X, yy)
+        return dt, np.concatenate(errors) == 0, list(pipe.alarms_at)
     b = cfg.learning.batch_size
     t0 = time.perf_counter()
     for i in range(0, len(y), b):
@@ -117,6 +120,7 @@ def run_learnd_paced(X, y, labels, pace, seed=0):
         arrived = min(n, int((now - t0) * pace))
         j = min(n, i + b)
         pipe.set_backlog(arrived - j)
+        pipe.pace_batches(arrived - j)
         max_lag = max(max_lag, arrived - j)
         rehearsed += pipe.replay_steps() > 0
         batches += 1

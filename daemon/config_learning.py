@@ -173,11 +173,17 @@ class LearningConfig(Section):
     batch_size: int = Field(32, ge=1, le=65_536)
     """Micro-batch size."""
     catch_up_lag: int | None = Field(10_000, ge=1)
-    """While the consumer lag exceeds this many records, learn in batches of
-    ``catch_up_batch_size`` (more events/s, fewer steps per event); back to ``batch_size`` once
-    the lag is below half of it. None: always ``batch_size``."""
+    """Once more than this many records are not yet learned (``learnd_consumer_lag``), catch up:
+    batches grow from ``batch_size`` (doubling, one step at a time, up to
+    ``catch_up_batch_size``) while the rate measured falls short of ``lag / catch_up_s`` events/s,
+    and shrink again as the lag falls; back to ``batch_size`` once the lag is below half of it
+    (docs/operations.md, "Catching up"). None: always ``batch_size``."""
     catch_up_batch_size: int = Field(256, ge=1, le=65_536)
-    """Micro-batch size while catching up (``learnd_batch_size``)."""
+    """The largest micro-batch while catching up (``learnd_batch_size``)."""
+    catch_up_s: float = Field(30.0, gt=0, le=86_400)
+    """The catch-up preference: behind by ``lag`` records, learn at least ``lag / catch_up_s``
+    events per second (a backlog shrinks by about two thirds every ``catch_up_s`` seconds).
+    Smaller: faster catch-up in larger batches; larger: smaller batches, more accurate."""
     steps_per_batch: int = Field(1, ge=1, le=16)
     """Optimizer steps per micro-batch, the first on the batch's test-then-train forward pass
     (more: better per-example accuracy, proportionally slower)."""

@@ -29,6 +29,7 @@ from learnd.daemon.events.record import RawRecord, Record
 from learnd.daemon.events.typed import count_missing
 from learnd.daemon.failpoints import NONE, Failpoints
 from learnd.daemon.labels.stage import JoinStage
+from learnd.daemon.learning.catch_up import CatchUpPace
 from learnd.daemon.learning.challenger import Challenger
 from learnd.daemon.learning.learner import Learner, StepResult
 from learnd.daemon.learning.prequential import RollingMetrics
@@ -64,7 +65,11 @@ class Pipeline:
         self.failpoints = failpoints
         self.audit = np.zeros(0, np.int32) if cfg.checkpoint.audit_ids else None
         self.decoder = EventDecoder(cfg.schema_)
-        self.batcher = MicroBatcher(cfg.learning.batch_size, cfg.learning.batch_max_age_s)
+        lrn = cfg.learning
+        self.batcher = MicroBatcher(lrn.batch_size, lrn.batch_max_age_s)
+        self.pace = CatchUpPace(
+            lrn.batch_size, lrn.catch_up_batch_size, lrn.catch_up_lag, lrn.catch_up_s
+        )
         self.drift = DriftMonitor(cfg.learning.drift.detector)
         schema = cfg.schema_
         names = schema.feature_names or tuple(f"x{i}" for i in range(schema.dim))
@@ -83,7 +88,10 @@ class Pipeline:
         self.learn_failures = 0
         self._rollbacks_seen = 0
         self.alarms_at: deque[int] = deque(maxlen=1000)  # event positions of recent alarms
-        self.lag = 0  # the source's consumer lag, as last reported (0: live, or no source)
+        self.lag = 0  # records not yet learned, all partitions (0: live, or no source)
+        self.unlearned: dict[int, int] = {}  # records not yet learned, per partition
+        self._source_lag: Mapping[int, int] = {}  # what the source has not handed over yet
+        self._source_total = 0
         self.replay_failures = 0
         self.wall = wall  # the join's clock: pending rows keep their age across restarts
         self.join = JoinStage(cfg) if cfg.labels.mode == "join" else None
@@ -105,14 +113,20 @@ class Pipeline:
             self.missing.update(count_missing(self.layout, events.X))
         now = self.clock()
         self.batcher.add(events, now)
+        self.pace_batches(self._source_total + len(self.batcher))
+        batches = list(self.batcher.ready(now))
+        waiting = len(self.batcher) + sum(len(b) for b in batches)
         lrn = self.learner
-        for batch in self.batcher.ready(now):
+        for batch in batches:
+            waiting -= len(batch)
+            self.lag = self._source_total + waiting  # behind by this once the batch is learned
             self._learn(batch)
             # between batches too: a candidate frozen here is judged on the next one
             self.publisher.tick(
                 self.clock(), lrn.events_learned, True, lrn.export, self.metrics.summary
             )
         self.positions.update(decoded.positions)
+        self._count_unlearned()
 
     def _join(self, rejections: Sequence[Rejection], records: Sequence[RawRecord]) -> list:
         """Unlabelled events (among the decoder's rejections) and the join's own records go
@@ -131,25 +145,37 @@ class Pipeline:
             self.batcher.add(batch, self.clock())
         return rest
 
-    def set_backlog(self, lag: int) -> None:
-        """Learn in larger batches while far behind the log (``learning.catch_up_*``)."""
-        self.lag = lag
-        lrn = self.cfg.learning
-        if lrn.catch_up_lag is None:
-            return
-        catching_up = self.batcher.size != lrn.batch_size
-        if not catching_up and lag > lrn.catch_up_lag:
-            self.batcher.size = lrn.catch_up_batch_size
-        elif catching_up and lag < lrn.catch_up_lag // 2:
-            self.batcher.size = lrn.batch_size
+    def set_backlog(self, lag: Mapping[int, int] | int) -> None:
+        """Tell the pipeline what the source has not handed over yet, per partition (or in
+        all): with what waits in the micro-batcher, that is what is not yet learned
+        (``unlearned``, ``lag``), from which rehearsal and catch-up batches are decided."""
+        if isinstance(lag, Mapping):
+            self._source_lag, self._source_total = dict(lag), sum(lag.values())
         else:
+            self._source_lag, self._source_total = {}, int(lag)
+        self._count_unlearned()
+
+    def _count_unlearned(self) -> None:
+        pending = self.batcher.pending_by_partition()
+        source = self._source_lag
+        self.unlearned = {
+            p: source.get(p, 0) + pending.get(p, 0) for p in sorted({*source, *pending})
+        }
+        self.lag = self._source_total + len(self.batcher)
+
+    def pace_batches(self, lag: int) -> None:
+        """Choose how to learn from the lag (daemon/learning/catch_up.py); :meth:`process`
+        does it at each call, a caller of :meth:`learn_arrays` before each batch."""
+        size = self.pace.choose(lag)[0]
+        if size == self.batcher.size:
             return
+        self.batcher.size = size
         log.info(
             "%s: lag %d, batches of %d",
-            "catching up" if self.batcher.size != lrn.batch_size else "caught up",
+            "catching up" if self.pace.catching_up else "caught up",
             lag,
-            self.batcher.size,
-            extra={"event": "catch_up", "lag": lag, "batch_size": self.batcher.size},
+            size,
+            extra={"event": "catch_up", "lag": lag, "batch_size": size},
         )
 
     def learn_arrays(self, X: np.ndarray, y: np.ndarray) -> None:
@@ -174,6 +200,7 @@ class Pipeline:
         now = self.clock()
         for batch in self.batcher.ready(now):
             self._learn(batch)
+        self._count_unlearned()
         lrn = self.learner
         self.publisher.tick(
             now, lrn.events_learned, bool(len(self.batcher)), lrn.export, self.metrics.summary
@@ -187,14 +214,17 @@ class Pipeline:
     def flush(self) -> None:
         for batch in self.batcher.drain():
             self._learn(batch)
+        self._count_unlearned()
 
     def _learn(self, batch: EventBatch) -> None:
+        started = self.clock()
         result = self._step(batch)
         if result is None:  # the batch held a poison pill: learned event by event instead
             for i in range(len(batch)):
                 self._learn_one(batch.slice(i, i + 1))
             return
-        self._after_step(batch, result)
+        rehearsed = self._after_step(batch, result)
+        self.pace.observe(len(batch), rehearsed, self.clock() - started)
 
     def _step(self, batch: EventBatch) -> StepResult | None:
         """One learning step, retried ``learn_retries`` times; None if it keeps raising."""
@@ -225,7 +255,8 @@ class Pipeline:
         self.rejected[Reason.LEARN_FAILED.value] += 1
         self.valid -= 1
 
-    def _after_step(self, batch: EventBatch, result: StepResult) -> None:
+    def _after_step(self, batch: EventBatch, result: StepResult) -> bool:
+        """Everything after a learning step; returns whether rehearsal followed it."""
         start = self.learner.events_learned - len(batch)
         if self.learner.rollbacks != self._rollbacks_seen:
             self._rollbacks_seen = self.learner.rollbacks
@@ -263,6 +294,7 @@ class Pipeline:
             self._challenge(batch, result, start, alarms, rehearse)
         if rehearse:
             self._rehearse()
+        return rehearse
 
     def _rehearse(self) -> None:
         """Rehearsal steps; one that raises is logged and counted, never retried: the batch
@@ -280,8 +312,11 @@ class Pipeline:
 
     @property
     def keeping_up(self) -> bool:
-        """Whether the consumer lag leaves compute to spare for rehearsal: at most
+        """Whether the lag (records not yet learned) leaves compute to spare for rehearsal:
+        while catching up, as the pace says (daemon/learning/catch_up.py); else at most
         ``learning.replay.max_lag``, or ``refill_max_lag`` while the replay window refills."""
+        if self.pace.catching_up:
+            return self.pace.rung[1]
         return self.lag <= self.cfg.learning.replay.lag_limit(self.learner.refilling)
 
     def replay_steps(self) -> int:

@@ -127,8 +127,8 @@ class Service:
         now = self.health.broker_connected = bool(records) or self.source.connected()
         if now != was or self._broker_seen is None:
             self._log_broker(now)
+        self.pipeline.set_backlog(self.source.lag())
         if records:
-            self.pipeline.set_backlog(sum(self.source.lag().values()))
             self.pipeline.process(records)
         self.pipeline.tick()
         if self.source.take_revoked() or self._checkpoint_due():

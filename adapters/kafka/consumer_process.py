@@ -43,6 +43,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from learnd.adapters.child_process import die_with_parent
+from learnd.adapters.kafka.log_ends import EndsReader, EndsWriter, not_handed_over
 from learnd.daemon.config import LearndConfig
 from learnd.daemon.events.decoder import Decoded, EventDecoder, Rejection
 from learnd.daemon.events.record import RawRecord, Record
@@ -65,6 +66,7 @@ class ConsumerProcess:
         self._proc: subprocess.Popen | None = None
         self._data: Connection | None = None  # child -> daemon: batches, status, logs
         self._commands: Connection | None = None  # daemon -> child: seek, commit, close
+        self._ends: EndsReader | None = None  # child -> daemon: the log ends it saw last
         self._positions: dict[int, int] = {}  # where what was handed over ends
         self._status: dict[str, Any] = _idle_status()
         self._carried = dict.fromkeys(_COUNTERS, 0)  # the counters of children gone
@@ -79,9 +81,11 @@ class ConsumerProcess:
         if self._proc is None and not self._start():
             time.sleep(timeout_s)
             return []
-        assert self._data is not None
+        assert self._data is not None and self._ends is not None
         try:
-            if not self._data.poll(timeout_s):
+            got = self._data.poll(timeout_s)
+            self._ends.drain()
+            if not got:
                 return []
             kind, payload, status, logs = self._data.recv()
         except (EOFError, OSError):
@@ -109,7 +113,12 @@ class ConsumerProcess:
         self._send("commit", dict(positions))
 
     def lag(self) -> Mapping[int, int]:
-        return dict(self._status["lag"])
+        """Records not yet handed to the daemon: not fetched, or fetched and in the pipe."""
+        if self._ends is None:
+            return dict(self._status["lag"])
+        return not_handed_over(
+            self._ends.ends, self._ends.firsts, self._positions, self._status["lag"]
+        )
 
     def assigned(self) -> int:
         return self._status["assigned"]
@@ -178,6 +187,7 @@ class ConsumerProcess:
             return False
         data_r, data_w = os.pipe()
         commands_r, commands_w = os.pipe()
+        ends_r, ends_w = os.pipe()
         _widen(data_w, PIPE_BYTES)
         # A plain interpreter on our module, not multiprocessing's spawn: spawn re-imports the
         # daemon's __main__ (the learnd script: torch and all), and a child holding torch was
@@ -190,12 +200,15 @@ class ConsumerProcess:
                 "learnd.adapters.kafka.consumer_process",
                 str(data_w),
                 str(commands_r),
+                str(ends_w),
             ],
-            pass_fds=(data_w, commands_r),
+            pass_fds=(data_w, commands_r, ends_w),
             stdin=subprocess.DEVNULL,
         )
         os.close(data_w)  # the child holds the only write end: its death reads as EOF
         os.close(commands_r)
+        os.close(ends_w)
+        self._ends = EndsReader(ends_r)
         self._proc = proc
         self._data = Connection(data_r, writable=False)
         self._commands = Connection(commands_w, readable=False)
@@ -227,10 +240,10 @@ class ConsumerProcess:
         self._restart_at = time.monotonic() + RESTART_DELAY_S
 
     def _forget(self) -> None:
-        for conn in (self._data, self._commands):
+        for conn in (self._data, self._commands, self._ends):
             if conn is not None:
                 conn.close()
-        self._proc = self._data = self._commands = None
+        self._proc = self._data = self._commands = self._ends = None
         for name in _COUNTERS:
             self._carried[name] += self._status[name]
         self._status = _idle_status()
@@ -288,9 +301,11 @@ class _LogBuffer:
 
 
 def main(argv: Sequence[str]) -> None:
-    """The consumer process: ``python -m learnd.adapters.kafka.consumer_process DATA_FD COMMANDS_FD``."""
+    """The consumer process: ``python -m learnd.adapters.kafka.consumer_process DATA_FD
+    COMMANDS_FD ENDS_FD``."""
     out = Connection(int(argv[0]), readable=False)
     commands = Connection(int(argv[1]), writable=False)
+    ends = EndsWriter(int(argv[2]))
     kind, (cfg, positions, parent, levels) = commands.recv()
     assert kind == "start", kind
     die_with_parent(parent)
@@ -300,7 +315,7 @@ def main(argv: Sequence[str]) -> None:
     for name, level in levels.items():
         logging.getLogger(name).setLevel(level)
     try:
-        _Consumer(cfg, out, commands, logs).run(positions)
+        _Consumer(cfg, out, commands, logs, ends).run(positions)
     except (BrokenPipeError, EOFError):
         pass  # the daemon is gone
     except Exception:
@@ -313,13 +328,21 @@ def main(argv: Sequence[str]) -> None:
 
 
 class _Consumer:
-    def __init__(self, cfg: LearndConfig, out: Connection, commands: Connection, logs: _LogBuffer):
+    def __init__(
+        self,
+        cfg: LearndConfig,
+        out: Connection,
+        commands: Connection,
+        logs: _LogBuffer,
+        ends: EndsWriter,
+    ):
         from learnd.adapters.kafka.clients import client_source_class
 
         self.cfg = cfg
         self.out = out
         self.commands = commands
         self.logs = logs
+        self.ends = ends
         self.source = client_source_class(cfg.kafka)(cfg.kafka)
         self.source.on_revoke(self._hand_over)
         self.decoder = EventDecoder(cfg.schema_)
@@ -336,6 +359,7 @@ class _Consumer:
                 if self.closing:
                     break
                 records = self.source.poll(timeout_s)
+                self.ends.write(self.source.ends(), self.source.first_offsets)
                 decoded = self._decode(records) if records else None
                 self._send("records", decoded, bool(records), self.source.take_revoked())
         finally:

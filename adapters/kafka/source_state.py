@@ -34,7 +34,7 @@ class SourceState:
         self.cfg = cfg
         self._position: dict[int, int] = {}
         self._lag: dict[int, int] = {}
-        self._started: set[int] = set()
+        self.first_offsets: dict[int, int] = {}  # the first offset read, per partition
         self._ahead_since: dict[int, float] = {}
         self.out_of_range_resets = 0
         self.skipped_records = 0
@@ -56,6 +56,10 @@ class SourceState:
         revoked, self.revoked = self.revoked, False
         return revoked
 
+    def ends(self) -> dict[int, int]:
+        """The log end last seen per partition (at least the position): position plus lag."""
+        return {p: self._position[p] + n for p, n in self._lag.items() if p in self._position}
+
     # ---------------------------------------------------------------- shared bookkeeping
 
     def _note_assigned(self, partition: int, origin: str) -> None:
@@ -72,8 +76,8 @@ class SourceState:
             log.info("partitions %s: %s", how, sorted(partitions), extra={"event": "rebalance"})
 
     def _note_first_record(self, partition: int, offset: int) -> None:
-        if partition not in self._started:
-            self._started.add(partition)
+        if partition not in self.first_offsets:
+            self.first_offsets[partition] = offset
             log.info(
                 "first record of partition %d at offset %d",
                 partition,

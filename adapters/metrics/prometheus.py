@@ -287,12 +287,22 @@ class LearndCollector(Collector):
 
         lag = GaugeMetricFamily(
             "learnd_consumer_lag",
-            "Records behind the log end, per partition.",
+            "Records not yet learned, per partition: not fetched, in flight to the learner, "
+            "or batched and waiting.",
+            labels=["partition"],
+        )
+        for part, n in p.unlearned.items():
+            lag.add_metric([str(part)], n)
+        yield lag
+        fetch = GaugeMetricFamily(
+            "learnd_consumer_fetch_lag",
+            "Records not yet handed to the learner, per partition (learnd_consumer_lag without "
+            "what waits in the micro-batcher).",
             labels=["partition"],
         )
         for part, n in sorted(self.source.lag().items()):
-            lag.add_metric([str(part)], n)
-        yield lag
+            fetch.add_metric([str(part)], n)
+        yield fetch
 
         yield CounterMetricFamily(
             "learnd_offset_out_of_range",

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
+
 from learnd.daemon.events.decoder import EventBatch
 
 
@@ -35,6 +37,15 @@ class MicroBatcher:
 
     def __len__(self) -> int:
         return self._pending
+
+    def pending_by_partition(self) -> dict[int, int]:
+        """Events waiting to be learned, per partition."""
+        if not self._parts:
+            return {}
+        parts, counts = np.unique(
+            np.concatenate([b.partitions for b in self._parts]), return_counts=True
+        )
+        return {int(p): int(n) for p, n in zip(parts, counts, strict=True)}
 
     def add(self, events: EventBatch, now: float) -> None:
         if len(events) == 0:

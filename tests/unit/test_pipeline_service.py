@@ -204,24 +204,88 @@ def test_metrics_series_stay_bounded_with_100k_random_ids(tmp_path):
     assert series() == after_1k < 100
 
 
-def test_large_batches_while_catching_up_then_back_to_the_configured_size(tmp_path):
+def _runs(sizes):
+    """Run-length form of a sequence: [(value, count), ...]."""
+    out = []
+    for s in sizes:
+        if out and out[-1][0] == s:
+            out[-1][1] += 1
+        else:
+            out.append([s, 1])
+    return [tuple(r) for r in out]
+
+
+def test_catch_up_batches_grow_while_short_of_the_rate_target_and_shrink_as_the_lag_falls(
+    tmp_path,
+):
     cfg = sea_config(
-        tmp_path, learning={"catch_up_lag": 2000, "catch_up_batch_size": 128, "batch_size": 32}
+        tmp_path,
+        learning={
+            "catch_up_lag": 2000,
+            "catch_up_batch_size": 256,
+            "catch_up_s": 0.1,
+            "batch_size": 32,
+        },
     )
+    clock = ManualClock()
     src = ListSource(batch=500)
-    svc, pipe, _, _ = build(cfg, src)
+    svc, pipe, _, _ = build(cfg, src, clock=clock)
     sizes = []
     learn_many = pipe.learner.learn_many
-    pipe.learner.learn_many = lambda X, y: sizes.append(len(y)) or learn_many(X, y)
-    src.append(list(DriftingSEA(seed=9).take(6000)))
+
+    def costed(X, y):  # a step costs 1 ms plus 20 us an event: 19.5k/s at 32, 41.8k/s at 256
+        sizes.append(len(y))
+        clock.advance(1e-3 + 2e-5 * len(y))
+        return learn_many(X, y)
+
+    pipe.learner.learn_many = costed
+    replay = pipe.learner.replay
+
+    def costed_replay(steps=None):  # rehearsal steps are batches of 32
+        done = replay(steps)
+        clock.advance(done * (1e-3 + 2e-5 * 32))
+        return done
+
+    pipe.learner.replay = costed_replay
+    src.append(list(DriftingSEA(seed=9).take(12_000)))
     svc.restore()
-    drain(svc, src)
+    lags = []
+    while src.remaining():
+        svc.step()
+        lags.append((pipe.lag, *pipe.pace.rung))
     svc.checkpoint()
-    assert pipe.learner.events_learned == 6000 == sum(sizes)
-    # lag 5500 after the first poll: 128s; below 1000 (half of 2000): 32s again
-    first_small = sizes.index(32)
-    assert set(sizes[:first_small]) == {128} and first_small >= 30
-    assert set(sizes[first_small:-1]) == {32} and pipe.batcher.size == 32
+    assert pipe.learner.events_learned == 12_000 == sum(sizes) and len(lags) == 24
+    # 12,000 behind at the first poll: 32 (nothing measured yet); then 115k/s wanted, and one
+    # rung up per poll while the rung in use measures short (19.5k/s at 32, 28.1k at 64, 36.0k
+    # at 128), up to the largest, 256
+    # (lag once the poll is learned, batch size, rehearsal) per poll. 12,000 behind at the
+    # first: batches of 32 with rehearsal (nothing measured yet; 2.2k/s measured: 8 refill
+    # steps of 1.64 ms each); then 115k/s wanted, one rung up per poll while the rung in use
+    # measures short (19.5k/s at 32, 28.1k at 64, 36.0k at 128), up to the largest, 256
+    # (lag once the poll is learned, batch size, rehearsal) per poll. 12,000 behind at the
+    # first: nothing measured yet, so one rung up from rehearsed batches of 32; then 115k/s
+    # wanted, one rung up per poll while the rung in use measures short (19.5k/s at 32, 28.1k
+    # at 64, 36.0k at 128), up to the largest, 256
+    assert lags[:5] == [
+        (11_520, 32, False),
+        (11_008, 64, False),
+        (10_624, 128, False),
+        (10_112, 256, False),
+        (9_600, 256, False),
+    ]
+    # down a rung once the one below was measured 1.25x as fast as lag / catch_up_s: 128 at
+    # 2,688 behind (36.0k/s >= 1.25 x 26.9k/s), 64 at 2,048, 32 at 1,536; rehearsal was never
+    # measured, so not taken while catching up; live below 1,000 (half of catch_up_lag)
+    assert lags[-6:] == [
+        (2_688, 256, False),
+        (2_048, 128, False),
+        (1_536, 64, False),
+        (1_024, 32, False),
+        (512, 32, False),
+        (0, 32, True),
+    ]
+    assert _runs(sizes) == [(32, 15), (64, 8), (128, 3), (256, 31), (128, 5), (64, 8), (32, 48)]
+    assert not pipe.pace.catching_up
 
 
 def test_catch_up_batches_smaller_than_the_batch_size_are_refused(tmp_path):
@@ -268,3 +332,27 @@ def test_batches_decoded_by_the_source_are_learned_exactly_as_raw_records(tmp_pa
     letters, positions, committed, learned = rest1
     assert letters == [(1, 0, "not_json"), (1, 701, "wrong_dimension")]
     assert positions == {0: 3000, 1: 702} == committed and learned == 3700
+
+
+def test_the_lag_counts_events_batched_and_waiting_per_partition(tmp_path):
+    from learnd.adapters.metrics.prometheus import LearndCollector
+
+    cfg = sea_config(tmp_path, learning={"catch_up_lag": None, "batch_size": 32})
+    src = ListSource(batch=100)
+    svc, pipe, _, _ = build(cfg, src)
+    events = list(DriftingSEA(seed=4).take(1000))
+    src.append(events[:600], partition=0)
+    src.append(events[600:], partition=1)
+    svc.restore()
+    collector = LearndCollector(pipe, svc.health, src)
+
+    def lag():
+        family = next(m for m in collector.collect() if m.name == "learnd_consumer_lag")
+        return {s.labels["partition"]: s.value for s in family.samples}
+
+    svc.step()  # 100 handed over from each partition: 192 learned in batches of 32, 8 wait
+    assert pipe.learner.events_learned == 192
+    assert sum(lag().values()) == 1000 - 192 == pipe.lag
+    assert lag() == {"0": 500 + 0, "1": 300 + 8}  # the waiting 8 are partition 1's
+    svc.step()
+    assert pipe.learner.events_learned == 384 and sum(lag().values()) == 1000 - 384

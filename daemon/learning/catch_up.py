@@ -1,0 +1,93 @@
+"""How learnd learns while behind the log: the most careful way that keeps up with a catch-up
+rate target.
+
+Behind by ``lag`` records, learnd aims to learn at least ``lag / catch_up_s`` events per second
+(so a backlog shrinks by about two thirds every ``catch_up_s`` seconds, however large it is, and
+the last of it is learned the way that learns best). The ways form a ladder, slowest and most
+accurate first: micro-batches of ``batch_size`` followed by rehearsal, then without it, then
+batches doubling up to ``catch_up_batch_size`` (more events per second, fewer steps per event).
+The pace climbs one rung at a time while the rate measured on the rung in use falls short of the
+target (or was not measured yet),
+and steps back down once the rung below was measured fast enough with a margin. It starts
+climbing above ``catch_up_lag`` records behind; below half of that it is live again (rehearsal
+then follows ``learning.replay.max_lag``).
+
+Rates are measured on the steps themselves (an exponential average of seconds per step, per
+rung, rehearsal included), with the pipeline's clock: a busy machine climbs higher.
+
+Examples
+--------
+>>> pace = CatchUpPace(batch_size=32, largest=128, start_lag=1000, catch_up_s=1.0)
+>>> pace.rungs
+((32, True), (32, False), (64, False), (128, False))
+>>> pace.observe(32, True, seconds=0.004)  # live: 8k events/s with rehearsal
+>>> pace.choose(lag=500), pace.choose(lag=5000)  # live; catching up, 5k/s is enough
+((32, True), (32, True))
+>>> pace.choose(lag=40_000)  # 40k/s wanted: one rung up
+(32, False)
+>>> pace.choose(lag=40_000)  # not measured yet: taken as short, up again
+(64, False)
+"""
+
+from __future__ import annotations
+
+DOWN_MARGIN = 1.25  # a rung below is taken again only if this much faster than needed
+SMOOTHING = 0.2  # weight of the newest step in the rate averages
+
+Rung = tuple[int, bool]  # (batch size, rehearsal after each batch)
+
+
+class CatchUpPace:
+    def __init__(self, batch_size: int, largest: int, start_lag: int | None, catch_up_s: float):
+        rungs: list[Rung] = [(batch_size, True), (batch_size, False)]
+        while rungs[-1][0] * 2 <= largest:
+            rungs.append((rungs[-1][0] * 2, False))
+        if rungs[-1][0] != largest and largest > batch_size:
+            rungs.append((largest, False))
+        self.rungs = tuple(rungs)
+        self.start_lag = start_lag
+        self.catch_up_s = catch_up_s
+        self._step_s: dict[Rung, float] = {}  # seconds per step, per rung
+        self._at = 0  # the rung in use
+        self.catching_up = False
+
+    @property
+    def rung(self) -> Rung:
+        return self.rungs[self._at]
+
+    @property
+    def size(self) -> int:
+        return self.rung[0]
+
+    def rate(self, rung: Rung) -> float | None:
+        """Events per second measured on this rung (None: not measured yet)."""
+        s = self._step_s.get(rung)
+        return rung[0] / s if s else None
+
+    def observe(self, size: int, rehearsed: bool, seconds: float) -> None:
+        """A micro-batch of ``size`` events (and its rehearsal, if any) took ``seconds``."""
+        rung = (size, rehearsed)
+        if rung not in self.rungs or seconds <= 0:
+            return  # a partial batch: not a rung's rate
+        old = self._step_s.get(rung)
+        self._step_s[rung] = seconds if old is None else old + SMOOTHING * (seconds - old)
+
+    def choose(self, lag: int) -> Rung:
+        """How to learn the next batches, behind by ``lag`` records."""
+        if self.start_lag is None:
+            return self.rung
+        if not self.catching_up and lag > self.start_lag:
+            self.catching_up = True
+        elif self.catching_up and lag < self.start_lag // 2:
+            self.catching_up, self._at = False, 0
+        if not self.catching_up:
+            return self.rung
+        target = lag / self.catch_up_s
+        here = self.rate(self.rung)  # not measured (no full batch yet): taken as short
+        if (here is None or here < target) and self._at + 1 < len(self.rungs):
+            self._at += 1
+        elif self._at > 0:
+            below = self.rate(self.rungs[self._at - 1])
+            if below is not None and below >= DOWN_MARGIN * target:
+                self._at -= 1
+        return self.rung

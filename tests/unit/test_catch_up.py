@@ -1,0 +1,53 @@
+"""The catch-up pace: which batch size and rehearsal it picks at which lag, on measured rates."""
+
+from __future__ import annotations
+
+from learnd.daemon.learning.catch_up import CatchUpPace
+
+
+def _measured(catch_up_s: float) -> CatchUpPace:
+    pace = CatchUpPace(batch_size=32, largest=256, start_lag=10_000, catch_up_s=catch_up_s)
+    # 32 with rehearsal 2.5k/s, without 10k/s, then 16k, 25.6k, 32k events/s
+    for size, rehearsed, seconds in (
+        (32, True, 0.0128),
+        (32, False, 0.0032),
+        (64, False, 0.004),
+        (128, False, 0.005),
+        (256, False, 0.008),
+    ):
+        pace.observe(size, rehearsed, seconds)
+    return pace
+
+
+def test_the_pace_keeps_rehearsal_while_its_rate_meets_lag_over_catch_up_s():
+    pace = _measured(catch_up_s=30)
+    assert pace.rungs == ((32, True), (32, False), (64, False), (128, False), (256, False))
+    # 60k behind wants 2k/s: rehearsed batches of 32 (2.5k/s) keep up
+    assert [pace.choose(lag) for lag in (9_000, 60_000, 60_000)] == [(32, True)] * 3
+    # 150k behind wants 5k/s: one rung a poll until one measures enough (10k/s)
+    assert [pace.choose(150_000) for _ in range(3)] == [(32, False)] * 3
+    # 1.5M wants 50k/s, more than the largest (32k/s): the top, and no further
+    assert [pace.choose(1_500_000) for _ in range(5)] == [
+        (64, False),
+        (128, False),
+        (256, False),
+        (256, False),
+        (256, False),
+    ]
+    # down once the rung below is 1.25x enough: 128 needs lag <= 25.6k*30/1.25 = 614,400
+    assert pace.choose(614_401) == (256, False) and pace.choose(614_400) == (128, False)
+    assert pace.choose(384_000) == (64, False) and pace.choose(240_000) == (32, False)
+    assert pace.choose(60_000) == (32, True)
+    assert pace.catching_up and pace.choose(4_999) == (32, True) and not pace.catching_up
+
+
+def test_a_short_catch_up_s_climbs_at_once_and_none_turns_the_pace_off():
+    pace = _measured(catch_up_s=1)
+    assert [pace.choose(20_000) for _ in range(4)] == [
+        (32, False),
+        (64, False),
+        (128, False),
+        (128, False),  # 25.6k/s >= 20k/s
+    ]
+    off = CatchUpPace(batch_size=32, largest=256, start_lag=None, catch_up_s=1)
+    assert off.choose(10**9) == (32, True) and not off.catching_up
