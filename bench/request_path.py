@@ -28,8 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from learnd.adapters.cpu_threads import limit_blas_threads  # noqa: E402
+from learnd.adapters.serving.oip_http import OipHttpApp  # noqa: E402
 from learnd.adapters.serving.socket_server import PredictionServer  # noqa: E402
 from learnd.daemon.config import SchemaConfig, ServingConfig  # noqa: E402
+from learnd.daemon.serving.oip import OipModel  # noqa: E402
 from learnd.daemon.serving.requests import RequestHandler  # noqa: E402
 from learnd.daemon.serving.snapshot import Draft, SnapshotRef  # noqa: E402
 from learnd.daemon.serving.weights import DenseWeights  # noqa: E402
@@ -94,11 +96,20 @@ class PlainServer:
         return orjson.dumps(out) + b"\n"
 
 
-def learnd_side() -> tuple[PredictionServer, SnapshotRef]:
+def learnd_side() -> tuple[PredictionServer, OipHttpApp, SnapshotRef]:
     ref = SnapshotRef()
     ref.publish(Draft("binary", (0, 1), FEATURES, weights(), 0, {}))
-    handler = RequestHandler(ref, SchemaConfig(task="binary", features=FEATURES))
-    return PredictionServer(handler, ServingConfig()), ref
+    schema = SchemaConfig(task="binary", features=FEATURES)
+    handler = RequestHandler(ref, schema)
+    oip = OipHttpApp(OipModel(ref, schema, "learnd"), None, 1 << 24)
+    return PredictionServer(handler, ServingConfig()), oip, ref
+
+
+def oip_body(rows: list) -> bytes:
+    """An OIP/HTTP infer body: one FP32 tensor of shape [batch, n_features]."""
+    flat = [v for r in rows for v in r]
+    tensor = {"name": "input", "datatype": "FP32", "shape": [len(rows), 3], "data": flat}
+    return orjson.dumps({"id": "1", "inputs": [tensor]})
 
 
 def per_call(fn, n: int) -> float:
@@ -114,7 +125,7 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=3000, help="calls per run (batch 1)")
     args = ap.parse_args()
     limit_blas_threads(1)
-    server, ref = learnd_side()
+    server, oip, ref = learnd_side()
     snap = ref.current
     assert snap is not None
     plain = PlainServer(weights(), snap.version)
@@ -126,6 +137,11 @@ def main() -> None:
 
     def learnd_line(line: bytes) -> bytes:
         return server._answer([server._prepare(line)])
+
+    oip_one, oip_many = oip_body([ROW]), oip_body(rows)
+
+    def oip_infer(body: bytes) -> bytes:
+        return oip._infer("learnd", None, body, None)[1]
 
     # Both sides give the same answers before anything is timed.
     for line in (one, many):
@@ -149,8 +165,24 @@ def main() -> None:
             100,
         ),
         ("forward, 100 rows", lambda: snap.predict_many(X100), lambda: plain.forward(X100), m, 100),
+        (
+            "OIP/HTTP predict, body in -> out",
+            lambda: oip_infer(oip_one),
+            lambda: plain.line(one),
+            n,
+            1,
+        ),
+        (
+            "OIP/HTTP 100 rows, body in -> out",
+            lambda: oip_infer(oip_many),
+            lambda: plain.line(many),
+            m,
+            100,
+        ),
     ]
-    print(f"us per {'call':<34} {'learnd':>8} {'anchor':>8} {'ratio':>6}   (median of {args.repeats})")
+    print(
+        f"us per {'call':<39} {'learnd':>8} {'anchor':>8} {'ratio':>6}   (median of {args.repeats})"
+    )
     for name, ours, theirs, calls, per in cases:
         per_call(ours, calls // 5 + 1)  # warm
         per_call(theirs, calls // 5 + 1)
@@ -160,7 +192,7 @@ def main() -> None:
             b.append(per_call(theirs, calls) / per)
         la, lb = statistics.median(a), statistics.median(b)
         unit = "instance" if per > 1 else "call"
-        print(f"{name + ' (/' + unit + ')':<41} {la:8.2f} {lb:8.2f} {la / lb:5.2f}x")
+        print(f"{name + ' (/' + unit + ')':<46} {la:8.2f} {lb:8.2f} {la / lb:5.2f}x")
 
 
 if __name__ == "__main__":
