@@ -33,6 +33,8 @@ from learnd.daemon.serving.forms import Forward, NumpyForward, frozen
 from learnd.daemon.serving.typed_inputs import TypedInputs
 from learnd.daemon.serving.weights import DenseWeights
 
+_HALF, _ONE = np.float32(0.5), np.float32(1.0)
+
 
 class VersionsExhausted(LookupError):
     """Every reserved version number is used; the next checkpoint reserves more."""
@@ -130,6 +132,9 @@ class Snapshot:
         Z = X - self.x_mean
         Z *= self.x_inv_std
         z = self.forward(Z)
+        if self.task == "binary" and len(z) == 1:  # one row: the same float32 arithmetic on
+            p = (_ONE + np.tanh(z[0, 0] * _HALF)) * _HALF  # numpy scalars, a third of the time
+            return np.array([[_ONE - p, p]], z.dtype)
         if self.task == "binary":  # the logistic, without overflow, written into its columns:
             out = np.empty((len(z), 2), z.dtype)  # what 0.5 * (1 + tanh(z / 2)) gives, bit
             p = out[:, 1]  # for bit, in a third of the numpy calls at batch 1
