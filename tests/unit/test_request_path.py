@@ -99,3 +99,16 @@ def test_one_binary_row_is_bit_for_bit_a_batch_row():
     assert len(np.unique(batch[:, 1])) > 100  # the link is exercised, not saturated
     assert ones.dtype == batch.dtype == np.float32
     assert ones.tobytes() == batch.tobytes()
+
+
+def test_a_batch_s_scores_are_python_s_rounding_of_the_probabilities():
+    ref = _ref("multiclass", ("x", "y", "z"), 3)
+    snap = ref.current
+    assert snap is not None
+    schema = SchemaConfig(task="multiclass", features=NAMES, classes=("x", "y", "z"))
+    X = np.random.default_rng(3).normal(0, 2, (3000, 3)).astype(np.float32)
+    answer = RequestHandler(ref, schema).handle({"op": "predict_many", "instances": X.tolist()})
+    probs = snap.predict_many(X)
+    want = [{c: round(float(p), 6) for c, p in zip("xyz", row, strict=True)} for row in probs]
+    assert [a["scores"] for a in answer["predictions"]] == want
+    assert [a["prediction"] for a in answer["predictions"]] == ["xyz"[k] for k in probs.argmax(1)]
