@@ -11,6 +11,9 @@ idle, the same client measures again, then N client processes measure throughput
 Every client is a separate process from the daemon, as in production. With ``--fairness S``
 the idle daemon is then measured against a connection that floods it (control operations,
 pipelined predictions, pipelining without reading), S seconds each.
+
+The request path without the socket (bytes in to bytes out per line, the forward, a batch of
+100), beside a plain asyncio + numpy NDJSON server's, is in bench/request_path.py.
 """
 
 from __future__ import annotations

@@ -33,6 +33,8 @@ from learnd.daemon.serving.forms import Forward, NumpyForward, frozen
 from learnd.daemon.serving.typed_inputs import TypedInputs
 from learnd.daemon.serving.weights import DenseWeights
 
+_HALF, _ONE = np.float32(0.5), np.float32(1.0)
+
 
 class VersionsExhausted(LookupError):
     """Every reserved version number is used; the next checkpoint reserves more."""
@@ -127,10 +129,21 @@ class Snapshot:
         X = np.asarray(X, np.float32)
         if self.typed is not None:
             X = self.typed.encode(X, self.x_mean)
-        z = self.forward((X - self.x_mean) * self.x_inv_std)
-        if self.task == "binary":
-            p = 0.5 * (1.0 + np.tanh(0.5 * z[:, 0]))  # the logistic, without overflow
-            return np.stack([1.0 - p, p], axis=1)
+        Z = X - self.x_mean
+        Z *= self.x_inv_std
+        z = self.forward(Z)
+        if self.task == "binary" and len(z) == 1:  # one row: the same float32 arithmetic on
+            p = (_ONE + np.tanh(z[0, 0] * _HALF)) * _HALF  # numpy scalars, a third of the time
+            return np.array([[_ONE - p, p]], z.dtype)
+        if self.task == "binary":  # the logistic, without overflow, written into its columns:
+            out = np.empty((len(z), 2), z.dtype)  # what 0.5 * (1 + tanh(z / 2)) gives, bit
+            p = out[:, 1]  # for bit, in a third of the numpy calls at batch 1
+            np.multiply(z[:, 0], 0.5, out=p)
+            np.tanh(p, out=p)
+            p += 1.0
+            p *= 0.5
+            np.subtract(1.0, p, out=out[:, 0])
+            return out
         if self.task == "multiclass":
             z = z - z.max(axis=1, keepdims=True)
             np.exp(z, out=z)
