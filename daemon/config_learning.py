@@ -202,7 +202,8 @@ class LearningConfig(Section):
     publish_every_events: int | None = Field(None, ge=1)
     """Also publish after this many learned events."""
     publish_budget: float = Field(0.03, gt=0, le=1)
-    """While behind the log (consumer lag above ``learning.replay.max_lag``), the share of the
+    """While behind the log by a backlog (lag above ``learning.catch_up_lag``, or
+    ``learning.replay.max_lag`` when that is none), the share of the
     learning thread's time the publish path may take: scoring the served version on each batch,
     the gate, freezing, compressing and publishing candidates. Batches beyond it are learned
     without being scored (counted in ``learnd_publish_unscored_batches_total``); keeping up,

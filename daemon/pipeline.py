@@ -269,8 +269,9 @@ class Pipeline:
             self.audit = _audit(self.audit, batch)
         self.failpoints.hit("after_learn")
         self.metrics.update(result.outputs, batch.y)
-        # behind the log (whatever the catch-up rung): the publish path gets a budget
-        self.publisher.behind = self.lag > self.cfg.learning.replay.max_lag
+        # a backlog (whatever the catch-up rung): the publish path gets a budget
+        lrn = self.cfg.learning
+        self.publisher.behind = self.lag > (lrn.catch_up_lag or lrn.replay.max_lag)
         self.publisher.observe(batch.X, batch.y, result.outputs)
         self.input_drift.update(batch.X, start)
         alarms = self.drift.update_many(result.errors, start)

@@ -162,7 +162,7 @@ class WorkClock(ManualClock):
 
 
 def test_behind_the_log_the_publish_path_keeps_to_its_share_of_the_learning_thread(tmp_path):
-    cfg = sea_config(tmp_path, learning={"publish_budget": 0.05})
+    cfg = sea_config(tmp_path, learning={"publish_budget": 0.05, "catch_up_lag": 2000})
     svc, pipe, src, clock = build(cfg, clock=WorkClock(0.002))
     svc.restore()
     src.append(list(DriftingSEA(seed=64).take(12_000)))  # a backlog: behind the log
