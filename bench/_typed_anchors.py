@@ -70,3 +70,42 @@ def run_vw_rows(rows: list[dict], y: np.ndarray):
     dt = time.perf_counter() - t0
     ws.finish()
     return dt, correct
+
+
+def run_capymoa_rows(kind: str, rows: list[dict], y: np.ndarray, features: dict, seed: int = 7):
+    """CapyMOA's ``ARF`` or ``SRP`` (MOA's AdaptiveRandomForest, StreamingRandomPatches, their
+    defaults) with each string feature a nominal attribute. MOA declares a nominal attribute's
+    values up front: they are the values the stream holds (which favours MOA slightly). A
+    missing value is NaN, MOA's missing value. None when CapyMOA is not installed."""
+    try:
+        from capymoa.classifier import AdaptiveRandomForestClassifier, StreamingRandomPatches
+        from capymoa.core import LabeledInstance
+        from capymoa.stream import Schema
+    except ImportError:
+        return None
+    names = list(features)
+    nominal = {
+        k: sorted({r[k] for r in rows if k in r})
+        for k, spec in features.items()
+        if (spec if isinstance(spec, str) else spec["type"]) == "category"
+    }
+    index = {k: {v: i for i, v in enumerate(vs)} for k, vs in nominal.items()}
+    schema = Schema.from_custom(
+        features=[*names, "class"], target="class", categories={**nominal, "class": ["0", "1"]}
+    )
+    make = AdaptiveRandomForestClassifier if kind == "ARF" else StreamingRandomPatches
+    model = make(schema=schema, random_seed=seed)
+    xs = np.full((len(rows), len(names)), np.nan)
+    for i, r in enumerate(rows):
+        for j, k in enumerate(names):
+            if k in r:
+                xs[i, j] = index[k][r[k]] if k in index else r[k]
+    labels = y.tolist()
+    correct = np.zeros(len(y), bool)
+    t0 = time.perf_counter()
+    for i in range(len(rows)):
+        inst = LabeledInstance.from_array(schema, xs[i], labels[i])
+        correct[i] = model.predict(inst) == labels[i]
+        model.train(inst)
+    dt = time.perf_counter() - t0
+    return dt, correct

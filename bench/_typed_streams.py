@@ -6,9 +6,10 @@ absent), labels, switch points and learnd's ``[schema.features]`` table for them
 - Agrawal 0->2->5: six numbers, and ``elevel``, ``car`` and ``zipcode`` as strings.
 - Agrawal with gaps: the same stream, each value missing with probability 0.1, and in the
   middle fifth of every 5,000 events ``salary`` and ``age`` missing throughout (a burst).
-- Clicks: 4 context numbers, a ``site`` of 50 and an ``id`` of 10^6 (Zipf(1.1)-drawn: about half
-  the events carry an id seen before); click logit = id bias + site bias + <id embedding, context>, the id embeddings
-  rotating a quarter turn over the stream (gradual drift).
+- Clicks: 4 context numbers, a ``site`` of 50 and an ``id`` of 10^6 (Zipf(1.1)-drawn: about
+  half the events carry an id seen before); click logit = id bias + site bias + <id
+  embedding, context>, the id embeddings rotating a quarter turn over the stream (gradual
+  drift).
 """
 
 from __future__ import annotations
