@@ -6,6 +6,7 @@
     .venv/bin/python bench/quality.py --pace 100000 --seeds 5   # over seeds, against the best (~25 min)
     .venv/bin/python bench/quality.py --pace 100000 --seeds 12 --streams Phishing,Bananas
     .venv/bin/python bench/quality.py --streams SEA,Agrawal --plots docs/img   # the pictures
+    .venv/bin/python bench/quality.py --typed --events 20000   # raw strings, missing values
 
 Every system sees the same seeded streams, test-then-train, one example at a time for river
 and VW and in learnd's default micro-batches for learnd (through ``Pipeline.learn_arrays``: the
@@ -50,12 +51,15 @@ RECOVERY_WINDOW = 500
 
 
 # ---------------------------------------------------------------- systems
-def _learnd(X, y, labels, seed=0, learning=None):
-    """learnd's default config (with ``model.seed``, and ``learning`` keys over the defaults) and
-    pipeline for this stream, with each step's errors recorded (the prequential outputs):
+def _learnd(X, y, labels, seed=0, learning=None, features=None):
+    """learnd's default config (with ``model.seed``, ``learning`` keys over the defaults, and
+    ``features``, a typed ``[schema.features]`` table, for encoded rows) and pipeline for this
+    stream, with each step's errors recorded (the prequential outputs):
     ``(cfg, pipe, y as learned, errors)``."""
     task = "binary" if len(labels) == 2 else "multiclass"
-    schema = {"task": task, "n_features": X.shape[1]}
+    schema = {"task": task, "n_features": X.shape[1]} if features is None else {"task": task}
+    if features is not None:
+        schema["features"] = features
     if task == "multiclass":
         schema["classes"] = [str(c) for c in labels]
     cfg = LearndConfig.model_validate(
@@ -81,14 +85,12 @@ def _learnd(X, y, labels, seed=0, learning=None):
     return cfg, pipe, (y.astype(np.float32) if task == "binary" else y), errors
 
 
-def run_learnd_recorded(X, y, labels, behind=False, seed=0, learning=None):
-    """learnd with per-event correctness recorded.
-
-    ``behind``: the stream is a full backlog, learned the way the daemon catches up
+def run_learnd_recorded(X, y, labels, behind=False, seed=0, learning=None, features=None):
+    """learnd with per-event correctness recorded. ``behind``: the stream is a full backlog, learned the way the daemon catches up
     (bench/_backlog.py: ``Pipeline.process`` in polls of 500, told the lag before each, so the
     catch-up pace and rehearsal follow it). Otherwise as when it keeps up: each batch followed
     by the rehearsal steps (the default config both ways)."""
-    cfg, pipe, yy, errors = _learnd(X, y, labels, seed, learning)
+    cfg, pipe, yy, errors = _learnd(X, y, labels, seed, learning, features)
     if behind:
         dt, _sizes = learn_backlog(pipe, X, yy)
         return dt, np.concatenate(errors) == 0, list(pipe.alarms_at)
@@ -319,8 +321,19 @@ def main():
         metavar="DIR",
         help="also write one PNG per stream to DIR (e.g. docs/img; needs matplotlib)",
     )
+    ap.add_argument(
+        "--typed",
+        action="store_true",
+        help="the typed streams instead (raw strings and missing values; bench/_typed_quality.py)",
+    )
     args = ap.parse_args()
     only = tuple(s for s in args.streams.split(",") if s)
+    if args.typed:
+        from _typed_quality import compare_typed
+
+        torch.set_num_threads(1)
+        compare_typed(20_000 if args.quick else args.events, only, run_learnd_recorded)
+        return
     if args.pace and args.seeds:
         torch.set_num_threads(1)
         n = 20_000 if args.quick else args.events

@@ -73,11 +73,20 @@ class Pipeline:
         self.drift = DriftMonitor(cfg.learning.drift.detector)
         schema = cfg.schema_
         names = schema.feature_names or tuple(f"x{i}" for i in range(schema.dim))
-        self.layout = schema.layout  # typed features: drift is watched on the numeric columns
+        self.layout = schema.layout  # typed features: numbers, then category frequencies
+        categories: tuple[tuple[str, int], ...] = ()
         if self.layout is not None:
             names = self.layout.numeric_names
+            kinds = dict(self.layout.specs)
+            categories = tuple(
+                (t.name, t.columns[0])
+                for t in self.layout.tables
+                if kinds[t.name].type == "category"
+            )
         self.missing: Counter[str] = Counter()  # missing values imputed, per declared feature
-        self.input_drift = InputDriftMonitor(names, cfg.learning.drift.input_detector)
+        self.input_drift = InputDriftMonitor(
+            names, cfg.learning.drift.input_detector, categories=categories
+        )
         ch = cfg.learning.drift.challenger
         self.challenger = Challenger(self._new_learner, ch) if ch.enabled else None
         self.metrics = RollingMetrics(cfg.schema_.task, cfg.learning.metrics_window)

@@ -190,10 +190,17 @@ def _tensor(spec: Any, i: int, raw: memoryview) -> tuple[Tensor, int] | OipError
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
         return OipError("invalid", f"input {name!r}: 'shape' must be a list of sizes >= 0")
+    params = spec.get("parameters") if isinstance(spec.get("parameters"), dict) else {}
+    if dt == "BYTES" and params.get("binary_data_size") is None:  # typed categories, as JSON
+        data = spec.get("data")
+        if not isinstance(data, list) or not all(isinstance(v, str) for v in data):
+            return OipError(
+                "invalid", f"input {name!r}: BYTES 'data' must be a flat list of strings"
+            )
+        return Tensor(name, dt, tuple(shape), np.asarray(data, dtype=object)), 0
     if dt not in NUMERIC:
         return OipError("invalid", f"input {name!r}: datatype {dt} is not supported here")
     dtype = np.dtype(NUMERIC[dt]).newbyteorder("<")
-    params = spec.get("parameters") if isinstance(spec.get("parameters"), dict) else {}
     size = params.get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size < 0 or size > len(raw) or size % dtype.itemsize:

@@ -5,7 +5,9 @@ error rising (the model may extrapolate well, or not yet), and operators want to
 way. One river detector per feature watches that feature's *mean over each micro-batch*: one
 update per feature per batch, so the cost does not grow with the event rate, and batch means
 are close to normal, which suits ADWIN. Both directions count. The first ``max_features``
-features are watched (the metric's label set stays bounded).
+features are watched (the metric's label set stays bounded). Category features are watched
+by the shares of their most frequent values (:mod:`learnd.daemon.drift.categories`), after the
+numbers.
 
 Like the concept-drift monitor, the detectors are restored by replay: the last ``replay`` batch
 means are kept (for each feature only those since its last alarm) and fed to fresh detectors
@@ -30,6 +32,7 @@ import logging
 import numpy as np
 from river import drift
 
+from learnd.daemon.drift.categories import CategoryShares
 from learnd.daemon.drift.concept import make_detector
 from learnd.daemon.learning.replay_ring import ReplayRing
 
@@ -43,8 +46,13 @@ class InputDriftMonitor:
         detector: str = "adwin",
         max_features: int = 64,
         replay: int = 2000,
+        categories: tuple[tuple[str, int], ...] = (),
     ):
-        self.features = tuple(features)[:max_features]
+        # Numeric columns first, then each category feature's shares (CategoryShares), all
+        # watched alike: ``features`` names every series watched.
+        self.n_numeric = min(len(features), max_features)
+        self.shares = CategoryShares(categories)
+        self.features = (tuple(features) + self.shares.names)[:max_features]
         self.enabled = detector != "none" and bool(self.features)
         self.name = detector
         self._dets = [self._make(detector) for _ in self.features] if self.enabled else []
@@ -67,12 +75,15 @@ class InputDriftMonitor:
         the features that drifted, with the event index of the batch's end."""
         if not self.enabled or len(X) == 0:
             return []
-        means = np.asarray(X, np.float64)[:, : len(self.features)].mean(axis=0)
+        k = self.n_numeric
+        means = np.asarray(X, np.float64)[:, :k].mean(axis=0)
         if np.isnan(means).any():  # typed features: a missing number is NaN, left out
             with np.errstate(invalid="ignore"):
-                cols = np.asarray(X, np.float64)[:, : len(self.features)]
+                cols = np.asarray(X, np.float64)[:, :k]
                 present = ~np.isnan(cols)
                 means = np.where(present, cols, 0.0).sum(0) / present.sum(0)
+        if self.shares.columns:
+            means = np.concatenate([means, self.shares.shares(X)])[: len(self.features)]
         at = start + len(X) - 1
         out = []
         self._ring.extend(means[None, :])
@@ -111,6 +122,7 @@ class InputDriftMonitor:
             "recent": [self._recent(i) for i in range(len(self.features))],
             "alarms": dict(self.alarms),
             "last_alarm_at": dict(self.last_alarm_at),
+            "shares": self.shares.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -119,6 +131,8 @@ class InputDriftMonitor:
             return
         self.alarms = {f: int(state["alarms"][f]) for f in self.features}
         self.last_alarm_at = {f: int(state["last_alarm_at"][f]) for f in self.features}
+        if "shares" in state:
+            self.shares.load_state_dict(state["shares"])
         self._ring.clear()
         self._since[:] = 0
         if not self.enabled:

@@ -31,6 +31,11 @@ def build_model(cfg: ModelConfig, n_inputs: int, n_outputs: int) -> nn.Sequentia
             layers += [nn.Linear(width, h), ACTIVATIONS[cfg.activation]()]
             width = h
         layers.append(nn.Linear(width, n_outputs))
+        if n_inputs == 0:
+            # Only typed categories (their rows are added to the first layer's outputs, zero at
+            # first): nn.Linear draws a bias of fan-in 0 as zeros, and every ReLU would start
+            # dead with no gradient to any row. Draw it as for a fan-in of 1 (one row per event).
+            nn.init.uniform_(layers[0].bias, -1.0, 1.0)  # type: ignore[arg-type]
         return nn.Sequential(*layers)
     finally:
         torch.random.set_rng_state(gen_state)

@@ -7,7 +7,8 @@ An inference reads the snapshot reference once (or picks one kept version) and c
 output from that one snapshot, so ``model_version`` always names the version that produced it.
 
 Inputs: one ``FP32`` tensor of shape ``[batch, n_features]`` in schema order, or one tensor per
-feature, named after it, of shape ``[batch]`` or ``[batch, 1]`` (any numeric datatype).
+feature, named after it, of shape ``[batch]`` or ``[batch, 1]`` (any numeric datatype); typed
+features: one named tensor per feature, strings as ``BYTES`` (:mod:`learnd.daemon.serving.oip_typed`).
 Outputs: ``prediction`` (``[batch]``: the class, ``INT64`` or ``BYTES``, or the value, ``FP32``)
 and, for classification, ``scores`` (``FP32 [batch, n_classes]``, in ``classes`` order).
 
@@ -39,6 +40,7 @@ from typing import Literal
 import numpy as np
 
 from learnd.daemon.config import SchemaConfig
+from learnd.daemon.serving.oip_typed import typed_rows
 from learnd.daemon.serving.snapshot import Snapshot, SnapshotRef
 
 NUMERIC = {
@@ -206,13 +208,15 @@ class OipModel:
         """The ``(batch, n_features)`` float32 matrix the inputs describe, checked."""
         if not inputs:
             return OipError("invalid", "an inference request needs at least one input")
-        if self.schema.layout is not None:
-            return OipError(
-                "invalid",
-                "this model has typed features ([schema.features]): predict them over the "
-                "socket protocol (predict, predict_many); Open Inference Protocol inputs here "
-                "are numeric only",
-            )
+        if self.schema.layout is not None:  # one named input per typed feature
+            typed = typed_rows(self.schema, inputs)
+            if isinstance(typed, str):
+                return OipError("invalid", typed)
+            if typed.shape[0] > self.max_batch:
+                return OipError("invalid", f"at most {self.max_batch} instances per request")
+            if typed.shape[0] == 0:
+                return OipError("invalid", "an inference request needs at least one instance")
+            return typed
         for t in inputs:
             if any(d < 0 for d in t.shape) or int(np.prod(t.shape)) != t.data.size:
                 return OipError(
