@@ -1,5 +1,6 @@
 """The prediction log (``labels.mode = "join"``): every answered ``predict`` request that carries
-an ``id`` is appended to ``kafka.predictions_topic`` with the features as served, the version
+an ``id``, and every instance of an answered ``predict_many`` that carries ``ids`` (one per
+instance), is appended to ``kafka.predictions_topic`` with the features as served, the version
 that answered, its scores and a timestamp, to be joined with its label by the daemon.
 
 Appending is asynchronous and batched: the request path only queues the record (a bounded
@@ -26,20 +27,16 @@ MAX_QUEUED = 100_000
 FLUSH_S = 0.05
 
 
-def record(req: dict, answer: dict, classes: Sequence[Any]) -> dict:
+def record(
+    eid: Any, features: Any, version: int, answer: dict, classes: Sequence[Any], ts: float
+) -> dict:
     """The logged record of one served prediction: its features as the client sent them (valid:
     they were served; the daemon parses them again with the same parser)."""
     if "scores" in answer:
         scores = [answer["scores"][str(c)] for c in classes]
     else:
         scores = [answer["prediction"]]
-    return {
-        "id": req["id"],
-        "features": req["features"],
-        "version": answer["version"],
-        "scores": scores,
-        "ts": time.time(),
-    }
+    return {"id": eid, "features": features, "version": version, "scores": scores, "ts": ts}
 
 
 class PredictionLogger:
@@ -51,7 +48,8 @@ class PredictionLogger:
         self.send = send
         self.queue: deque[bytes] = deque()
         self.logged = 0
-        self.dropped = 0
+        self.dropped = 0  # past MAX_QUEUED
+        self.mismatched = 0  # predict_many requests whose ids did not match their instances
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -67,17 +65,27 @@ class PredictionLogger:
         return answers
 
     def _log(self, req: Any, answer: dict) -> None:
-        if (
-            not isinstance(req, dict)
-            or req.get("id") is None
-            or req.get("op", "predict") != "predict"
-            or not answer.get("ok")
-        ):
+        if not isinstance(req, dict) or not answer.get("ok"):
             return
+        op = req.get("op", "predict")
+        if op == "predict" and req.get("id") is not None:
+            self._put(req["id"], req["features"], answer["version"], answer)
+        elif op == "predict_many" and isinstance(req.get("ids"), list):
+            ids, instances = req["ids"], req["instances"]
+            if len(ids) != len(instances):
+                self.mismatched += 1
+                return
+            version = answer["version"]
+            for eid, features, one in zip(ids, instances, answer["predictions"], strict=True):
+                if eid is not None:
+                    self._put(eid, features, version, one)
+
+    def _put(self, eid: Any, features: Any, version: int, answer: dict) -> None:
         if len(self.queue) >= MAX_QUEUED:
             self.dropped += 1
             return
-        self.queue.append(orjson.dumps(record(req, answer, self.classes)))
+        rec = record(eid, features, version, answer, self.classes, time.time())
+        self.queue.append(orjson.dumps(rec))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="learnd-prediction-log", daemon=True)
@@ -119,10 +127,15 @@ def kafka_sender(cfg: LearndConfig) -> Callable[[bytes], None]:
     return send
 
 
-def with_prediction_log(handler: Any, cfg: LearndConfig) -> Any:
-    """``handler``, logging its predictions when ``labels.mode`` is ``join``."""
+def with_prediction_log(handler: Any, cfg: LearndConfig, registry: Any = None) -> Any:
+    """``handler``, logging its predictions when ``labels.mode`` is ``join`` (with its counts in
+    ``registry``, a Prometheus registry, if given)."""
     if cfg.labels.mode != "join":
         return handler
     logger = PredictionLogger(handler, cfg, kafka_sender(cfg))
+    if registry is not None:
+        from learnd.adapters.metrics.join import PredictionLogCollector
+
+        registry.register(PredictionLogCollector(logger))
     logger.start()
     return logger
