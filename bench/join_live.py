@@ -48,7 +48,11 @@ from learnd.daemon.events.synthetic import DriftingSEA  # noqa: E402
 BATCH = 50  # instances per predict_many of the live client
 
 
-def config(bootstrap, tag, tmp, mode, port=0):
+def config(bootstrap, tag, tmp, mode, port=0, like_for_like=True):
+    """``like_for_like``: batches of 32 throughout and no rehearsal, so that a run learning from
+    a filled topic (behind the log) and a live one (keeping up) learn alike."""
+    same = {"catch_up_lag": None, "replay": {"steps_per_batch": 0, "refill_steps_per_batch": 0}}
+    same = same if like_for_like else {}
     return build_config(
         environ={},
         defaults={
@@ -65,6 +69,7 @@ def config(bootstrap, tag, tmp, mode, port=0):
                 "max_poll_interval_ms": 10000,
             },
             "labels": {"mode": mode, "ttl_s": 120, "max_pending": 2_000_000},
+            "learning": same,
             "checkpoint": {"dir": str(tmp / f"ck-{tag}"), "every_s": 10, "audit_ids": True},
             "serving": {"tcp_port": port},
             "metrics": {"enabled": False},
@@ -227,7 +232,7 @@ def fill(bootstrap, topic, values):
 def topics_run(bootstrap, tmp, tag, events, mode, delay_events, seed=5):
     """Events (unlabelled, and their labels on the label topic delayed by up to
     ``delay_events`` positions; or inline) pre-filled, then learned; events/s and RSS."""
-    cfg = config(bootstrap, tag, tmp, mode)
+    cfg = config(bootstrap, tag, tmp, mode, like_for_like=False)
     evs = DriftingSEA(seed=seed).take(events)
     if mode == "inline":
         fill(bootstrap, cfg.kafka.topic, (orjson.dumps(e) for e in evs))
@@ -274,6 +279,7 @@ def main():
     ap.add_argument("--delay", type=float, default=5.0, help="labels delayed U(0, delay) s")
     ap.add_argument("--missing", type=float, default=0.01, help="share of labels never sent")
     ap.add_argument("--join-events", type=int, default=300_000, help="events of measurement 3")
+    ap.add_argument("--no-topics", action="store_true", help="measurements 1 and 2 only")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="learnd-join-bench-"))
     broker = EmbeddedBroker(log_path=tmp / "tansu.log").start()
@@ -318,6 +324,8 @@ def main():
                 )
         p99 = {m: statistics.median(r["p99_us"] for r in runs[m]) for m in runs}
         print(f"\np99 with the log / without (median of runs): {p99['on'] / p99['off']:.2f}")
+        if args.no_topics:
+            return
         m = args.join_events
         inline = topics_run(broker.bootstrap, tmp, "thr-inline", m, "inline", 0)
         joined = topics_run(broker.bootstrap, tmp, "thr-join", m, "join", 25_000)

@@ -3,9 +3,10 @@ an ``id``, and every instance of an answered ``predict_many`` that carries ``ids
 instance), is appended to ``kafka.predictions_topic`` with the features as served, the version
 that answered, its scores and a timestamp, to be joined with its label by the daemon.
 
-Appending is asynchronous and batched: the request path only queues the record (a bounded
+Appending is asynchronous and batched: the request path only queues what it answered (a bounded
 queue: past :data:`MAX_QUEUED` records are dropped and counted, never blocking a client), and a
-thread of the serving process writes the queue to the producer every :data:`FLUSH_S` seconds.
+thread of the serving process builds the records and writes them to the producer every
+:data:`FLUSH_S` seconds.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class PredictionLogger:
         self.inner = inner
         self.classes = cfg.schema_.class_values
         self.send = send
-        self.queue: deque[bytes] = deque()
+        self.queue: deque[tuple[Any, Any, int, dict, float]] = deque()
         self.logged = 0
         self.dropped = 0  # past MAX_QUEUED
         self.mismatched = 0  # predict_many requests whose ids did not match their instances
@@ -81,11 +82,11 @@ class PredictionLogger:
                     self._put(eid, features, version, one)
 
     def _put(self, eid: Any, features: Any, version: int, answer: dict) -> None:
+        # the record is built and encoded by the flush thread: the request path only queues
         if len(self.queue) >= MAX_QUEUED:
             self.dropped += 1
             return
-        rec = record(eid, features, version, answer, self.classes, time.time())
-        self.queue.append(orjson.dumps(rec))
+        self.queue.append((eid, features, version, answer, time.time()))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="learnd-prediction-log", daemon=True)
@@ -98,9 +99,10 @@ class PredictionLogger:
         self.flush()
 
     def flush(self) -> None:
-        q = self.queue
+        q, classes = self.queue, self.classes
         while q:
-            self.send(q.popleft())
+            eid, features, version, answer, ts = q.popleft()
+            self.send(orjson.dumps(record(eid, features, version, answer, classes, ts)))
             self.logged += 1
 
     def _run(self) -> None:
