@@ -48,6 +48,9 @@ from learnd.daemon.events.synthetic import DriftingSEA  # noqa: E402
 BATCH = 50  # instances per predict_many of the live client
 
 
+CLIENT = ["kafka-python"]  # kafka.client (--client)
+
+
 def config(bootstrap, tag, tmp, mode, port=0, like_for_like=True):
     """``like_for_like``: batches of 32 throughout and no rehearsal, so that a run learning from
     a filled topic (behind the log) and a live one (keeping up) learn alike."""
@@ -67,6 +70,7 @@ def config(bootstrap, tag, tmp, mode, port=0, like_for_like=True):
                 "session_timeout_ms": 6000,
                 "heartbeat_interval_ms": 1000,
                 "max_poll_interval_ms": 10000,
+                "client": CLIENT[0],
             },
             "labels": {"mode": mode, "ttl_s": 120, "max_pending": 2_000_000},
             "learning": same,
@@ -280,7 +284,9 @@ def main():
     ap.add_argument("--missing", type=float, default=0.01, help="share of labels never sent")
     ap.add_argument("--join-events", type=int, default=300_000, help="events of measurement 3")
     ap.add_argument("--no-topics", action="store_true", help="measurements 1 and 2 only")
+    ap.add_argument("--client", default="kafka-python", help="kafka.client of every daemon")
     args = ap.parse_args()
+    CLIENT[0] = args.client
     tmp = Path(tempfile.mkdtemp(prefix="learnd-join-bench-"))
     broker = EmbeddedBroker(log_path=tmp / "tansu.log").start()
     n = args.events

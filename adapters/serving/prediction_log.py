@@ -112,7 +112,10 @@ class PredictionLogger:
 
 def kafka_sender(cfg: LearndConfig) -> Callable[[bytes], None]:
     """``send(value)`` to ``kafka.predictions_topic`` through a producer made on first use (in
-    the serving process that uses it)."""
+    the serving process that uses it): confluent-kafka's with ``kafka.client: confluent``
+    (2.4 us per record against kafka-python's 37 us, docs/benchmarks.md), else kafka-python's."""
+    if cfg.kafka.client == "confluent":
+        return _confluent_sender(cfg)
     from kafka import KafkaProducer
 
     from learnd.adapters.kafka.common import client_options
@@ -125,6 +128,39 @@ def kafka_sender(cfg: LearndConfig) -> Callable[[bytes], None]:
             opts = client_options(cfg.kafka) | {"client_id": f"{cfg.kafka.client_id}-predictions"}
             producer.append(KafkaProducer(**opts, acks=1, linger_ms=20))
         producer[0].send(topic, value)
+
+    return send
+
+
+def producer_config(cfg: LearndConfig) -> dict[str, Any]:
+    """confluent-kafka producer settings: the consumers' connection and security settings."""
+    from learnd.adapters.kafka.confluent_source import consumer_config
+
+    keep = ("bootstrap.servers", "reconnect.backoff.max.ms", "security.", "sasl.", "ssl.")
+    conf = {k: v for k, v in consumer_config(cfg.kafka).items() if k.startswith(keep)}
+    return conf | {
+        "client.id": f"{cfg.kafka.client_id}-predictions",
+        "acks": 1,
+        "linger.ms": 20,
+    }
+
+
+def _confluent_sender(cfg: LearndConfig) -> Callable[[bytes], None]:
+    from confluent_kafka import Producer
+
+    producer: list[Producer] = []
+    topic = cfg.kafka.predictions_topic
+
+    def send(value: bytes) -> None:
+        if not producer:
+            producer.append(Producer(producer_config(cfg)))
+        p = producer[0]
+        try:
+            p.produce(topic, value)
+        except BufferError:  # its queue is full: wait for deliveries, then once more
+            p.poll(1.0)
+            p.produce(topic, value)
+        p.poll(0)  # serve delivery reports, so the queue drains
 
     return send
 

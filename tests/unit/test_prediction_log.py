@@ -95,3 +95,20 @@ def test_predict_many_with_ids_is_logged_per_instance_and_counts_are_exported():
     assert value("learnd_prediction_log_total", {"outcome": "mismatched"}) == 1
     assert value("learnd_prediction_log_total", {"outcome": "dropped"}) == 0
     assert value("learnd_prediction_log_queued") == 0
+
+
+def test_confluent_producer_config_keeps_connection_and_security_settings_only():
+    from learnd.adapters.serving.prediction_log import producer_config
+
+    cfg = CFG.model_copy(
+        update={
+            "kafka": CFG.kafka.model_copy(
+                update={"client": "confluent", "security_protocol": "SASL_SSL"}
+            )
+        }
+    )
+    conf = producer_config(cfg)
+    assert conf["bootstrap.servers"] == cfg.kafka.bootstrap_servers
+    assert conf["security.protocol"] == "SASL_SSL"
+    assert conf["client.id"] == f"{cfg.kafka.client_id}-predictions"
+    assert not {"group.id", "enable.auto.commit", "auto.offset.reset"} & set(conf)
