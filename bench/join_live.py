@@ -41,6 +41,7 @@ from kafka import KafkaProducer  # noqa: E402
 from bench.e2e import rss  # noqa: E402
 from learnd.adapters.bootstrap import Daemon  # noqa: E402
 from learnd.adapters.kafka.broker import EmbeddedBroker, free_port  # noqa: E402
+from learnd.adapters.kafka.topics import ensure_topics  # noqa: E402
 from learnd.adapters.serving.client import LearndClient  # noqa: E402
 from learnd.adapters.settings import build_config  # noqa: E402
 from learnd.daemon.events.synthetic import DriftingSEA  # noqa: E402
@@ -101,6 +102,9 @@ class Accuracy:
 
 
 def start(cfg):
+    k = cfg.kafka
+    for topic in (k.topic, k.labels_topic, k.predictions_topic):  # before any consumer subscribes
+        ensure_topics(k.model_copy(update={"topic": topic}))
     d = Daemon(cfg)
     acc = Accuracy(d.pipeline)
     d.start()

@@ -97,6 +97,9 @@ class PredictionLogger:
         if self._thread is not None:
             self._thread.join(5)
         self.flush()
+        close = getattr(self.send, "close", None)  # the producer's: deliver what it holds
+        if close is not None:
+            close()
 
     def flush(self) -> None:
         q, classes = self.queue, self.classes
@@ -129,6 +132,11 @@ def kafka_sender(cfg: LearndConfig) -> Callable[[bytes], None]:
             producer.append(KafkaProducer(**opts, acks=1, linger_ms=20))
         producer[0].send(topic, value)
 
+    def close() -> None:
+        if producer:
+            producer[0].flush(5)
+
+    send.close = close  # type: ignore[attr-defined]
     return send
 
 
@@ -162,6 +170,11 @@ def _confluent_sender(cfg: LearndConfig) -> Callable[[bytes], None]:
             p.produce(topic, value)
         p.poll(0)  # serve delivery reports, so the queue drains
 
+    def close() -> None:
+        if producer:
+            producer[0].flush(5)
+
+    send.close = close  # type: ignore[attr-defined]
     return send
 
 
