@@ -86,7 +86,9 @@ class Daemon:
         else:
             self.serving_metrics = ServingMetrics(self.registry)
             self.server = PredictionServer(
-                with_prediction_log(handler, cfg), cfg.serving, self.serving_metrics.observe
+                with_prediction_log(handler, cfg, self.registry),
+                cfg.serving,
+                self.serving_metrics.observe,
             )
         self.models: ModelsPublisher | None = None  # kafka.models_topic, for replicas
         if cfg.kafka.models_topic is not None:

@@ -158,9 +158,7 @@ def main():
     )
     progress = bar(2 * len(METHODS) * len(data) * args.seeds, "optimizer runs")
     for behind in (False, True):
-        say(
-            f"learnd {'behind the log (no rehearsal)' if behind else 'keeping up (rehearsing)'}\n"
-        )
+        say(f"learnd {'behind the log (no rehearsal)' if behind else 'keeping up (rehearsing)'}\n")
         say("| method | " + " | ".join(name for name, *_ in data) + " |")
         say("|---|" + "---|" * len(data))
         for label, kind, learning in METHODS:

@@ -3,6 +3,8 @@ state, like the rest of the model state (:mod:`learnd.adapters.metrics.prometheu
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -73,3 +75,31 @@ class JoinCollector(Collector):
                 "Records behind the end of the label topic and the prediction log.",
                 value=label_lag(),
             )
+
+
+class PredictionLogCollector(Collector):
+    """The prediction log's records of one process (summed over serving processes)."""
+
+    def __init__(self, logger: object):
+        self.logger = logger
+
+    def collect(self):
+        lg: Any = self.logger
+        fam = CounterMetricFamily(
+            "learnd_prediction_log",
+            "Served predictions with an id, written to kafka.predictions_topic or dropped "
+            "(queue full), and predict_many requests not logged (ids not one per instance).",
+            labels=["outcome"],
+        )
+        for outcome, n in (
+            ("written", lg.logged),
+            ("dropped", lg.dropped),
+            ("mismatched", lg.mismatched),
+        ):
+            fam.add_metric([outcome], n)
+        yield fam
+        yield GaugeMetricFamily(
+            "learnd_prediction_log_queued",
+            "Served predictions queued for kafka.predictions_topic.",
+            value=len(lg.queue),
+        )

@@ -243,7 +243,7 @@ def worker_main(
         health=mirror.health,
         allow_rollback=cfg.serving.allow_rollback,
     )
-    handler = with_prediction_log(_MirroredHandler(inner, mirror, pipe), cfg)
+    handler = with_prediction_log(_MirroredHandler(inner, mirror, pipe), cfg, registry)
     server = PredictionServer(handler, cfg.serving, metrics.observe, sockets=sockets)  # type: ignore[arg-type]
     server.start()
     oip_servers = start_oip(cfg, oip, ref, mirror, registry)

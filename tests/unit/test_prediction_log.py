@@ -58,3 +58,57 @@ def test_logged_records_are_exactly_the_served_predictions_with_an_id():
     batch, dead = join.take(now=0.0)
     assert batch is not None and batch.ids == ("r1", 7, 8) and dead == []
     assert join.served.summary() == {1: {"n": 1, "accuracy": 1.0}, 2: {"n": 2, "accuracy": 0.5}}
+
+
+def test_predict_many_with_ids_is_logged_per_instance_and_counts_are_exported():
+    from prometheus_client import CollectorRegistry
+
+    from learnd.adapters.metrics.join import PredictionLogCollector
+
+    ref = SnapshotRef()
+    ref.publish(draft())
+    sent: list[bytes] = []
+    log = PredictionLogger(RequestHandler(ref, SCHEMA), CFG, sent.append)
+    registry = CollectorRegistry()
+    registry.register(PredictionLogCollector(log))
+    many = log.handle(
+        {
+            "op": "predict_many",
+            "instances": [[1, 2], {"a": 3, "b": 4}, [5, 6]],
+            "ids": [1, None, "c"],
+        }
+    )
+    log.handle({"op": "predict_many", "instances": [[1, 2]], "ids": [1, 2]})  # not one per row
+    log.handle({"op": "predict_many", "instances": [[1]], "ids": ["bad"]})  # an error
+    log.flush()
+    records = [orjson.loads(v) for v in sent]
+    assert [(r["id"], r["version"], r["features"]) for r in records] == [
+        (1, 1, [1, 2]),
+        ("c", 1, [5, 6]),
+    ]
+    served = many["predictions"]
+    assert [r["scores"] for r in records] == [
+        [served[i]["scores"][c] for c in ("0", "1")] for i in (0, 2)
+    ]
+    value = registry.get_sample_value
+    assert value("learnd_prediction_log_total", {"outcome": "written"}) == 2
+    assert value("learnd_prediction_log_total", {"outcome": "mismatched"}) == 1
+    assert value("learnd_prediction_log_total", {"outcome": "dropped"}) == 0
+    assert value("learnd_prediction_log_queued") == 0
+
+
+def test_confluent_producer_config_keeps_connection_and_security_settings_only():
+    from learnd.adapters.serving.prediction_log import producer_config
+
+    cfg = CFG.model_copy(
+        update={
+            "kafka": CFG.kafka.model_copy(
+                update={"client": "confluent", "security_protocol": "SASL_SSL"}
+            )
+        }
+    )
+    conf = producer_config(cfg)
+    assert conf["bootstrap.servers"] == cfg.kafka.bootstrap_servers
+    assert conf["security.protocol"] == "SASL_SSL"
+    assert conf["client.id"] == f"{cfg.kafka.client_id}-predictions"
+    assert not {"group.id", "enable.auto.commit", "auto.offset.reset"} & set(conf)
