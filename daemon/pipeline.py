@@ -29,7 +29,7 @@ from learnd.daemon.events.record import RawRecord, Record
 from learnd.daemon.events.typed import count_missing
 from learnd.daemon.failpoints import NONE, Failpoints
 from learnd.daemon.labels.stage import JoinStage
-from learnd.daemon.learning.catch_up import CatchUpPace
+from learnd.daemon.learning.catch_up import ArrivalRate, CatchUpPace
 from learnd.daemon.learning.challenger import Challenger
 from learnd.daemon.learning.learner import Learner, StepResult
 from learnd.daemon.learning.prequential import RollingMetrics
@@ -67,6 +67,7 @@ class Pipeline:
         self.decoder = EventDecoder(cfg.schema_)
         lrn = cfg.learning
         self.batcher = MicroBatcher(lrn.batch_size, lrn.batch_max_age_s)
+        self.arrivals = ArrivalRate()  # records reaching the log per second, for the pace
         self.pace = CatchUpPace(
             lrn.batch_size, lrn.catch_up_batch_size, lrn.catch_up_lag, lrn.catch_up_s
         )
@@ -175,7 +176,8 @@ class Pipeline:
     def pace_batches(self, lag: int) -> None:
         """Choose how to learn from the lag (daemon/learning/catch_up.py); :meth:`process`
         does it at each call, a caller of :meth:`learn_arrays` before each batch."""
-        size = self.pace.choose(lag)[0]
+        self.arrivals.observe(self.clock(), self.learner.events_learned + lag)
+        size = self.pace.choose(lag, self.arrivals.rate)[0]
         if size == self.batcher.size:
             return
         self.batcher.size = size

@@ -1,9 +1,12 @@
 """How learnd learns while behind the log: the most careful way that keeps up with a catch-up
 rate target.
 
-Behind by ``lag`` records, learnd aims to learn at least ``lag / catch_up_s`` events per second
-(so a backlog shrinks by about two thirds every ``catch_up_s`` seconds, however large it is, and
-the last of it is learned the way that learns best). The ways form a ladder, slowest and most
+Behind by ``lag`` records, while new ones reach the log at ``arriving`` a second, learnd aims to
+learn at least ``arriving + lag / catch_up_s`` events per second (so a backlog shrinks by about
+two thirds every ``catch_up_s`` seconds, however large it is and however fast the stream, and
+the last of it is learned the way that learns best). Without the arrivals in the target, a
+stream arriving faster than the careful rung learns would grow its lag until ``lag /
+catch_up_s`` alone exceeded the arrival rate (30 s of the stream at the default). The ways form a ladder, slowest and most
 accurate first: micro-batches of ``batch_size`` followed by rehearsal, then without it, then
 batches doubling up to ``catch_up_batch_size`` (more events per second, fewer steps per event).
 The pace climbs one rung at a time while the rate measured on the rung in use falls short of the
@@ -72,8 +75,9 @@ class CatchUpPace:
         old = self._step_s.get(rung)
         self._step_s[rung] = seconds if old is None else old + SMOOTHING * (seconds - old)
 
-    def choose(self, lag: int) -> Rung:
-        """How to learn the next batches, behind by ``lag`` records."""
+    def choose(self, lag: int, arriving: float = 0.0) -> Rung:
+        """How to learn the next batches, behind by ``lag`` records, while ``arriving`` new
+        records reach the log per second."""
         if self.start_lag is None:
             return self.rung
         if not self.catching_up and lag > self.start_lag:
@@ -82,7 +86,7 @@ class CatchUpPace:
             self.catching_up, self._at = False, 0
         if not self.catching_up:
             return self.rung
-        target = lag / self.catch_up_s
+        target = arriving + lag / self.catch_up_s
         here = self.rate(self.rung)  # not measured (no full batch yet): taken as short
         if (here is None or here < target) and self._at + 1 < len(self.rungs):
             self._at += 1
@@ -91,3 +95,37 @@ class CatchUpPace:
             if below is not None and below >= DOWN_MARGIN * target:
                 self._at -= 1
         return self.rung
+
+
+class ArrivalRate:
+    """Records reaching the log per second: how fast learned + lag grows, averaged over about
+    ``window_s`` of the pipeline's clock (0 until two readings ``min_dt_s`` apart).
+
+    >>> r = ArrivalRate(window_s=1.0)
+    >>> r.observe(0.0, 1_000); r.observe(0.5, 3_500); r.rate  # 2,500 in 0.5 s
+    5000.0
+    >>> r.observe(1.0, 3_500); r.rate  # nothing new for 0.5 s: halfway down
+    2500.0
+    """
+
+    def __init__(self, window_s: float = 1.0, min_dt_s: float = 0.05):
+        self.window_s = window_s
+        self.min_dt_s = min_dt_s
+        self.rate = 0.0
+        self._at: float | None = None
+        self._seen = 0
+        self._measured = False
+
+    def observe(self, now: float, seen: int) -> None:
+        """``seen``: records learned plus records not yet learned, at ``now``."""
+        if self._at is None:
+            self._at, self._seen = now, seen
+            return
+        dt = now - self._at
+        if dt < self.min_dt_s:
+            return
+        rate = max(0.0, (seen - self._seen) / dt)
+        weight = min(1.0, dt / self.window_s) if self._measured else 1.0
+        self.rate += weight * (rate - self.rate)
+        self._measured = True
+        self._at, self._seen = now, seen

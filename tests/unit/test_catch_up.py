@@ -51,3 +51,24 @@ def test_a_short_catch_up_s_climbs_at_once_and_none_turns_the_pace_off():
     ]
     off = CatchUpPace(batch_size=32, largest=256, start_lag=None, catch_up_s=1)
     assert off.choose(10**9) == (32, True) and not off.catching_up
+
+
+def test_the_target_counts_what_keeps_arriving():
+    # 12k behind wants 400/s by the lag alone: rehearsed batches of 32 (2.5k/s) would do, but
+    # with 3k/s still arriving the lag would only grow; the pace climbs until it drains
+    pace = _measured(catch_up_s=30)
+    assert pace.choose(12_000) == (32, True)
+    assert pace.choose(12_000, arriving=3_000.0) == (32, False)  # 10k/s >= 3.4k/s
+    assert pace.choose(12_000, arriving=3_000.0) == (32, False)
+    assert pace.choose(12_000, arriving=12_000.0) == (64, False)  # 10k/s < 12.4k/s
+
+
+def test_the_arrival_rate_is_how_fast_learned_plus_lag_grows():
+    from learnd.daemon.learning.catch_up import ArrivalRate
+
+    r = ArrivalRate(window_s=1.0)
+    for t in range(11):  # 5,000 records a second reach the log, every 0.1 s
+        r.observe(0.1 * t, 500 * t)
+    assert abs(r.rate - 5_000) < 1e-6
+    r.observe(1.2, 5_000)  # a backlog learned with nothing new: learned + lag stays put
+    assert abs(r.rate - 4_000) < 1e-6
