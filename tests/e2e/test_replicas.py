@@ -163,6 +163,11 @@ def test_replicas_follow_the_learner_catch_up_and_survive_sigkill(tmp_path):
         _produce(broker, 4000, seed=1)
         # replica 2 starts late, after the publishes: it starts from the newest snapshot
         start("serve", _env(broker, tmp_path, "r2", r2_port, oip=r2_oip))
+        # the stream learned first: before the learner's group join it sits on version 1 too
+        _wait(
+            "the learner to learn the stream",
+            lambda: (_ask(learner_port, {"op": "health"}) or {}).get("events_learned", 0) >= 4000,
+        )
         _wait("the learner to settle on a version", lambda: _settled(learner_port))
         settled = _wait(
             "both replicas at the learner's version", lambda: _same(learner_port, r1_port, r2_port)
