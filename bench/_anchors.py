@@ -31,6 +31,11 @@ def run_river(model, X, y, progress=None):
     """``progress``: a bar advanced every ``CHUNK`` events (its time is not counted)."""
     names = [f"x{i}" for i in range(X.shape[1])]
     rows = [dict(zip(names, map(float, r), strict=True)) for r in X]
+    return run_river_rows(model, rows, y, progress)
+
+
+def run_river_rows(model, rows: list[dict], y: np.ndarray, progress=None):
+    """A river model prequentially over feature dicts: (seconds learning, per-event correct)."""
     labels = y.tolist()
     correct = np.zeros(len(y), bool)
     elapsed = 0.0

@@ -17,8 +17,6 @@ import time
 import numpy as np
 from river import compose, forest, linear_model, preprocessing, tree
 
-CHUNK = 1000  # events between progress updates
-
 
 def typed_river_systems(seed: int = 7):
     nums = compose.SelectType(numbers.Number) | preprocessing.StandardScaler()
@@ -28,21 +26,6 @@ def typed_river_systems(seed: int = 7):
         ("river HATC", tree.HoeffdingAdaptiveTreeClassifier(seed=seed)),
         ("river ARF", forest.ARFClassifier(seed=seed)),
     ]
-
-
-def run_river_rows(model, rows: list[dict], y: np.ndarray, progress=None):
-    labels = y.tolist()
-    correct = np.zeros(len(y), bool)
-    elapsed = 0.0
-    for start in range(0, len(y), CHUNK):
-        t0 = time.perf_counter()
-        for i in range(start, min(start + CHUNK, len(y))):
-            correct[i] = model.predict_one(rows[i]) == labels[i]
-            model.learn_one(rows[i], labels[i])
-        elapsed += time.perf_counter() - t0
-        if progress is not None:
-            progress.update(min(CHUNK, len(y) - start))
-    return elapsed, correct
 
 
 def _vw_line(row: dict) -> str:

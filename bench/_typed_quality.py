@@ -17,8 +17,9 @@ import time
 
 import numpy as np
 import orjson
+from _anchors import run_river_rows
 from _progress import bar, say
-from _typed_anchors import run_capymoa_rows, run_river_rows, run_vw_rows, typed_river_systems
+from _typed_anchors import run_capymoa_rows, run_vw_rows, typed_river_systems
 from _typed_streams import typed_streams
 
 from learnd.daemon.config import SchemaConfig

@@ -31,6 +31,15 @@ from learnd.daemon.events.record import RawRecord
 _ID_TYPES = (str, int, float)
 
 
+def _id_problem(eid: Any, missing: str) -> tuple[Reason, str] | None:
+    """Why ``eid`` is no usable id (``missing``: the detail when there is none), or None."""
+    if eid is None:
+        return Reason.MISSING_FIELD, missing
+    if type(eid) not in _ID_TYPES:
+        return Reason.WRONG_TYPE, "id must be a string or a number"
+    return None
+
+
 class JoinDecoder:
     def __init__(self, schema: SchemaConfig):
         self.features = feature_parser(schema)
@@ -46,10 +55,9 @@ class JoinDecoder:
         if obj is None or obj.get("label") is not None:
             return None
         eid = obj.get("id")
-        if eid is None:
-            return Reason.MISSING_FIELD, "label is missing (an unlabelled event needs an id)"
-        if type(eid) not in _ID_TYPES:
-            return Reason.WRONG_TYPE, "id must be a string or a number"
+        bad = _id_problem(eid, "label is missing (an unlabelled event needs an id)")
+        if bad is not None:
+            return bad
         row, problem = self.features.parse(obj.get("features"))
         if problem is not None:
             return problem
@@ -64,10 +72,9 @@ class JoinDecoder:
         if obj is None:
             return Reason.NOT_JSON, "a label record must be a JSON object"
         eid = obj.get("id")
-        if eid is None:
-            return Reason.MISSING_FIELD, "id is missing"
-        if type(eid) not in _ID_TYPES:
-            return Reason.WRONG_TYPE, "id must be a string or a number"
+        bad = _id_problem(eid, "id is missing")
+        if bad is not None:
+            return bad
         y, problem = self.labels.parse(obj.get("label"))
         if problem is not None:
             return problem
