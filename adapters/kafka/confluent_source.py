@@ -71,8 +71,8 @@ def consumer_config(cfg: KafkaConfig) -> dict[str, Any]:
 
 
 class ConfluentEventSource(SourceState):
-    def __init__(self, cfg: KafkaConfig):
-        super().__init__(cfg)
+    def __init__(self, cfg: KafkaConfig, assign_all: bool = False):
+        super().__init__(cfg, assign_all)
         self._brokers_up: bool | None = None
         # Kept here, not asked of the consumer: other threads (health, tests) read it, and a
         # consumer call from another thread can wait ~30 s behind the learning thread's
@@ -89,13 +89,29 @@ class ConfluentEventSource(SourceState):
             conf["stats_cb"] = self._on_stats
             conf["on_commit"] = self._on_commit
             self.consumer = Consumer(conf)
-            self.consumer.subscribe(
-                [self.cfg.topic],
-                on_assign=self._on_assign,
-                on_revoke=self._on_revoke,
-                on_lost=self._on_lost,
-            )
+            if not self.assign_all:
+                self.consumer.subscribe(
+                    [self.cfg.topic],
+                    on_assign=self._on_assign,
+                    on_revoke=self._on_revoke,
+                    on_lost=self._on_lost,
+                )
+        if self._partitions_due():
+            self._assign_every_partition(self.consumer)
         return self.consumer
+
+    def _assign_every_partition(self, consumer: Consumer) -> None:
+        """Assign the topic's partitions (``assign_all``), placed as a group's would be."""
+        try:
+            topic = consumer.list_topics(self.cfg.topic, timeout=1.0).topics.get(self.cfg.topic)
+        except KafkaException:
+            topic = None  # broker away: looked up again shortly
+        found = set(topic.partitions) if topic is not None and topic.error is None else set()
+        self._partitions_looked_up(bool(found))
+        if not found or found <= self._assigned:
+            return
+        partitions = [TopicPartition(self.cfg.topic, p) for p in sorted(found | self._assigned)]
+        self._on_assign(consumer, partitions)  # the held ones resume at learnd's own positions
 
     # ---------------------------------------------------------------- callbacks (in consume)
 

@@ -1,12 +1,13 @@
 """The event source of ``labels.mode = "join"``: learnd's event source, plus a consumer of the
-label topic and one of the prediction log, in groups of their own (``kafka.group_id`` with
-``.labels`` and ``.predictions`` appended).
+label topic and one of the prediction log, each reading every partition of its topic (assigned by
+learnd, no group join; their committed offsets under ``kafka.group_id`` with ``.labels`` and
+``.predictions`` appended).
 
 Their records are handed to the pipeline with the events' (undecoded: the join decodes them,
 :class:`learnd.daemon.labels.stage.JoinStage`). Their positions are the join's, kept in the same
 checkpoint as the model: the source seeks to them when the checkpoint is restored and commits
 them after each checkpoint, never before (a position committed ahead of a checkpoint would
-skip labels after a crash). Their own rebalance hand-overs commit nothing for the same reason.
+skip labels after a crash).
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from learnd.daemon.ports import EventSource
 
 log = logging.getLogger("learnd.kafka")
 
-JOINING_POLL_S = 0.05  # how long a poll of a join topic waits while it holds no partition
-
 
 class JoinSource:
     """An :class:`learnd.daemon.ports.EventSource` over the event source and the join's."""
@@ -32,17 +31,12 @@ class JoinSource:
         self.events = events
         self.sides = dict(sides)  # topic -> its source
         self.join = join
-        for side in self.sides.values():
-            side.on_revoke(lambda: None)  # commit nothing mid-rebalance (see the module doc)
 
     def poll(self, timeout_s: float) -> Sequence[RawRecord] | Decoded:
         got = self.events.poll(timeout_s)
         extra: list[RawRecord] = []
         for side in self.sides.values():
-            # kafka-python's polls of 10 ms were seen never to finish joining the group; once
-            # it holds partitions, a poll that does not wait fetches all the same
-            wait = JOINING_POLL_S if side.assigned() == 0 else 0.0
-            extra += side.poll(wait)  # type: ignore[arg-type]  # in-thread: raw records
+            extra += side.poll(0.0)  # type: ignore[arg-type]  # in-thread: raw records
         if not extra:
             return got
         if isinstance(got, Decoded):

@@ -10,6 +10,13 @@ kafka-python (3.x) runs rebalance callbacks on its network thread, where blockin
 synchronous commit are refused; the callbacks here only seek, log and flag the revocation, and
 the learning thread checkpoints after the poll that saw it.
 
+kafka-python 3.0 drops a group join that completes while no ``poll()`` is waiting for it and sends
+a new JoinGroup on the next poll (``join_group_async`` replaces a finished join task instead of
+taking its result). A join takes the broker's initial rebalance delay, 3 s by default, so a
+learner that polls for 0.1 s between batches can miss every completion and never join. While the
+member is joining, a poll therefore goes on polling, with nothing done in between, until the
+group has handed it its partitions or ``JOIN_WAIT_S`` (longer than that delay) has passed.
+
 Out-of-range positions are never skipped silently: the consumer runs with kafka-python's
 ``auto_offset_reset='none'``, so an out-of-range fetch raises; learnd then counts it and the gap,
 logs it loudly, and repositions by the configured ``kafka.auto_offset_reset``. (The same policy
@@ -40,6 +47,8 @@ from learnd.daemon.events.record import RawRecord
 
 log = logging.getLogger("learnd.kafka")
 
+JOIN_WAIT_S = 5.0  # how long a poll goes on waiting while the member joins its group (see above)
+
 
 class _Listener(AsyncConsumerRebalanceListener):
     """kafka-python 3 runs these on its IO thread, while the thread that called ``poll()`` waits
@@ -62,8 +71,9 @@ class _Listener(AsyncConsumerRebalanceListener):
 
 
 class KafkaEventSource(SourceState):
-    def __init__(self, cfg: KafkaConfig):
-        super().__init__(cfg)
+    def __init__(self, cfg: KafkaConfig, assign_all: bool = False):
+        super().__init__(cfg, assign_all)
+        self._joined = False  # the group handed this member its partitions since the last revoke
         # Created on the learning thread's first poll, and again until it succeeds: a broker
         # that is down at start must not stop learnd from serving its checkpointed model.
         self.consumer: KafkaConsumer | None = None
@@ -96,11 +106,31 @@ class KafkaEventSource(SourceState):
             )
             self._backoff = min(self._backoff * 2, self.cfg.reconnect_backoff_max_ms / 1000)
             return False
-        consumer.subscribe([self.cfg.topic], listener=_Listener(self))
+        if not self.assign_all:
+            consumer.subscribe([self.cfg.topic], listener=_Listener(self))
+            self._joined = False
         self.consumer = consumer
         return True
 
+    def _assign_every_partition(self) -> None:
+        """Assign the topic's partitions (``assign_all``), those learnd holds at its own next
+        offset; the others start from the committed offset, else ``auto_offset_reset``."""
+        assert self.consumer is not None
+        found = self.consumer.partitions_for_topic(self.cfg.topic)
+        self._partitions_looked_up(bool(found))
+        held = self.consumer.assignment()
+        wanted = {TopicPartition(self.cfg.topic, p) for p in found}
+        if not found or wanted <= held:
+            return
+        self.consumer.assign(sorted(wanted | held, key=lambda tp: tp.partition))
+        for tp in held:  # assign() forgets fetch positions: keep learnd's
+            if tp.partition in self._position:
+                self.consumer.seek(tp, self._position[tp.partition])
+        self._on_assigned(sorted(wanted - held, key=lambda tp: tp.partition))
+
     def _on_revoked(self, revoked, how: str = "revoked") -> None:
+        if revoked:
+            self._joined = False
         self._note_revoked([tp.partition for tp in revoked], how)
 
     async def _hand_over(self, revoked) -> None:
@@ -124,6 +154,7 @@ class KafkaEventSource(SourceState):
         self._note_handed_over(positions)
 
     def _on_assigned(self, assigned) -> None:
+        self._joined = True
         for tp in assigned:
             if tp.partition in self._position:
                 self.consumer.seek(tp, self._position[tp.partition])
@@ -137,9 +168,14 @@ class KafkaEventSource(SourceState):
             time.sleep(timeout_s)  # waiting for the broker: do not spin
             return []
         assert self.consumer is not None
+        if self._partitions_due():
+            self._assign_every_partition()
+        joining_until = time.monotonic() + (0.0 if self._joined or self.assign_all else JOIN_WAIT_S)
         self._in_poll = True
         try:
             batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000))
+            while not (batches or self._joined) and time.monotonic() < joining_until:
+                batches = self.consumer.poll(timeout_ms=int(max(timeout_s, 0.05) * 1000))
         except OffsetOutOfRangeError as e:
             self._reposition(dict(e.args[0]) if e.args and isinstance(e.args[0], dict) else {})
             return []

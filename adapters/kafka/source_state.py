@@ -18,6 +18,10 @@ log = logging.getLogger("learnd.kafka")
 
 # A position beyond the high watermark, with no records returned, for this long is out of range.
 STALLED_AHEAD_S = 3.0
+# A source that reads every partition of its topic (``assign_all``) looks its partitions up again
+# this often, for partitions added since; and this often while the topic does not exist yet.
+PARTITIONS_RECHECK_S = 30.0
+MISSING_TOPIC_RETRY_S = 1.0
 
 
 def out_of_range_gap(position: int, target: int) -> int:
@@ -30,8 +34,14 @@ def out_of_range_gap(position: int, target: int) -> int:
 
 
 class SourceState:
-    def __init__(self, cfg: KafkaConfig):
+    """``assign_all``: read every partition of the topic, assigned by learnd itself instead of
+    by the group (no group join; the group id only names the committed offsets). The label
+    topic and the prediction log are read this way (:mod:`learnd.adapters.kafka.join_source`)."""
+
+    def __init__(self, cfg: KafkaConfig, assign_all: bool = False):
         self.cfg = cfg
+        self.assign_all = assign_all
+        self._partitions_check_at = 0.0
         self._position: dict[int, int] = {}
         self._lag: dict[int, int] = {}
         self.first_offsets: dict[int, int] = {}  # the first offset read, per partition
@@ -61,6 +71,14 @@ class SourceState:
         return {p: self._position[p] + n for p, n in self._lag.items() if p in self._position}
 
     # ---------------------------------------------------------------- shared bookkeeping
+
+    def _partitions_due(self) -> bool:
+        """Whether an ``assign_all`` source should look its topic's partitions up now."""
+        return self.assign_all and time.monotonic() >= self._partitions_check_at
+
+    def _partitions_looked_up(self, found: bool) -> None:
+        wait = PARTITIONS_RECHECK_S if found else MISSING_TOPIC_RETRY_S
+        self._partitions_check_at = time.monotonic() + wait
 
     def _note_assigned(self, partition: int, origin: str) -> None:
         log.info(

@@ -24,9 +24,9 @@ def open_source(cfg: LearndConfig, join: JoinStage | None = None):
 
     k = cfg.kafka
     topics = (k.labels_topic, k.predictions_topic)
-    # A group and a client id of their own each: members of one group with different
-    # subscriptions were seen to get no partitions (the group leader's assignor lacks the other
-    # topics' metadata), and two consumers of one process with one client id, only one of them.
+    # Every partition of each, assigned by learnd, not by a group: one daemon reads them whole
+    # (docs/labels.md), and no group join can stall them. A group id and a client id of their
+    # own each name their committed offsets and their connections.
     sides = {
         t: cls(
             k.model_copy(
@@ -35,7 +35,8 @@ def open_source(cfg: LearndConfig, join: JoinStage | None = None):
                     "group_id": f"{k.group_id}.{suffix}",
                     "client_id": f"{k.client_id}-{suffix}",
                 }
-            )
+            ),
+            assign_all=True,
         )
         for t, suffix in zip(topics, ("labels", "predictions"), strict=True)
     }
