@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 
 SERVE = "--serve"
+SETS: list[str] = []  # --set overrides, for every daemon the benchmark starts
 
 
 # ---------------------------------------------------------------- the daemon, recording
@@ -47,7 +48,8 @@ def serve(config: str, out: str) -> None:
     from learnd.adapters.logs import setup_logging
     from learnd.adapters.settings import build_config
 
-    cfg = build_config(environ={}, defaults=json.loads(config))
+    given = json.loads(config)
+    cfg = build_config(environ={}, overrides=given.pop("--set", ()), defaults=given)
     setup_logging("WARNING", "text")
     d = Daemon(cfg)
     pipe = d.pipeline
@@ -84,7 +86,7 @@ class Learnd:
     def __init__(self, cfg: dict, tmp: Path):
         self.out = str(tmp / f"rec-{time.monotonic_ns()}")
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, SERVE, json.dumps(cfg), self.out],
+            [sys.executable, __file__, SERVE, json.dumps({**cfg, "--set": SETS}), self.out],
             stdout=subprocess.DEVNULL,
             stderr=open(self.out + ".log", "wb"),
         )
@@ -450,9 +452,17 @@ def main():
     ap.add_argument("--png", default=str(ROOT / "docs" / "img" / "served-vs-learned.png"))
     ap.add_argument("--no-burst", action="store_true")
     ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for every daemon, as `learnd run --set` takes it",
+    )
+    ap.add_argument(
         "--in-process", action="store_true", help="the publish path alone, no broker or sockets"
     )
     args = ap.parse_args()
+    SETS[:] = args.set
     from quality import streams
     from tqdm import tqdm
 

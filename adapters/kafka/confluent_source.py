@@ -52,6 +52,7 @@ def consumer_config(cfg: KafkaConfig) -> dict[str, Any]:
         "reconnect.backoff.max.ms": cfg.reconnect_backoff_max_ms,
         "security.protocol": cfg.security_protocol,
         "statistics.interval.ms": 1000,  # broker states, for connected()
+        "fetch.wait.max.ms": cfg.fetch_max_wait_ms,
         "max.partition.fetch.bytes": 10 * 2**20,
         "fetch.max.bytes": 50 * 2**20,
     }

@@ -92,6 +92,7 @@ class KafkaEventSource(SourceState):
                 enable_auto_commit=False,
                 auto_offset_reset="none",
                 max_poll_records=self.cfg.max_poll_records,
+                fetch_max_wait_ms=self.cfg.fetch_max_wait_ms,
                 session_timeout_ms=self.cfg.session_timeout_ms,
                 heartbeat_interval_ms=self.cfg.heartbeat_interval_ms,
                 max_poll_interval_ms=self.cfg.max_poll_interval_ms,

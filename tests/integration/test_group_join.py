@@ -42,6 +42,8 @@ def test_a_member_busy_between_brief_polls_joins_its_group(kafka_section):
             time.sleep(0.5)  # learning: the member is outside poll() 98% of the time
         assert source.assigned() == 2
         assert len(got) == 20
+        if cfg.client == "kafka-python":  # the fetch wait reaches the client (confluent: below)
+            assert source.consumer.config["fetch_max_wait_ms"] == cfg.fetch_max_wait_ms
     finally:
         source.close()
 

@@ -162,6 +162,12 @@ def test_kafka_security_options_reach_the_clients_and_secrets_stay_hidden():
         build_config(environ={**MIN_ENV, "LEARND_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT"})
 
 
+def test_the_fetch_wait_reaches_the_confluent_client():
+    consumer_config = pytest.importorskip("learnd.adapters.kafka.confluent_source").consumer_config
+    cfg = build_config(environ={**MIN_ENV, "LEARND_KAFKA__FETCH_MAX_WAIT_MS": "35"})
+    assert consumer_config(cfg.kafka)["fetch.wait.max.ms"] == 35
+
+
 def test_an_unknown_kafka_client_names_the_valid_ones():
     with pytest.raises(ConfigError) as e:
         build_config(environ={**MIN_ENV, "LEARND_KAFKA__CLIENT": "librdkafka"})
