@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import socket
-import struct
 import time
 from collections.abc import Callable
 from functools import cache
@@ -35,6 +34,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from learnd.adapters.serving.loop_thread import LoopThread
 from learnd.daemon.config import ServingConfig
 from learnd.daemon.serving.oip import NUMERIC, OipError, OipModel, Tensor
+from learnd.daemon.serving.oip_bytes import bytes_elements, strings, tensor_bytes
 
 SERVICE = "inference.GRPCInferenceService"
 CODES = {
@@ -162,7 +162,7 @@ class OipServicer:
         )
         for t in result.outputs:
             response.outputs.add(name=t.name, datatype=t.datatype, shape=t.shape)
-            response.raw_output_contents.append(_raw(t))
+            response.raw_output_contents.append(tensor_bytes(t))
         return response
 
     def _rpc(self, name: str):
@@ -201,10 +201,20 @@ def decode_inputs(request) -> list[Tensor] | OipError:
     out = []
     for i, spec in enumerate(request.inputs):
         dt, shape = spec.datatype, tuple(spec.shape)
-        if dt not in NUMERIC or dt == "FP16" and not raw:
-            return OipError("invalid", f"input {spec.name!r}: datatype {dt} is not supported here")
         if any(d < 0 for d in shape):
             return OipError("invalid", f"input {spec.name!r}: shape sizes must be >= 0")
+        if dt == "BYTES":  # typed categories: strings
+            items = (
+                bytes_elements(spec.name, raw[i])
+                if raw
+                else strings(spec.name, spec.contents.bytes_contents)
+            )
+            if isinstance(items, OipError):
+                return items
+            out.append(Tensor(spec.name, dt, shape, items))
+            continue
+        if dt not in NUMERIC or dt == "FP16" and not raw:
+            return OipError("invalid", f"input {spec.name!r}: datatype {dt} is not supported here")
         dtype = np.dtype(NUMERIC[dt]).newbyteorder("<")
         if raw:
             if len(raw[i]) % dtype.itemsize:
@@ -214,13 +224,6 @@ def decode_inputs(request) -> list[Tensor] | OipError:
             data = np.asarray(getattr(spec.contents, CONTENTS[dt]), dtype)
         out.append(Tensor(spec.name, dt, shape, data))
     return out
-
-
-def _raw(t: Tensor) -> bytes:
-    if t.datatype == "BYTES":
-        items = [str(v).encode() for v in t.data.reshape(-1)]
-        return b"".join(struct.pack("<I", len(b)) + b for b in items)
-    return np.ascontiguousarray(t.data, np.dtype(NUMERIC[t.datatype]).newbyteorder("<")).tobytes()
 
 
 class OipGrpcServer(LoopThread):

@@ -18,7 +18,6 @@ read) or 503 (no model yet, connection cap). With ``serving.token`` set, every r
 from __future__ import annotations
 
 import hmac
-import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +27,7 @@ import orjson
 
 from learnd.adapters.serving.oip_metrics import endpoint_of
 from learnd.daemon.serving.oip import NUMERIC, InferResult, OipError, OipModel, Tensor
+from learnd.daemon.serving.oip_bytes import bytes_elements, tensor_bytes
 
 STATUS = {"invalid": 400, "not_found": 404, "unavailable": 503}
 JSON = (b"content-type", b"application/json")
@@ -198,10 +198,17 @@ def _tensor(spec: Any, i: int, raw: memoryview) -> tuple[Tensor, int] | OipError
                 "invalid", f"input {name!r}: BYTES 'data' must be a flat list of strings"
             )
         return Tensor(name, dt, tuple(shape), np.asarray(data, dtype=object)), 0
+    size = params.get("binary_data_size")
+    if dt == "BYTES":  # binary: length-prefixed elements
+        if not isinstance(size, int) or size < 0 or size > len(raw):
+            return OipError("invalid", f"input {name!r}: bad binary_data_size {size!r}")
+        items = bytes_elements(name, raw[:size])
+        if isinstance(items, OipError):
+            return items
+        return Tensor(name, dt, tuple(shape), items), size
     if dt not in NUMERIC:
         return OipError("invalid", f"input {name!r}: datatype {dt} is not supported here")
     dtype = np.dtype(NUMERIC[dt]).newbyteorder("<")
-    size = params.get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size < 0 or size > len(raw) or size % dtype.itemsize:
             return OipError("invalid", f"input {name!r}: bad binary_data_size {size!r}")
@@ -225,7 +232,7 @@ def encode_response(
     for t in result.outputs:
         out: dict[str, Any] = {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
         if binary.get(t.name, binary_default):
-            blob = _raw(t)
+            blob = tensor_bytes(t)
             out["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
@@ -242,14 +249,6 @@ def encode_response(
     if not blobs:
         return 200, head, []
     return 200, head + b"".join(blobs), [(HEADER_LENGTH.encode(), str(len(head)).encode())]
-
-
-def _raw(t: Tensor) -> bytes:
-    """A tensor's bytes as the protocol's binary form has them (BYTES: 4-byte length prefixes)."""
-    if t.datatype == "BYTES":
-        items = [str(v).encode() for v in t.data.reshape(-1)]
-        return b"".join(struct.pack("<I", len(b)) + b for b in items)
-    return np.ascontiguousarray(t.data, np.dtype(NUMERIC[t.datatype]).newbyteorder("<")).tobytes()
 
 
 def _ok(obj: dict) -> tuple[int, bytes, list]:
