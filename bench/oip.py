@@ -89,19 +89,13 @@ def main():
     tmp = Path(tempfile.mkdtemp(prefix="learnd-oip-"))
     with EmbeddedBroker(log_path=tmp / "broker.log") as broker:
         topic = f"oip-{time.monotonic_ns()}"
-        cfg = build_config(
-            environ={},
-            defaults={
-                "schema": {"n_features": 3},
-                "kafka": {"bootstrap_servers": broker.bootstrap, "topic": topic},
-            },
-        )
-        ensure_topics(cfg.kafka, partitions=2)
-        produce(broker.bootstrap, topic, DriftingSEA(seed=3).take(args.events), 2)
         port, http_port, grpc_port = free_port(), free_port(), free_port()
         env = daemon_env(broker.bootstrap, topic, tmp / "state", port)
         env["LEARND_SERVING__OIP_HTTP_PORT"] = str(http_port)
         env["LEARND_SERVING__OIP_GRPC_PORT"] = str(grpc_port)
+        # the daemon's own topics (events and dead letters), from the daemon's own config
+        ensure_topics(build_config(environ=env).kafka, partitions=2)
+        produce(broker.bootstrap, topic, DriftingSEA(seed=3).take(args.events), 2)
         proc = subprocess.Popen([LEARND, "run"], env=env)
         try:
             while not (info(port) or {}).get("version"):

@@ -164,19 +164,12 @@ def main():
     tmp = Path(tempfile.mkdtemp(prefix="learnd-serving-"))
     with EmbeddedBroker(log_path=tmp / "broker.log") as broker:
         topic = f"serving-{time.monotonic_ns()}"
-        cfg = build_config(
-            environ={},
-            defaults={
-                "schema": {"n_features": 3},
-                "kafka": {"bootstrap_servers": broker.bootstrap, "topic": topic},
-            },
-        )
-        ensure_topics(cfg.kafka, partitions=2)
+        port = free_port()
+        env = daemon_env(broker.bootstrap, topic, tmp / "state", port)
+        ensure_topics(build_config(environ=env).kafka, partitions=2)  # the daemon's own topics
         t0 = time.monotonic()
         produce(broker.bootstrap, topic, DriftingSEA(seed=3).take(args.events), 2)
         print(f"filled {topic} with {args.events:,} events in {time.monotonic() - t0:.1f} s")
-        port = free_port()
-        env = daemon_env(broker.bootstrap, topic, tmp / "state", port)
         proc = subprocess.Popen([LEARND, "run"], env=env)
         try:
             while not (info(port) or {}).get("version"):
