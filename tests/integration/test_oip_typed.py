@@ -65,6 +65,18 @@ def columns():
     return amount, is_new, country
 
 
+def triton_inputs(client_module, fill):
+    """The three columns as one Triton client's InferInputs, filled by ``fill(input, data)``."""
+    inputs = []
+    for (name, dt), data in zip(
+        (("amount", "FP32"), ("is_new", "BOOL"), ("country", "BYTES")), columns(), strict=True
+    ):
+        t = client_module.InferInput(name, [len(ASKED)], dt)
+        fill(t, data)
+        inputs.append(t)
+    return inputs
+
+
 def test_typed_inputs_from_triton_clients_answer_as_the_socket_does(daemon):
     wait_for(lambda: daemon.pipeline.learner.events_learned >= 6000, 60, what="learned")
     with LearndClient.tcp(*daemon.server.tcp_address) as c:
@@ -81,37 +93,18 @@ def test_typed_inputs_from_triton_clients_answer_as_the_socket_does(daemon):
 
     host, port = daemon.server.oip.http_address
     h = thttp.InferenceServerClient(f"{host}:{port}")
-    inputs = []
-    for name, data, dt in (
-        ("amount", amount, "FP32"),
-        ("is_new", is_new, "BOOL"),
-        ("country", country, "BYTES"),
-    ):
-        t = thttp.InferInput(name, [len(ASKED)], dt)
-        t.set_data_from_numpy(data, binary_data=True)  # BYTES in the binary form
-        inputs.append(t)
+    # BYTES in the binary form
+    inputs = triton_inputs(thttp, lambda t, data: t.set_data_from_numpy(data, binary_data=True))
     got = h.infer("learnd", inputs, model_version=str(version))
     assert got.get_response()["model_version"] == str(version)
-    np.testing.assert_allclose(
-        got.as_numpy("scores"), expected, atol=1e-6
-    )  # the socket rounds to 6 places
+    np.testing.assert_allclose(got.as_numpy("scores"), expected, atol=1e-6)  # socket: 6 places
 
     host, port = daemon.server.oip.grpc_address
     g = tgrpc.InferenceServerClient(f"{host}:{port}")
-    inputs = []
-    for name, data, dt in (
-        ("amount", amount, "FP32"),
-        ("is_new", is_new, "BOOL"),
-        ("country", country, "BYTES"),
-    ):
-        t = tgrpc.InferInput(name, [len(ASKED)], dt)
-        t.set_data_from_numpy(data)  # raw_input_contents
-        inputs.append(t)
+    inputs = triton_inputs(tgrpc, lambda t, data: t.set_data_from_numpy(data))  # raw contents
     got = g.infer("learnd", inputs, model_version=str(version))
     assert got.get_response().model_version == str(version)
-    np.testing.assert_allclose(
-        got.as_numpy("scores"), expected, atol=1e-6
-    )  # the socket rounds to 6 places
+    np.testing.assert_allclose(got.as_numpy("scores"), expected, atol=1e-6)
 
     # bytes_contents, as clients that fill the typed contents send them
     stub_request = service_pb2.ModelInferRequest(model_name="learnd", model_version=str(version))
