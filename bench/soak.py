@@ -8,6 +8,7 @@ Not part of CI: run by hand and read the tables.
     .venv/bin/python bench/soak.py swaps            # 32 client threads, 500 hot swaps
     .venv/bin/python bench/soak.py disk-full        # checkpoints on a 1 MiB tmpfs (needs unshare)
     .venv/bin/python bench/soak.py poison           # 30% flipped labels for 3k events vs the gate
+    .venv/bin/python bench/soak.py plasticity       # 200 new random concepts, 10M events
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
+from _plasticity import plasticity  # noqa: E402
 from _progress import bar, say  # noqa: E402
 from _soak_daemon import (  # noqa: E402
     LEARND,
@@ -317,6 +319,15 @@ def main():
     p.add_argument("--seed", type=int, default=15)
     p.add_argument("--window", type=int, default=2000)
     p.set_defaults(func=poison)
+    p = sub.add_parser("plasticity", help="relearning new random concepts, hundreds of times")
+    p.add_argument("--concepts", type=int, default=201, help="concepts (switches + 1)")
+    p.add_argument("--every", type=int, default=50_000, help="events per concept")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--set", action="append", help="learning.KEY=VALUE over the defaults")
+    p.add_argument("--state", help="resumable: save progress here, resume from it")
+    p.add_argument("--save-every", type=int, default=5, help="concepts between saves")
+    p.add_argument("--verbose", action="store_true", help="a line per concept")
+    p.set_defaults(func=plasticity)
     args = ap.parse_args()
     args.func(args)
 

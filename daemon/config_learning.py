@@ -169,7 +169,8 @@ class LearningConfig(Section):
     """Base learning rate (chosen with bench/quality.py: mean prequential accuracy over seven
     streams .891 against .817 at 1e-3 and .869 at 3e-3, at the same speed)."""
     weight_decay: float = Field(0.0, ge=0)
-    """Weight decay."""
+    """Weight decay. ``0.0001`` keeps one network plastic over hundreds of new concepts where the
+    challenger is off or does not win (docs/design.md, "Plasticity"); the defaults need none."""
     batch_size: int = Field(32, ge=1, le=65_536)
     """Micro-batch size."""
     catch_up_lag: int | None = Field(10_000, ge=1)
