@@ -31,12 +31,15 @@ from collections import Counter, OrderedDict
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from learnd.daemon.config_labels import LabelsConfig
 from learnd.daemon.events.record import RawRecord, Record
+
+if TYPE_CHECKING:
+    from learnd.daemon.labels.records import Unlabelled
 
 OUTCOMES = ("matched", "expired", "default_label", "duplicate", "orphan")
 
@@ -136,6 +139,54 @@ class Joiner:
             self._scores[i] = served.scores
         self._slot[eid] = i
 
+    def add_features_many(self, rows: Unlabelled, now: float) -> None:
+        """:meth:`add_features` for each of ``rows`` in turn (no served predictions), with the
+        arrays written once for them all."""
+        n = len(rows)
+        if len(self._slot) + n > self.cfg.max_pending:  # evictions between them: one by one
+            for k in range(n):
+                self.add_features(rows.ids[k], rows.X[k], _record(rows, k), now)
+            return
+        slot, matched, early = self._slot, self._matched, self._early
+        waiting: list[int] = []  # of rows: those that wait for their label ...
+        slots: list[int] = []  # ... in these slots
+        joined: list[int] = []  # of rows: those whose label came first, in order
+        for k, eid in enumerate(rows.ids):
+            if eid in slot or eid in matched:
+                self._dead.append(
+                    (
+                        _record(rows, k),
+                        JoinReason.DUPLICATE_ID.value,
+                        f"features for id {eid!r} came already",
+                    )
+                )
+                self.outcomes["duplicate"] += 1
+                continue
+            got = early.pop(eid, None)
+            if got is not None:
+                joined.append(k)
+                self._ys.append(got[0])
+                self._ids.append(eid)
+                self._parts.append(int(rows.partitions[k]))
+                self._offs.append(int(rows.offsets[k]))
+                self._delays.append(max(0.0, got[1] - now))
+                self._remember(eid)
+                self.outcomes["matched"] += 1
+                continue
+            i = self._alloc()
+            slot[eid] = i
+            waiting.append(k)
+            slots.append(i)
+        if joined:
+            self._rows.append(rows.X[joined])
+        if slots:
+            at, to = np.asarray(waiting, np.intp), np.asarray(slots, np.intp)
+            self._X[to] = rows.X[at]
+            self._at[to] = now
+            self._part[to] = rows.partitions[at]
+            self._off[to] = rows.offsets[at]
+            self._version[to] = -1
+
     def add_label(self, eid: Hashable, y: Any, record: RawRecord, now: float) -> None:
         """A label for ``eid``: learned with its features now, or held until they come."""
         i = self._slot.pop(eid, None)
@@ -181,7 +232,8 @@ class Joiner:
     def take(self) -> JoinOutput:
         """Everything produced since the last call (then the buffers are empty again)."""
         n = len(self._ids)
-        X = np.asarray(self._rows, np.float32).reshape(n, self.dim)
+        X = np.concatenate(self._rows) if self._rows else np.zeros((0, self.dim), np.float32)
+        assert len(X) == n
         out = JoinOutput(
             X,
             self._ys,
@@ -260,7 +312,7 @@ class Joiner:
     # -- internals ---------------------------------------------------------------------------
 
     def _reset_output(self) -> None:
-        self._rows: list[np.ndarray] = []
+        self._rows: list[np.ndarray] = []  # blocks of rows (n, dim), in the order of _ids
         self._ys: list[Any] = []
         self._ids: list[Any] = []
         self._parts: list[int] = []
@@ -270,7 +322,7 @@ class Joiner:
         self._served: list[tuple[Served, Any]] = []
 
     def _emit(self, eid: Any, row: np.ndarray, y: Any, partition: int, offset: int) -> None:
-        self._rows.append(np.array(row, np.float32))
+        self._rows.append(np.array(row, np.float32).reshape(1, self.dim))
         self._ys.append(y)
         self._ids.append(eid)
         self._parts.append(partition)
@@ -322,6 +374,10 @@ class Joiner:
             grown = np.zeros((new, *old.shape[1:]), old.dtype)
             grown[: len(old)] = old
             setattr(self, name, grown)
+
+
+def _record(rows: Unlabelled, k: int) -> Record:
+    return Record(rows.topic, int(rows.partitions[k]), int(rows.offsets[k]), rows.raw[k])
 
 
 def _plain_record(r: RawRecord) -> Record:

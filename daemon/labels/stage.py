@@ -19,7 +19,7 @@ from learnd.daemon.errors import StartupError
 from learnd.daemon.events.decoder import EventBatch, LabelParser, Reason, Rejection
 from learnd.daemon.events.record import RawRecord
 from learnd.daemon.labels.join import Joiner, Served
-from learnd.daemon.labels.records import JoinDecoder
+from learnd.daemon.labels.records import JoinDecoder, Unlabelled
 from learnd.daemon.labels.served import ServedAccuracy
 from learnd.daemon.serving.histogram import Histogram
 
@@ -63,7 +63,9 @@ class JoinStage:
         return events, [r for r in records if r.topic in mine]
 
     def take_unlabelled(self, rejections: Sequence[Rejection], now: float) -> list[Rejection]:
-        """Unlabelled events among the decoder's rejections join; the other rejections stand."""
+        """Unlabelled events among the decoder's rejections join; the other rejections stand
+        (a source that decodes with the event decoder alone; :meth:`JoinDecoder.decode` leaves
+        none there)."""
         rest: list[Rejection] = []
         for r in rejections:
             if r.reason != Reason.MISSING_FIELD:
@@ -78,6 +80,11 @@ class JoinStage:
                 self.unlabelled += 1
                 self.joiner.add_features(got[0], np.asarray(got[1], np.float32), r.record, now)
         return rest
+
+    def take_rows(self, rows: Unlabelled, now: float) -> None:
+        """Unlabelled events decoded already (:meth:`JoinDecoder.decode`) join."""
+        self.unlabelled += len(rows)
+        self.joiner.add_features_many(rows, now)
 
     def take_records(self, records: Sequence[RawRecord], now: float) -> list[Rejection]:
         """Label records and logged predictions; returns the invalid ones."""
