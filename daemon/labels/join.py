@@ -40,6 +40,7 @@ from learnd.daemon.events.record import RawRecord, Record
 
 if TYPE_CHECKING:
     from learnd.daemon.labels.records import Unlabelled
+    from learnd.daemon.labels.side_records import Labels
 
 OUTCOMES = ("matched", "expired", "default_label", "duplicate", "orphan")
 
@@ -198,6 +199,10 @@ class Joiner:
             self._remember(eid)
             self.outcomes["matched"] += 1
             return
+        self._unmatched_label(eid, y, record, now)
+
+    def _unmatched_label(self, eid: Hashable, y: Any, record: RawRecord, now: float) -> None:
+        """A label no row waits for: a duplicate, an orphan, or held until its features come."""
         if eid in self._matched or eid in self._early:
             self._dead.append(
                 (record, JoinReason.DUPLICATE_LABEL.value, f"id {eid!r} has a label already")
@@ -211,6 +216,35 @@ class Joiner:
             old_id, (_, _, old_rec) = self._early.popitem(last=False)
             self._orphan(old_rec, old_id, "dropped for labels.max_early_labels")
         self._early[eid] = (y, now, _plain_record(record))
+
+    def add_labels(self, labels: Labels, now: float) -> None:
+        """:meth:`add_label` for each of ``labels`` in turn, with the matched rows read from the
+        arrays once for them all."""
+        slot = self._slot
+        rows: list[int] = []  # slots of the rows matched, in order
+        for k, eid in enumerate(labels.ids):
+            i = slot.pop(eid, None)
+            if i is None:
+                self._unmatched_label(eid, labels.y[k], labels.record(k), now)
+                continue
+            rows.append(i)
+            self._ys.append(labels.y[k])
+            self._ids.append(eid)
+            self._remember(eid)
+        if not rows:
+            return
+        # no row is allocated above: the slots freed here are read before any is reused
+        at = np.asarray(rows, np.intp)
+        self._free.extend(rows)
+        self._rows.append(self._X[at])
+        self._parts.extend(self._part[at].tolist())
+        self._offs.extend(self._off[at].tolist())
+        self._delays.extend(np.maximum(0.0, now - self._at[at]).tolist())
+        self.outcomes["matched"] += len(rows)
+        if (self._version[at] >= 0).any():
+            start = len(self._ys) - len(rows)
+            for n, i in enumerate(rows):
+                self._score(self._served_at(i), self._ys[start + n])
 
     def expire(self, now: float) -> None:
         """Expire feature rows and early labels that have waited ``labels.ttl_s`` or longer."""

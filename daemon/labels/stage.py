@@ -21,6 +21,7 @@ from learnd.daemon.events.record import RawRecord
 from learnd.daemon.labels.join import Joiner, Served
 from learnd.daemon.labels.records import JoinDecoder, Unlabelled
 from learnd.daemon.labels.served import ServedAccuracy
+from learnd.daemon.labels.side_records import SideRecords, decode_side
 from learnd.daemon.serving.histogram import Histogram
 
 # Seconds from features to their label: a click within seconds, a chargeback within days.
@@ -87,28 +88,26 @@ class JoinStage:
         self.joiner.add_features_many(rows, now)
 
     def take_records(self, records: Sequence[RawRecord], now: float) -> list[Rejection]:
-        """Label records and logged predictions; returns the invalid ones."""
-        bad: list[Rejection] = []
-        for rec in records:
-            pos = self.positions[rec.topic]
-            pos[rec.partition] = max(pos.get(rec.partition, 0), rec.offset + 1)
-            if rec.topic == self.topic:
-                got = self.decoder.label(rec)
-                if isinstance(got[0], Reason):
-                    bad.append(Rejection(rec, got[0], got[1]))
-                else:
-                    self.labels += 1
-                    self.joiner.add_label(got[0], got[1], rec, now)
-            else:
-                pred = self.decoder.prediction(rec)
-                if isinstance(pred[0], Reason):
-                    bad.append(Rejection(rec, pred[0], pred[1]))
-                else:
-                    eid, row, version, scores = pred
-                    self.unlabelled += 1
-                    served = Served(version, np.asarray(scores, np.float32))
-                    self.joiner.add_features(eid, np.asarray(row, np.float32), rec, now, served)
-        return bad
+        """Label records and logged predictions, as read; returns the invalid ones."""
+        if not records:
+            return []
+        return self.take_side(decode_side(self.decoder, records, self.topic), now)
+
+    def take_side(self, side: SideRecords, now: float) -> list[Rejection]:
+        """Label records and logged predictions decoded already (where they were read, or by
+        :meth:`take_records`); their positions become the join's. Returns the invalid ones."""
+        for topic, read in side.positions.items():
+            pos = self.positions.setdefault(topic, {})
+            for p, o in read.items():
+                pos[p] = max(pos.get(p, 0), o)
+        if side.labels is not None:
+            self.labels += len(side.labels)
+            self.joiner.add_labels(side.labels, now)
+        for eid, row, version, scores, rec in side.predictions:
+            self.unlabelled += 1
+            served = Served(version, np.asarray(scores, np.float32))
+            self.joiner.add_features(eid, np.asarray(row, np.float32), rec, now, served)
+        return side.rejections
 
     def take(self, now: float) -> tuple[EventBatch | None, list[tuple[RawRecord, str, str]]]:
         """Expire what waited too long; then the joined examples to learn (None: none) and the
