@@ -1,5 +1,6 @@
-"""Unlabelled events decoded once, where they are read, into rows the join takes as they are:
-the same rows, rejections and join outcomes as decoding and joining them one by one."""
+"""Unlabelled events and labels decoded once, where they are read, into columns the join takes
+as they are: the same rows, rejections and join outcomes as decoding and joining them one by
+one."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from learnd.daemon.config import SchemaConfig
 from learnd.daemon.config_labels import LabelsConfig
 from learnd.daemon.events.decoder import EventDecoder, Reason
 from learnd.daemon.events.record import Record
-from learnd.daemon.labels.join import Joiner
+from learnd.daemon.labels.join import Joiner, Served
 from learnd.daemon.labels.records import JoinDecoder, Unlabelled
+from learnd.daemon.labels.side_records import Labels
 
 SCHEMA = SchemaConfig(task="binary", features=("a", "b"))
 
@@ -74,6 +76,18 @@ def test_a_poll_of_unlabelled_events_only_rejects_none():
     assert u.X[:, 0].tolist() == [0, 1, 2, 3, 4] and u.offsets.tolist() == [10, 11, 12, 13, 14]
 
 
+def _labels(ids, step):
+    n = len(ids)
+    return Labels(
+        "lab",
+        tuple(ids),
+        [float(i % 2) for i in ids],
+        np.zeros(n, np.int32),
+        np.full(n, step, np.int64),
+        tuple(b"%d" % i for i in ids),
+    )
+
+
 def _rows(ids, start):
     n = len(ids)
     return Unlabelled(
@@ -88,7 +102,7 @@ def _rows(ids, start):
 
 @pytest.mark.parametrize("max_pending", [1000, 7])  # 7: evictions between the rows of a batch
 @pytest.mark.parametrize("default_y", [None, 0.0])
-def test_rows_taken_at_once_end_exactly_as_taken_one_by_one(max_pending, default_y):
+def test_rows_and_labels_taken_at_once_end_exactly_as_taken_one_by_one(max_pending, default_y):
     cfg = LabelsConfig(
         mode="join",
         ttl_s=5,
@@ -97,7 +111,7 @@ def test_rows_taken_at_once_end_exactly_as_taken_one_by_one(max_pending, default
         remember_matched=20,
         **({"on_expiry": "learn", "default_label": 0} if default_y is not None else {}),
     )
-    at_once, each = (Joiner(cfg, dim=2, default_y=default_y) for _ in range(2))
+    at_once, each = (Joiner(cfg, dim=2, default_y=default_y, n_scores=2) for _ in range(2))
     rng = np.random.default_rng(4)
     outs: dict[int, list] = {0: [], 1: []}
     offset = 0
@@ -107,9 +121,21 @@ def test_rows_taken_at_once_end_exactly_as_taken_one_by_one(max_pending, default
         rows = _rows(ids, offset)
         offset += len(ids)
         labels = [int(i) for i in rng.integers(0, 40, rng.integers(0, 4))]
+        served = int(rng.integers(100, 140))  # a logged prediction, scored when its label comes
         for k, j in enumerate((at_once, each)):
-            for i in labels:
-                j.add_label(i, float(i % 2), Record("lab", 0, step, b"%d" % i), now)
+            j.add_features(
+                served,
+                np.ones(2, np.float32),
+                Record("p", 0, step, None),
+                now,
+                Served(step, np.array([0.3, 0.7], np.float32)),
+            )
+            labels = [*labels, served] if k == 0 and step % 3 == 0 else labels
+            if k == 0:
+                j.add_labels(_labels(labels, step), now)
+            else:
+                for i in labels:
+                    j.add_label(i, float(i % 2), Record("lab", 0, step, b"%d" % i), now)
             if k == 0:
                 j.add_features_many(rows, now)
             else:
@@ -126,11 +152,13 @@ def test_rows_taken_at_once_end_exactly_as_taken_one_by_one(max_pending, default
                     out.partitions.tolist(),
                     out.offsets.tolist(),
                     out.delays,
+                    [(sv.version, sv.scores.tolist(), y) for sv, y in out.served],
                     [(d[0].offset, d[0].value, d[1], d[2]) for d in out.dead_letters],
                 )
             )
     assert outs[0] == outs[1]
     assert sum(len(o[0]) for o in outs[0]) > 20  # the stream matched rows, both ways
+    assert sum(len(o[7]) for o in outs[0]) > 5  # and scored served predictions
     a, b = at_once.state_dict(), each.state_dict()
     for key in ("X", "at", "partition", "offset", "version"):
         assert a[key].tolist() == b[key].tolist(), key
