@@ -28,8 +28,7 @@ from learnd.daemon.events.decoder import Decoded, EventBatch, EventDecoder, Reas
 from learnd.daemon.events.record import RawRecord, Record
 from learnd.daemon.events.typed import count_missing
 from learnd.daemon.failpoints import NONE, Failpoints
-from learnd.daemon.labels.records import Unlabelled
-from learnd.daemon.labels.side_records import SideRecords
+from learnd.daemon.labels.rows import Unlabelled
 from learnd.daemon.labels.stage import JoinStage
 from learnd.daemon.learning.catch_up import ArrivalRate, CatchUpPace
 from learnd.daemon.learning.challenger import Challenger
@@ -119,9 +118,7 @@ class Pipeline:
         decoded = records
         events, rejections = decoded.events, decoded.rejections
         if self.join is not None:
-            rejections = self._join(
-                rejections, (*joined, *decoded.joined), decoded.unlabelled, decoded.side
-            )
+            rejections = self._join(rejections, (*joined, *decoded.joined), decoded.unlabelled)
         for r in rejections:
             self.dead_letters.send(r.record, str(r.reason), r.detail)
             self.rejected[str(r.reason)] += 1
@@ -150,19 +147,16 @@ class Pipeline:
         rejections: Sequence[Rejection],
         records: Sequence[RawRecord],
         rows: Unlabelled | None = None,
-        side: SideRecords | None = None,
     ) -> list:
         """Unlabelled events (decoded, or among the decoder's rejections) and the join's own
-        records (decoded, or as read) go to the join; what it matched or expired into a label
-        is batched to be learned."""
+        records go to the join; what it matched or expired into a label is batched to be
+        learned."""
         join = self.join
         assert join is not None
         now, before = self.wall(), join.unlabelled
         if rows is not None:
             join.take_rows(rows, now)
         rest = join.take_unlabelled(rejections, now) + join.take_records(records, now)
-        if side is not None:
-            rest += join.take_side(side, now)
         self.valid += join.unlabelled - before  # valid events, learned once their label comes
         batch, dead = join.take(now)
         for record, reason, detail in dead:

@@ -30,7 +30,6 @@ too).
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import logging
 import logging.handlers
@@ -46,10 +45,9 @@ from typing import Any
 from learnd.adapters.child_process import die_with_parent
 from learnd.adapters.kafka.log_ends import EndsReader, EndsWriter, not_handed_over
 from learnd.daemon.config import LearndConfig
-from learnd.daemon.events.decoder import Decoded, EventBatch, EventDecoder, Rejection
+from learnd.daemon.events.decoder import Decoded, EventDecoder, Rejection
 from learnd.daemon.events.record import RawRecord, Record
 from learnd.daemon.labels.records import JoinDecoder
-from learnd.daemon.labels.side_records import decode_side
 
 log = logging.getLogger("learnd.kafka")
 
@@ -71,7 +69,6 @@ class ConsumerProcess:
         self._commands: Connection | None = None  # daemon -> child: seek, commit, close
         self._ends: EndsReader | None = None  # child -> daemon: the log ends it saw last
         self._positions: dict[int, int] = {}  # where what was handed over ends
-        self._side_positions: dict[str, dict[int, int]] = {}  # the same, of the join's topics
         self._status: dict[str, Any] = _idle_status()
         self._carried = dict.fromkeys(_COUNTERS, 0)  # the counters of children gone
         self._revoked = False
@@ -106,9 +103,6 @@ class ConsumerProcess:
             return []
         if kind == "records" and payload is not None:
             self._positions.update(payload.positions)
-            if payload.side is not None:
-                for topic, pos in payload.side.positions.items():
-                    self._side_positions.setdefault(topic, {}).update(pos)
             return payload
         return []
 
@@ -118,20 +112,6 @@ class ConsumerProcess:
 
     def commit(self, positions: Mapping[int, int]) -> None:
         self._send("commit", dict(positions))
-
-    # ---------------------------------------------------------------- the join's topics
-
-    def seek_side(self, topic: str, positions: Mapping[int, int]) -> None:
-        """Seek the child's consumer of a join topic (the label topic, the prediction log)."""
-        self._side_positions.setdefault(topic, {}).update(positions)
-        self._send("seek_side", (topic, dict(positions)))
-
-    def commit_side(self, topic: str, positions: Mapping[int, int]) -> None:
-        self._send("commit_side", (topic, dict(positions)))
-
-    def side_lag(self) -> int:
-        """Records behind the end of the join's topics, together, as the child saw them last."""
-        return self._status["side_lag"]
 
     def lag(self) -> Mapping[int, int]:
         """Records not yet handed to the daemon: not fetched, or fetched and in the pipe."""
@@ -234,8 +214,7 @@ class ConsumerProcess:
         self._data = Connection(data_r, writable=False)
         self._commands = Connection(commands_w, readable=False)
         levels = {name: logging.getLogger(name).getEffectiveLevel() for name in _LOGGERS}
-        sides = {t: dict(p) for t, p in self._side_positions.items()}
-        self._send("start", (self.cfg, dict(self._positions), os.getpid(), levels, sides))
+        self._send("start", (self.cfg, dict(self._positions), os.getpid(), levels))
         log.info(
             "consumer process %d started",
             proc.pid,
@@ -283,8 +262,9 @@ _COUNTERS = ("out_of_range_resets", "skipped_records", "handovers", "handover_co
 
 
 def _idle_status() -> dict[str, Any]:
-    idle = {"lag": {}, "side_lag": 0, "assigned": 0, "connected": False, "revoked": False}
-    return idle | dict.fromkeys(_COUNTERS, 0)
+    return {"lag": {}, "assigned": 0, "connected": False, "revoked": False} | dict.fromkeys(
+        _COUNTERS, 0
+    )
 
 
 def _widen(fd: int, size: int) -> None:
@@ -327,7 +307,7 @@ def main(argv: Sequence[str]) -> None:
     out = Connection(int(argv[0]), readable=False)
     commands = Connection(int(argv[1]), writable=False)
     ends = EndsWriter(int(argv[2]))
-    kind, (cfg, positions, parent, levels, sides) = commands.recv()
+    kind, (cfg, positions, parent, levels) = commands.recv()
     assert kind == "start", kind
     die_with_parent(parent)
     logs = _LogBuffer()
@@ -336,7 +316,7 @@ def main(argv: Sequence[str]) -> None:
     for name, level in levels.items():
         logging.getLogger(name).setLevel(level)
     try:
-        _Consumer(cfg, out, commands, logs, ends).run(positions, sides)
+        _Consumer(cfg, out, commands, logs, ends).run(positions)
     except (BrokenPipeError, EOFError):
         pass  # the daemon is gone
     except Exception:
@@ -358,7 +338,6 @@ class _Consumer:
         ends: EndsWriter,
     ):
         from learnd.adapters.kafka.clients import client_source_class
-        from learnd.adapters.kafka.join_source import side_sources
 
         self.cfg = cfg
         self.out = out
@@ -367,20 +346,15 @@ class _Consumer:
         self.ends = ends
         self.source = client_source_class(cfg.kafka)(cfg.kafka)
         self.source.on_revoke(self._hand_over)
-        # With the join, unlabelled events are decoded here too, into rows it takes as they are,
-        # and the join's topics are read and decoded here: the learning thread only joins.
+        # with the join, unlabelled events are decoded here too, into rows it takes as they are
         join = cfg.labels.mode == "join"
         self.decoder = JoinDecoder(cfg.schema_) if join else EventDecoder(cfg.schema_)
-        self.sides = side_sources(cfg) if join else {}
         self.waiting: deque[tuple[str, Any]] = deque()  # commands read during a hand-over
         self.closing = False
 
-    def run(self, positions: dict[int, int], sides: dict[str, dict[int, int]]) -> None:
+    def run(self, positions: dict[int, int]) -> None:
         if positions:
             self.source.seek(positions)
-        for topic, pos in sides.items():
-            if pos and topic in self.sides:
-                self.sides[topic].seek(pos)
         timeout_s = self.cfg.kafka.poll_timeout_ms / 1000
         try:
             while True:
@@ -390,31 +364,11 @@ class _Consumer:
                 records = self.source.poll(timeout_s)
                 self.ends.write(self.source.ends(), self.source.first_offsets)
                 decoded = self._decode(records) if records else None
-                revoked = self.source.take_revoked()
-                if self.sides:
-                    decoded = self._with_sides(decoded)
-                    revoked = any([s.take_revoked() for s in self.sides.values()]) or revoked
-                self._send("records", decoded, bool(records), revoked)
+                self._send("records", decoded, bool(records), self.source.take_revoked())
         finally:
             self.source.close()
-            for side in self.sides.values():
-                side.close()
             if self.closing:
                 self._send("closed", None, False, False)
-
-    def _with_sides(self, decoded: Decoded | None) -> Decoded | None:
-        """The records of the join's topics read since, decoded, with the events'."""
-        read: list[RawRecord] = []
-        for side in self.sides.values():
-            read += side.poll(0.0)  # type: ignore[arg-type]  # in this process: raw records
-        if not read:
-            return decoded
-        assert isinstance(self.decoder, JoinDecoder)
-        side = decode_side(self.decoder, read, self.cfg.kafka.labels_topic)
-        if decoded is None:
-            empty = EventBatch.empty(self.cfg.schema_.dim, self.decoder.events.labels.dtype)
-            return Decoded(empty, [], {}, side=side)
-        return dataclasses.replace(decoded, side=side)
 
     def _decode(self, records: Sequence[RawRecord]) -> Decoded:
         decoded = self.decoder.decode(records)
@@ -431,10 +385,6 @@ class _Consumer:
                 self.source.seek(payload)
             elif kind == "commit":
                 self.source.commit(payload)
-            elif kind == "seek_side":
-                self.sides[payload[0]].seek(payload[1])
-            elif kind == "commit_side":
-                self.sides[payload[0]].commit(payload[1])
             elif kind == "close":
                 self.closing = True
 
@@ -460,7 +410,6 @@ class _Consumer:
         source = self.source
         status = {
             "lag": source.lag(),
-            "side_lag": sum(sum(s.lag().values()) for s in self.sides.values()),
             "assigned": source.assigned(),
             "connected": connected or source.connected(),
             "revoked": revoked,

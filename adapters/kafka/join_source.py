@@ -3,14 +3,11 @@ label topic and one of the prediction log, each reading every partition of its t
 learnd, no group join; their committed offsets under ``kafka.group_id`` with ``.labels`` and
 ``.predictions`` appended).
 
-With ``kafka.consumer_process: true`` the two consumers run in the consumer process beside the
-event consumer, which decodes their records there and hands them over decoded with the events
-(:class:`learnd.daemon.labels.side_records.SideRecords`); in this process (``false``) their
-records are handed to the pipeline as read, and the join decodes them
-(:class:`learnd.daemon.labels.stage.JoinStage`). Either way their positions are the join's, kept
-in the same checkpoint as the model: the source seeks to them when the checkpoint is restored
-and commits them after each checkpoint, never before (a position committed ahead of a
-checkpoint would skip labels after a crash).
+Their records are handed to the pipeline with the events' (undecoded: the join decodes them,
+:class:`learnd.daemon.labels.stage.JoinStage`). Their positions are the join's, kept in the same
+checkpoint as the model: the source seeks to them when the checkpoint is restored and commits
+them after each checkpoint, never before (a position committed ahead of a checkpoint would
+skip labels after a crash).
 """
 
 from __future__ import annotations
@@ -19,7 +16,6 @@ import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
-from learnd.daemon.config import LearndConfig
 from learnd.daemon.events.decoder import Decoded
 from learnd.daemon.events.record import RawRecord
 from learnd.daemon.labels.stage import JoinStage
@@ -28,40 +24,12 @@ from learnd.daemon.ports import EventSource
 log = logging.getLogger("learnd.kafka")
 
 
-def side_sources(cfg: LearndConfig) -> dict[str, EventSource]:
-    """The consumers of the label topic and the prediction log, by topic (nothing connects
-    until a first poll)."""
-    from learnd.adapters.kafka.clients import client_source_class
-
-    k = cfg.kafka
-    cls = client_source_class(k)
-    topics = (k.labels_topic, k.predictions_topic)
-    # Every partition of each, assigned by learnd, not by a group: one daemon reads them whole
-    # (docs/labels.md), and no group join can stall them. A group id and a client id of their
-    # own each name their committed offsets and their connections.
-    return {
-        t: cls(
-            k.model_copy(
-                update={
-                    "topic": t,
-                    "group_id": f"{k.group_id}.{suffix}",
-                    "client_id": f"{k.client_id}-{suffix}",
-                }
-            ),
-            assign_all=True,
-        )
-        for t, suffix in zip(topics, ("labels", "predictions"), strict=True)
-    }
-
-
 class JoinSource:
     """An :class:`learnd.daemon.ports.EventSource` over the event source and the join's."""
 
     def __init__(self, events: EventSource, sides: Mapping[str, EventSource], join: JoinStage):
         self.events = events
-        # topic -> its source, in this thread; none: the consumer process reads them
-        # (``events`` then has ``seek_side``, ``commit_side`` and ``side_lag``)
-        self.sides = dict(sides)
+        self.sides = dict(sides)  # topic -> its source
         self.join = join
 
     def poll(self, timeout_s: float) -> Sequence[RawRecord] | Decoded:
@@ -77,31 +45,21 @@ class JoinSource:
 
     def seek(self, positions: Mapping[int, int]) -> None:
         self.events.seek(positions)
-        for topic, pos in self.join.positions.items():
-            if not pos:
-                continue
-            if topic in self.sides:
-                self.sides[topic].seek(pos)
-            else:
-                self.events.seek_side(topic, pos)  # type: ignore[attr-defined]
+        for topic, side in self.sides.items():
+            if self.join.positions.get(topic):
+                side.seek(self.join.positions[topic])
 
     def commit(self, positions: Mapping[int, int]) -> None:
         self.events.commit(positions)
-        for topic, pos in self.join.positions.items():
-            if not pos:
-                continue
-            if topic in self.sides:
-                self.sides[topic].commit(pos)
-            else:
-                self.events.commit_side(topic, pos)  # type: ignore[attr-defined]
+        for topic, side in self.sides.items():
+            if self.join.positions.get(topic):
+                side.commit(self.join.positions[topic])
 
     def lag(self) -> Mapping[int, int]:
         return self.events.lag()
 
     def label_lag(self) -> int:
         """Records behind the end of the label topic and the prediction log, together."""
-        if not self.sides:
-            return self.events.side_lag()  # type: ignore[attr-defined]
         return sum(sum(side.lag().values()) for side in self.sides.values())
 
     def assigned(self) -> int:

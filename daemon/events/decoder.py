@@ -36,8 +36,7 @@ from learnd.daemon.events.record import RawRecord
 from learnd.daemon.events.typed import TypedParser
 
 if TYPE_CHECKING:
-    from learnd.daemon.labels.records import Unlabelled
-    from learnd.daemon.labels.side_records import SideRecords
+    from learnd.daemon.labels.rows import Unlabelled
 
 # An event's optional id: a string or a JSON number (the exactly-once audit counts the integers).
 _ID_TYPES = frozenset((str, int, float))
@@ -109,12 +108,10 @@ class Decoded:
     positions: dict[int, int]
     joined: tuple[RawRecord, ...] = ()  # records of the label join's topics, undecoded
     unlabelled: Unlabelled | None = None  # the label join's unlabelled events, decoded
-    side: SideRecords | None = None  # the records of the label join's topics, decoded
 
     def __len__(self) -> int:
         n = len(self.events) + len(self.rejections) + len(self.joined)
-        n += len(self.unlabelled) if self.unlabelled is not None else 0
-        return n + (len(self.side) if self.side is not None else 0)
+        return n + (len(self.unlabelled) if self.unlabelled is not None else 0)
 
 
 def _is_number(v: Any) -> bool:

@@ -39,7 +39,7 @@ from learnd.daemon.config_labels import LabelsConfig
 from learnd.daemon.events.record import RawRecord, Record
 
 if TYPE_CHECKING:
-    from learnd.daemon.labels.records import Unlabelled
+    from learnd.daemon.labels.rows import Unlabelled
     from learnd.daemon.labels.side_records import Labels
 
 OUTCOMES = ("matched", "expired", "default_label", "duplicate", "orphan")

@@ -25,7 +25,6 @@ True
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,6 +41,7 @@ from learnd.daemon.events.decoder import (
     feature_parser,
 )
 from learnd.daemon.events.record import RawRecord
+from learnd.daemon.labels.rows import Unlabelled
 
 _ID_TYPES = (str, int, float)
 
@@ -53,23 +53,6 @@ def _id_problem(eid: Any, missing: str) -> tuple[Reason, str] | None:
     if type(eid) not in _ID_TYPES:
         return Reason.WRONG_TYPE, "id must be a string or a number"
     return None
-
-
-@dataclass(frozen=True, slots=True)
-class Unlabelled:
-    """Unlabelled events of one poll, decoded for the join: their ids and feature rows, where
-    each was read, and its value (dead-lettered if its id came already). Arrays, cheap to pickle:
-    the consumer process hands them over as they are (:meth:`JoinDecoder.decode`)."""
-
-    topic: str
-    ids: tuple[Any, ...]
-    X: np.ndarray  # (n, dim) float32
-    partitions: np.ndarray  # int32
-    offsets: np.ndarray  # int64
-    raw: tuple[bytes | None, ...]
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
 
 class JoinDecoder:

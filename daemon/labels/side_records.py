@@ -1,8 +1,7 @@
 """The records of the join's own topics (the label topic and the prediction log) of one poll,
-decoded where they were read: columns, cheap to pickle, so that the consumer process hands them
-over as they are (a record object per label, pickled, cost the learning thread more than the
-label's decoding). The positions after them come along: they are the join's
-(:class:`learnd.daemon.labels.stage.JoinStage`), checkpointed with the model.
+decoded into columns, so that the joiner takes the labels in one go
+(:meth:`learnd.daemon.labels.join.Joiner.add_labels`), and the positions after them, which are
+the join's (:class:`learnd.daemon.labels.stage.JoinStage`), checkpointed with the model.
 
 Examples
 --------

@@ -19,7 +19,8 @@ from learnd.daemon.errors import StartupError
 from learnd.daemon.events.decoder import EventBatch, LabelParser, Reason, Rejection
 from learnd.daemon.events.record import RawRecord
 from learnd.daemon.labels.join import Joiner, Served
-from learnd.daemon.labels.records import JoinDecoder, Unlabelled
+from learnd.daemon.labels.records import JoinDecoder
+from learnd.daemon.labels.rows import Unlabelled
 from learnd.daemon.labels.served import ServedAccuracy
 from learnd.daemon.labels.side_records import SideRecords, decode_side
 from learnd.daemon.serving.histogram import Histogram
@@ -94,8 +95,8 @@ class JoinStage:
         return self.take_side(decode_side(self.decoder, records, self.topic), now)
 
     def take_side(self, side: SideRecords, now: float) -> list[Rejection]:
-        """Label records and logged predictions decoded already (where they were read, or by
-        :meth:`take_records`); their positions become the join's. Returns the invalid ones."""
+        """Label records and logged predictions decoded (:func:`decode_side`); their positions
+        become the join's. Returns the invalid ones."""
         for topic, read in side.positions.items():
             pos = self.positions.setdefault(topic, {})
             for p, o in read.items():

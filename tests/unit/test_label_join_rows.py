@@ -12,7 +12,8 @@ from learnd.daemon.config_labels import LabelsConfig
 from learnd.daemon.events.decoder import EventDecoder, Reason
 from learnd.daemon.events.record import Record
 from learnd.daemon.labels.join import Joiner, Served
-from learnd.daemon.labels.records import JoinDecoder, Unlabelled
+from learnd.daemon.labels.records import JoinDecoder
+from learnd.daemon.labels.rows import Unlabelled
 from learnd.daemon.labels.side_records import Labels
 
 SCHEMA = SchemaConfig(task="binary", features=("a", "b"))
