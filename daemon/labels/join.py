@@ -415,6 +415,8 @@ def _record(rows: Unlabelled, k: int) -> Record:
 
 
 def _plain_record(r: RawRecord) -> Record:
+    if type(r) is Record:  # plain already (and frozen): kept as it is
+        return r
     return Record(r.topic, r.partition, r.offset, r.value, r.key)
 
 
