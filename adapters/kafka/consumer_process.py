@@ -6,6 +6,8 @@ thread does not overlap them with learning under one GIL (measured slower than o
 README). With ``kafka.consumer_process: true`` (the default) the Kafka client, either one, and
 the :class:`learnd.daemon.events.decoder.EventDecoder` run in a child process that hands the learning thread
 decoded batches (:class:`learnd.daemon.events.decoder.Decoded`: arrays, cheap to pickle) over a pipe.
+With ``labels.mode = "join"`` it decodes with :class:`learnd.daemon.labels.records.JoinDecoder`,
+which also turns unlabelled events into rows for the join (docs/labels.md).
 (Handing over raw records as columns and decoding in the learning thread was measured too:
 82.7k events/s against 94.2k, medians of 3 on 200k events, bench/e2e.py.)
 
