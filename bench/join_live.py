@@ -288,74 +288,93 @@ def main():
     ap.add_argument("--missing", type=float, default=0.01, help="share of labels never sent")
     ap.add_argument("--join-events", type=int, default=300_000, help="events of measurement 3")
     ap.add_argument("--no-topics", action="store_true", help="measurements 1 and 2 only")
+    ap.add_argument("--topics-only", action="store_true", help="measurements 3 and 4 only")
+    ap.add_argument(
+        "--repeat", type=int, default=1, help="measurement 3 this many times (inline, join each)"
+    )
     ap.add_argument("--client", default="kafka-python", help="kafka.client of every daemon")
     args = ap.parse_args()
     CLIENT[0] = args.client
     tmp = Path(tempfile.mkdtemp(prefix="learnd-join-bench-"))
     broker = EmbeddedBroker(log_path=tmp / "tansu.log").start()
-    n = args.events
     try:
-        runs = {}
-        for k, log in enumerate((True, False, True, False)):
-            mode = "on" if log else "off"
-            runs.setdefault(mode, []).append(
-                live(broker.bootstrap, tmp, f"live{k}", log, n, args.rate, args.delay, args.missing)
-            )
-            print(f"live run {k + 1}/4 (prediction log {mode}) done", flush=True)
-        acc_delayed, n_delayed = inline_same_order(
-            broker.bootstrap, tmp, "inl-d", n, args.rate, args.delay, args.missing
-        )
-        acc_plain, _ = inline_same_order(
-            broker.bootstrap, tmp, "inl-p", n, args.rate, args.delay, args.missing, delayed=False
-        )
-        j = runs["on"][0]
-        print(
-            f"\n1. live: {n:,} predictions with ids offered at {args.rate:,.0f}/s "
-            f"(achieved {j['offered']:,.0f}/s), labels delayed U(0, {args.delay:g}) s, "
-            f"{args.missing:.0%} never sent\n"
-        )
-        print("| run | labels sent | matched / sent | learned twice | learned | accuracy |")
-        print("|---|---|---|---|---|---|")
-        for k, r in enumerate(runs["on"]):
-            print(
-                f"| join, live {k + 1} | {r['sent']:,} | {r['matched'] / max(1, r['sent']):.4%} "
-                f"| {r['twice']} | {r['learned']:,} | {r['accuracy']:.4f} |"
-            )
-        print(f"| inline, label-arrival order | - | - | - | {n_delayed:,} | {acc_delayed:.4f} |")
-        print(f"| inline, event order (no delay) | - | - | - | {n_delayed:,} | {acc_plain:.4f} |")
-        print("\n2. predict latency of single requests during the live load\n")
-        print("| prediction log | achieved predictions/s | samples | p50 us | p99 us |")
-        print("|---|---|---|---|---|")
-        for mode in ("on", "off"):
-            for r in runs[mode]:
-                print(
-                    f"| {mode} | {r['offered']:,.0f} | {r['samples']:,} | {r['p50_us']:.0f} "
-                    f"| {r['p99_us']:.0f} |"
-                )
-        p99 = {m: statistics.median(r["p99_us"] for r in runs[m]) for m in runs}
-        print(f"\np99 with the log / without (median of runs): {p99['on'] / p99['off']:.2f}")
-        if args.no_topics:
-            return
-        m = args.join_events
-        inline = topics_run(broker.bootstrap, tmp, "thr-inline", m, "inline", 0)
-        joined = topics_run(broker.bootstrap, tmp, "thr-join", m, "join", 25_000)
-        print(
-            f"\n3. from the topics, {m:,} events (join: labels up to 25,000 records behind "
-            "their features)\n"
-        )
-        print("| labels | events/s | learned twice |")
-        print("|---|---|---|")
-        print(f"| inline | {inline['rate']:,.0f} | {inline['twice']} |")
-        print(f"| join (two topics) | {joined['rate']:,.0f} | {joined['twice']} |")
-        print(f"\njoin / inline: {joined['rate'] / inline['rate']:.0%}")
-        print("\n4. RSS over the join run (MiB)\n")
-        print("| joined | daemon | consumer process |")
-        print("|---|---|---|")
-        print(f"| before start | {joined['rss0'] / 2**20:.0f} | - |")
-        for mark, r, c in joined["rss"]:
-            print(f"| {mark:,} | {r / 2**20:.0f} | {c / 2**20:.0f} |")
+        if not args.topics_only:
+            live_runs(broker.bootstrap, tmp, args)
+        if not args.no_topics:
+            topics_runs(broker.bootstrap, tmp, args)
     finally:
         broker.stop()
+
+
+def live_runs(bootstrap, tmp, args):
+    """Measurements 1 and 2."""
+    n = args.events
+    runs = {}
+    for k, log in enumerate((True, False, True, False)):
+        mode = "on" if log else "off"
+        runs.setdefault(mode, []).append(
+            live(bootstrap, tmp, f"live{k}", log, n, args.rate, args.delay, args.missing)
+        )
+        print(f"live run {k + 1}/4 (prediction log {mode}) done", flush=True)
+    acc_delayed, n_delayed = inline_same_order(
+        bootstrap, tmp, "inl-d", n, args.rate, args.delay, args.missing
+    )
+    acc_plain, _ = inline_same_order(
+        bootstrap, tmp, "inl-p", n, args.rate, args.delay, args.missing, delayed=False
+    )
+    j = runs["on"][0]
+    print(
+        f"\n1. live: {n:,} predictions with ids offered at {args.rate:,.0f}/s "
+        f"(achieved {j['offered']:,.0f}/s), labels delayed U(0, {args.delay:g}) s, "
+        f"{args.missing:.0%} never sent\n"
+    )
+    print("| run | labels sent | matched / sent | learned twice | learned | accuracy |")
+    print("|---|---|---|---|---|---|")
+    for k, r in enumerate(runs["on"]):
+        print(
+            f"| join, live {k + 1} | {r['sent']:,} | {r['matched'] / max(1, r['sent']):.4%} "
+            f"| {r['twice']} | {r['learned']:,} | {r['accuracy']:.4f} |"
+        )
+    print(f"| inline, label-arrival order | - | - | - | {n_delayed:,} | {acc_delayed:.4f} |")
+    print(f"| inline, event order (no delay) | - | - | - | {n_delayed:,} | {acc_plain:.4f} |")
+    print("\n2. predict latency of single requests during the live load\n")
+    print("| prediction log | achieved predictions/s | samples | p50 us | p99 us |")
+    print("|---|---|---|---|---|")
+    for mode in ("on", "off"):
+        for r in runs[mode]:
+            print(
+                f"| {mode} | {r['offered']:,.0f} | {r['samples']:,} | {r['p50_us']:.0f} "
+                f"| {r['p99_us']:.0f} |"
+            )
+    p99 = {m: statistics.median(r["p99_us"] for r in runs[m]) for m in runs}
+    print(f"\np99 with the log / without (median of runs): {p99['on'] / p99['off']:.2f}")
+
+
+def topics_runs(bootstrap, tmp, args):
+    """Measurements 3 and 4 (inline, then join, ``--repeat`` times)."""
+    m = args.join_events
+    pairs = []
+    for k in range(args.repeat):
+        inline = topics_run(bootstrap, tmp, f"thr-inline{k}", m, "inline", 0)
+        joined = topics_run(bootstrap, tmp, f"thr-join{k}", m, "join", 25_000)
+        pairs.append((inline, joined))
+    print(
+        f"\n3. from the topics, {m:,} events (join: labels up to 25,000 records behind "
+        "their features)\n"
+    )
+    print("| labels | events/s | learned twice |")
+    print("|---|---|---|")
+    for inline, joined in pairs:
+        print(f"| inline | {inline['rate']:,.0f} | {inline['twice']} |")
+        print(f"| join (two topics) | {joined['rate']:,.0f} | {joined['twice']} |")
+    ratios = ", ".join(f"{j['rate'] / i['rate']:.0%}" for i, j in pairs)
+    print(f"\njoin / inline: {ratios}")
+    print("\n4. RSS over the join run (MiB)\n")
+    print("| joined | daemon | consumer process |")
+    print("|---|---|---|")
+    print(f"| before start | {joined['rss0'] / 2**20:.0f} | - |")
+    for mark, r, c in joined["rss"]:
+        print(f"| {mark:,} | {r / 2**20:.0f} | {c / 2**20:.0f} |")
 
 
 if __name__ == "__main__":

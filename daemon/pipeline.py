@@ -28,6 +28,7 @@ from learnd.daemon.events.decoder import Decoded, EventBatch, EventDecoder, Reas
 from learnd.daemon.events.record import RawRecord, Record
 from learnd.daemon.events.typed import count_missing
 from learnd.daemon.failpoints import NONE, Failpoints
+from learnd.daemon.labels.rows import Unlabelled
 from learnd.daemon.labels.stage import JoinStage
 from learnd.daemon.learning.catch_up import ArrivalRate, CatchUpPace
 from learnd.daemon.learning.challenger import Challenger
@@ -111,10 +112,13 @@ class Pipeline:
         joined: Sequence[RawRecord] = ()
         if self.join is not None and not isinstance(records, Decoded):
             records, joined = self.join.split(records)
-        decoded = records if isinstance(records, Decoded) else self.decoder.decode(records)
+        if not isinstance(records, Decoded):
+            dec = self.decoder if self.join is None else self.join.decoder
+            records = dec.decode(records)
+        decoded = records
         events, rejections = decoded.events, decoded.rejections
         if self.join is not None:
-            rejections = self._join(rejections, (*joined, *decoded.joined))
+            rejections = self._join(rejections, (*joined, *decoded.joined), decoded.unlabelled)
         for r in rejections:
             self.dead_letters.send(r.record, str(r.reason), r.detail)
             self.rejected[str(r.reason)] += 1
@@ -138,12 +142,20 @@ class Pipeline:
         self.positions.update(decoded.positions)
         self._count_unlearned()
 
-    def _join(self, rejections: Sequence[Rejection], records: Sequence[RawRecord]) -> list:
-        """Unlabelled events (among the decoder's rejections) and the join's own records go
-        to the join; what it matched or expired into a label is batched to be learned."""
+    def _join(
+        self,
+        rejections: Sequence[Rejection],
+        records: Sequence[RawRecord],
+        rows: Unlabelled | None = None,
+    ) -> list:
+        """Unlabelled events (decoded, or among the decoder's rejections) and the join's own
+        records go to the join; what it matched or expired into a label is batched to be
+        learned."""
         join = self.join
         assert join is not None
         now, before = self.wall(), join.unlabelled
+        if rows is not None:
+            join.take_rows(rows, now)
         rest = join.take_unlabelled(rejections, now) + join.take_records(records, now)
         self.valid += join.unlabelled - before  # valid events, learned once their label comes
         batch, dead = join.take(now)

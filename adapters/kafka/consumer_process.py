@@ -6,6 +6,8 @@ thread does not overlap them with learning under one GIL (measured slower than o
 README). With ``kafka.consumer_process: true`` (the default) the Kafka client, either one, and
 the :class:`learnd.daemon.events.decoder.EventDecoder` run in a child process that hands the learning thread
 decoded batches (:class:`learnd.daemon.events.decoder.Decoded`: arrays, cheap to pickle) over a pipe.
+With ``labels.mode = "join"`` it decodes with :class:`learnd.daemon.labels.records.JoinDecoder`,
+which also turns unlabelled events into rows for the join (docs/labels.md).
 (Handing over raw records as columns and decoding in the learning thread was measured too:
 82.7k events/s against 94.2k, medians of 3 on 200k events, bench/e2e.py.)
 
@@ -47,6 +49,7 @@ from learnd.adapters.kafka.log_ends import EndsReader, EndsWriter, not_handed_ov
 from learnd.daemon.config import LearndConfig
 from learnd.daemon.events.decoder import Decoded, EventDecoder, Rejection
 from learnd.daemon.events.record import RawRecord, Record
+from learnd.daemon.labels.records import JoinDecoder
 
 log = logging.getLogger("learnd.kafka")
 
@@ -345,7 +348,9 @@ class _Consumer:
         self.ends = ends
         self.source = client_source_class(cfg.kafka)(cfg.kafka)
         self.source.on_revoke(self._hand_over)
-        self.decoder = EventDecoder(cfg.schema_)
+        # with the join, unlabelled events are decoded here too, into rows it takes as they are
+        join = cfg.labels.mode == "join"
+        self.decoder = JoinDecoder(cfg.schema_) if join else EventDecoder(cfg.schema_)
         self.waiting: deque[tuple[str, Any]] = deque()  # commands read during a hand-over
         self.closing = False
 
@@ -373,7 +378,7 @@ class _Consumer:
             return decoded
         # a rejection travels with its record as a plain Record (a client's own may not pickle)
         plain = [Rejection(_plain(r.record), r.reason, r.detail) for r in decoded.rejections]
-        return Decoded(decoded.events, plain, decoded.positions)
+        return Decoded(decoded.events, plain, decoded.positions, unlabelled=decoded.unlabelled)
 
     def _apply_commands(self) -> None:
         while self.waiting or self.commands.poll():

@@ -25,7 +25,7 @@ import math
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -34,6 +34,9 @@ from learnd.daemon.config import SchemaConfig
 from learnd.daemon.events.reasons import Reason
 from learnd.daemon.events.record import RawRecord
 from learnd.daemon.events.typed import TypedParser
+
+if TYPE_CHECKING:
+    from learnd.daemon.labels.rows import Unlabelled
 
 # An event's optional id: a string or a JSON number (the exactly-once audit counts the integers).
 _ID_TYPES = frozenset((str, int, float))
@@ -104,9 +107,11 @@ class Decoded:
     rejections: list[Rejection]
     positions: dict[int, int]
     joined: tuple[RawRecord, ...] = ()  # records of the label join's topics, undecoded
+    unlabelled: Unlabelled | None = None  # the label join's unlabelled events, decoded
 
     def __len__(self) -> int:
-        return len(self.events) + len(self.rejections) + len(self.joined)
+        n = len(self.events) + len(self.rejections) + len(self.joined)
+        return n + (len(self.unlabelled) if self.unlabelled is not None else 0)
 
 
 def _is_number(v: Any) -> bool:

@@ -31,12 +31,16 @@ from collections import Counter, OrderedDict
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from learnd.daemon.config_labels import LabelsConfig
 from learnd.daemon.events.record import RawRecord, Record
+
+if TYPE_CHECKING:
+    from learnd.daemon.labels.rows import Unlabelled
+    from learnd.daemon.labels.side_records import Labels
 
 OUTCOMES = ("matched", "expired", "default_label", "duplicate", "orphan")
 
@@ -136,6 +140,54 @@ class Joiner:
             self._scores[i] = served.scores
         self._slot[eid] = i
 
+    def add_features_many(self, rows: Unlabelled, now: float) -> None:
+        """:meth:`add_features` for each of ``rows`` in turn (no served predictions), with the
+        arrays written once for them all."""
+        n = len(rows)
+        if len(self._slot) + n > self.cfg.max_pending:  # evictions between them: one by one
+            for k in range(n):
+                self.add_features(rows.ids[k], rows.X[k], _record(rows, k), now)
+            return
+        slot, matched, early = self._slot, self._matched, self._early
+        waiting: list[int] = []  # of rows: those that wait for their label ...
+        slots: list[int] = []  # ... in these slots
+        joined: list[int] = []  # of rows: those whose label came first, in order
+        for k, eid in enumerate(rows.ids):
+            if eid in slot or eid in matched:
+                self._dead.append(
+                    (
+                        _record(rows, k),
+                        JoinReason.DUPLICATE_ID.value,
+                        f"features for id {eid!r} came already",
+                    )
+                )
+                self.outcomes["duplicate"] += 1
+                continue
+            got = early.pop(eid, None)
+            if got is not None:
+                joined.append(k)
+                self._ys.append(got[0])
+                self._ids.append(eid)
+                self._parts.append(int(rows.partitions[k]))
+                self._offs.append(int(rows.offsets[k]))
+                self._delays.append(max(0.0, got[1] - now))
+                self._remember(eid)
+                self.outcomes["matched"] += 1
+                continue
+            i = self._alloc()
+            slot[eid] = i
+            waiting.append(k)
+            slots.append(i)
+        if joined:
+            self._rows.append(rows.X[joined])
+        if slots:
+            at, to = np.asarray(waiting, np.intp), np.asarray(slots, np.intp)
+            self._X[to] = rows.X[at]
+            self._at[to] = now
+            self._part[to] = rows.partitions[at]
+            self._off[to] = rows.offsets[at]
+            self._version[to] = -1
+
     def add_label(self, eid: Hashable, y: Any, record: RawRecord, now: float) -> None:
         """A label for ``eid``: learned with its features now, or held until they come."""
         i = self._slot.pop(eid, None)
@@ -147,6 +199,10 @@ class Joiner:
             self._remember(eid)
             self.outcomes["matched"] += 1
             return
+        self._unmatched_label(eid, y, record, now)
+
+    def _unmatched_label(self, eid: Hashable, y: Any, record: RawRecord, now: float) -> None:
+        """A label no row waits for: a duplicate, an orphan, or held until its features come."""
         if eid in self._matched or eid in self._early:
             self._dead.append(
                 (record, JoinReason.DUPLICATE_LABEL.value, f"id {eid!r} has a label already")
@@ -160,6 +216,35 @@ class Joiner:
             old_id, (_, _, old_rec) = self._early.popitem(last=False)
             self._orphan(old_rec, old_id, "dropped for labels.max_early_labels")
         self._early[eid] = (y, now, _plain_record(record))
+
+    def add_labels(self, labels: Labels, now: float) -> None:
+        """:meth:`add_label` for each of ``labels`` in turn, with the matched rows read from the
+        arrays once for them all."""
+        slot = self._slot
+        rows: list[int] = []  # slots of the rows matched, in order
+        for k, eid in enumerate(labels.ids):
+            i = slot.pop(eid, None)
+            if i is None:
+                self._unmatched_label(eid, labels.y[k], labels.record(k), now)
+                continue
+            rows.append(i)
+            self._ys.append(labels.y[k])
+            self._ids.append(eid)
+            self._remember(eid)
+        if not rows:
+            return
+        # no row is allocated above: the slots freed here are read before any is reused
+        at = np.asarray(rows, np.intp)
+        self._free.extend(rows)
+        self._rows.append(self._X[at])
+        self._parts.extend(self._part[at].tolist())
+        self._offs.extend(self._off[at].tolist())
+        self._delays.extend(np.maximum(0.0, now - self._at[at]).tolist())
+        self.outcomes["matched"] += len(rows)
+        if (self._version[at] >= 0).any():
+            start = len(self._ys) - len(rows)
+            for n, i in enumerate(rows):
+                self._score(self._served_at(i), self._ys[start + n])
 
     def expire(self, now: float) -> None:
         """Expire feature rows and early labels that have waited ``labels.ttl_s`` or longer."""
@@ -181,7 +266,8 @@ class Joiner:
     def take(self) -> JoinOutput:
         """Everything produced since the last call (then the buffers are empty again)."""
         n = len(self._ids)
-        X = np.asarray(self._rows, np.float32).reshape(n, self.dim)
+        X = np.concatenate(self._rows) if self._rows else np.zeros((0, self.dim), np.float32)
+        assert len(X) == n
         out = JoinOutput(
             X,
             self._ys,
@@ -260,7 +346,7 @@ class Joiner:
     # -- internals ---------------------------------------------------------------------------
 
     def _reset_output(self) -> None:
-        self._rows: list[np.ndarray] = []
+        self._rows: list[np.ndarray] = []  # blocks of rows (n, dim), in the order of _ids
         self._ys: list[Any] = []
         self._ids: list[Any] = []
         self._parts: list[int] = []
@@ -270,7 +356,7 @@ class Joiner:
         self._served: list[tuple[Served, Any]] = []
 
     def _emit(self, eid: Any, row: np.ndarray, y: Any, partition: int, offset: int) -> None:
-        self._rows.append(np.array(row, np.float32))
+        self._rows.append(np.array(row, np.float32).reshape(1, self.dim))
         self._ys.append(y)
         self._ids.append(eid)
         self._parts.append(partition)
@@ -324,7 +410,13 @@ class Joiner:
             setattr(self, name, grown)
 
 
+def _record(rows: Unlabelled, k: int) -> Record:
+    return Record(rows.topic, int(rows.partitions[k]), int(rows.offsets[k]), rows.raw[k])
+
+
 def _plain_record(r: RawRecord) -> Record:
+    if type(r) is Record:  # plain already (and frozen): kept as it is
+        return r
     return Record(r.topic, r.partition, r.offset, r.value, r.key)
 
 

@@ -16,17 +16,32 @@ True
 (7, 1)
 >>> dec.label(Record("l", 0, 1, b'{"label": 1}'))
 (<Reason.MISSING_FIELD: 'missing_field'>, 'id is missing')
+>>> got = dec.decode([Record("t", 0, 2, b'{"id": 8, "features": {"a": 2}}'),
+...                   Record("t", 0, 3, b'{"features": {"a": 2}, "label": 0}')])
+>>> got.unlabelled.ids, got.unlabelled.X.tolist(), got.events.ids, got.positions
+((8,), [[2.0]], (None,), {0: 4})
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import orjson
 
 from learnd.daemon.config import SchemaConfig
-from learnd.daemon.events.decoder import LabelParser, Reason, feature_parser
+from learnd.daemon.events.decoder import (
+    Decoded,
+    EventBatch,
+    EventDecoder,
+    LabelParser,
+    Reason,
+    Rejection,
+    feature_parser,
+)
 from learnd.daemon.events.record import RawRecord
+from learnd.daemon.labels.rows import Unlabelled
 
 _ID_TYPES = (str, int, float)
 
@@ -42,10 +57,70 @@ def _id_problem(eid: Any, missing: str) -> tuple[Reason, str] | None:
 
 class JoinDecoder:
     def __init__(self, schema: SchemaConfig):
+        self.events = EventDecoder(schema)
+        self.dim = schema.dim
         self.features = feature_parser(schema)
         self.labels = LabelParser(schema)
         # a served row's scores: one per class (in schema order), or the regression value
         self.n_scores = 1 if schema.task == "regression" else len(schema.class_values)
+
+    def decode(self, records: Sequence[RawRecord]) -> Decoded:
+        """:meth:`EventDecoder.decode` for the join: labelled events as there, unlabelled ones
+        decoded once into :class:`Unlabelled` rows (``Decoded.unlabelled``), every other record
+        rejected as there. A poll of unlabelled events only (the usual one) is decoded in one
+        pass; any other is decoded record by record, by the event decoder first."""
+        positions = {r.partition: r.offset + 1 for r in records}
+        fast = self._all_unlabelled(records)
+        if fast is not None:
+            empty = EventBatch.empty(self.dim, self.events.labels.dtype)
+            return Decoded(empty, [], positions, unlabelled=self._rows(records, *fast))
+        decoded = self.events.decode(records)
+        rest: list[Rejection] = []
+        taken: list[RawRecord] = []
+        ids: list[Any] = []
+        rows: list[Any] = []
+        for r in decoded.rejections:
+            got = self.unlabelled(r.record) if r.reason == Reason.MISSING_FIELD else None
+            if got is None:
+                rest.append(r)
+            elif isinstance(got[0], Reason):
+                rest.append(Rejection(r.record, got[0], got[1]))
+            else:
+                taken.append(r.record)
+                ids.append(got[0])
+                rows.append(got[1])
+        unlabelled = self._rows(taken, ids, rows) if taken else None
+        return Decoded(decoded.events, rest, positions, unlabelled=unlabelled)
+
+    def _all_unlabelled(self, records: Sequence[RawRecord]) -> tuple[list, list] | None:
+        """``(ids, rows)`` when every record is a valid unlabelled event, else None."""
+        ids: list[Any] = []
+        rows: list[Any] = []
+        parse = self.features.parse
+        for rec in records:
+            obj = _object(rec.value)
+            if obj is None or obj.get("label") is not None:
+                return None
+            eid = obj.get("id")
+            if type(eid) not in _ID_TYPES:  # None too: an unlabelled event needs an id
+                return None
+            row, problem = parse(obj.get("features"))
+            if problem is not None:
+                return None
+            ids.append(eid)
+            rows.append(row)
+        return (ids, rows) if ids else None
+
+    def _rows(self, records: Sequence[RawRecord], ids: list, rows: list) -> Unlabelled:
+        n = len(records)
+        return Unlabelled(
+            records[0].topic,
+            tuple(ids),
+            np.asarray(rows, np.float32).reshape(n, self.dim),
+            np.fromiter((r.partition for r in records), np.int32, n),
+            np.fromiter((r.offset for r in records), np.int64, n),
+            tuple(r.value for r in records),
+        )
 
     def unlabelled(self, rec: RawRecord) -> tuple[Any, Any] | tuple[Reason, str] | None:
         """``(id, row)`` for an unlabelled event; ``(reason, detail)`` for one whose features or

@@ -20,7 +20,9 @@ from learnd.daemon.events.decoder import EventBatch, LabelParser, Reason, Reject
 from learnd.daemon.events.record import RawRecord
 from learnd.daemon.labels.join import Joiner, Served
 from learnd.daemon.labels.records import JoinDecoder
+from learnd.daemon.labels.rows import Unlabelled
 from learnd.daemon.labels.served import ServedAccuracy
+from learnd.daemon.labels.side_records import SideRecords, decode_side
 from learnd.daemon.serving.histogram import Histogram
 
 # Seconds from features to their label: a click within seconds, a chargeback within days.
@@ -63,7 +65,9 @@ class JoinStage:
         return events, [r for r in records if r.topic in mine]
 
     def take_unlabelled(self, rejections: Sequence[Rejection], now: float) -> list[Rejection]:
-        """Unlabelled events among the decoder's rejections join; the other rejections stand."""
+        """Unlabelled events among the decoder's rejections join; the other rejections stand
+        (a source that decodes with the event decoder alone; :meth:`JoinDecoder.decode` leaves
+        none there)."""
         rest: list[Rejection] = []
         for r in rejections:
             if r.reason != Reason.MISSING_FIELD:
@@ -79,29 +83,32 @@ class JoinStage:
                 self.joiner.add_features(got[0], np.asarray(got[1], np.float32), r.record, now)
         return rest
 
+    def take_rows(self, rows: Unlabelled, now: float) -> None:
+        """Unlabelled events decoded already (:meth:`JoinDecoder.decode`) join."""
+        self.unlabelled += len(rows)
+        self.joiner.add_features_many(rows, now)
+
     def take_records(self, records: Sequence[RawRecord], now: float) -> list[Rejection]:
-        """Label records and logged predictions; returns the invalid ones."""
-        bad: list[Rejection] = []
-        for rec in records:
-            pos = self.positions[rec.topic]
-            pos[rec.partition] = max(pos.get(rec.partition, 0), rec.offset + 1)
-            if rec.topic == self.topic:
-                got = self.decoder.label(rec)
-                if isinstance(got[0], Reason):
-                    bad.append(Rejection(rec, got[0], got[1]))
-                else:
-                    self.labels += 1
-                    self.joiner.add_label(got[0], got[1], rec, now)
-            else:
-                pred = self.decoder.prediction(rec)
-                if isinstance(pred[0], Reason):
-                    bad.append(Rejection(rec, pred[0], pred[1]))
-                else:
-                    eid, row, version, scores = pred
-                    self.unlabelled += 1
-                    served = Served(version, np.asarray(scores, np.float32))
-                    self.joiner.add_features(eid, np.asarray(row, np.float32), rec, now, served)
-        return bad
+        """Label records and logged predictions, as read; returns the invalid ones."""
+        if not records:
+            return []
+        return self.take_side(decode_side(self.decoder, records, self.topic), now)
+
+    def take_side(self, side: SideRecords, now: float) -> list[Rejection]:
+        """Label records and logged predictions decoded (:func:`decode_side`); their positions
+        become the join's. Returns the invalid ones."""
+        for topic, read in side.positions.items():
+            pos = self.positions.setdefault(topic, {})
+            for p, o in read.items():
+                pos[p] = max(pos.get(p, 0), o)
+        if side.labels is not None:
+            self.labels += len(side.labels)
+            self.joiner.add_labels(side.labels, now)
+        for eid, row, version, scores, rec in side.predictions:
+            self.unlabelled += 1
+            served = Served(version, np.asarray(scores, np.float32))
+            self.joiner.add_features(eid, np.asarray(row, np.float32), rec, now, served)
+        return side.rejections
 
     def take(self, now: float) -> tuple[EventBatch | None, list[tuple[RawRecord, str, str]]]:
         """Expire what waited too long; then the joined examples to learn (None: none) and the

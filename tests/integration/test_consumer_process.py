@@ -11,7 +11,9 @@ import time
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from learnd.adapters.kafka.topics import ensure_topics
 from learnd.daemon.events.synthetic import DriftingSEA
+from tests.conftest import sea_config
 
 from .conftest import wait_for
 from .test_kafka_daemon import learned, produce
@@ -91,3 +93,45 @@ def test_a_stop_signal_for_the_process_group_leaves_the_consumer_to_the_daemon(
     committed = {p: consumer.committed(TopicPartition(topic, p)) for p in (0, 1)}
     consumer.close()
     assert committed == {0: 1000, 1: 1000} == d.pipeline.positions
+
+
+def test_with_the_join_a_killed_consumer_process_loses_no_row_and_learns_none_twice(
+    start_daemon, kafka_section, tmp_path
+):
+    bootstrap, topic = kafka_section["bootstrap_servers"], kafka_section["topic"]
+    labels_topic, preds_topic = f"{topic}-labels", f"{topic}-predictions"
+    for t in (labels_topic, preds_topic):
+        ensure_topics(sea_config(tmp_path, kafka={**kafka_section, "topic": t}).kafka, partitions=2)
+    n = 6000
+    events = list(DriftingSEA(seed=22).take(n))
+    unlabelled = [{"id": e["id"], "features": e["features"]} for e in events]
+    labels = [{"id": e["id"], "label": e["label"]} for e in reversed(events)]
+    produce(bootstrap, labels_topic, labels[:1000])  # these come before their features
+    produce(bootstrap, topic, unlabelled[:2000])
+    d = start_daemon(
+        kafka={
+            "max_poll_records": 100,
+            "labels_topic": labels_topic,
+            "predictions_topic": preds_topic,
+        },
+        labels={"mode": "join", "ttl_s": 600},
+        checkpoint={"audit_ids": True},
+    )
+    wait_for(lambda: d.pipeline.join.labels == 1000, 60, what="the first 1000 labels")
+    first = d.source.pid
+    os.kill(first, signal.SIGKILL)
+    produce(bootstrap, labels_topic, labels[1000:])
+    produce(bootstrap, topic, unlabelled[2000:])
+    wait_for(lambda: d.source.restarts == 1, 30, what="the consumer process replaced")
+    wait_for(learned(d, 2500), 60, what="learning again")
+    os.kill(d.source.pid, signal.SIGKILL)  # most likely mid-stream, with batches in the pipe
+    wait_for(lambda: d.source.restarts == 2, 30, what="replaced again")
+    wait_for(learned(d, n), 90, what=f"all {n:,} joined and learned")
+    time.sleep(1.5)  # give a duplicate delivery the chance to show up
+    join = d.pipeline.join
+    assert d.pipeline.learner.events_learned == n and join.labels == n
+    assert join.joiner.outcomes["matched"] == n and join.joiner.outcomes["duplicate"] == 0
+    assert join.positions[labels_topic] == {0: n // 2, 1: n // 2}
+    audit = d.pipeline.audit
+    assert audit is not None and (audit[: max(e["id"] for e in events) + 1] <= 1).all()
+    wait_for(lambda: d.source.label_lag() == 0, 10, what="label lag 0")
