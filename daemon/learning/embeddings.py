@@ -75,6 +75,10 @@ class Embeddings:
         self.folds = 0
         self.steps = 0
         self._finite = True  # every row written so far finite (checked on the rows a step wrote)
+        # scratch of step(): a row's last position in the batch, positions, intermediates
+        self._slot = np.zeros(n, np.int64)
+        self._positions = np.arange(256, dtype=np.int64)
+        self._t1 = self._t2 = np.empty((0, width), np.float32)
 
     @property
     def table(self) -> np.ndarray:
@@ -117,7 +121,7 @@ class Embeddings:
         if which == "weights" or self.decay <= 0:
             rows = self._packed[safe, 0]
         else:  # the rows' averages caught up on the folds they missed, read without writing
-            state = self._packed[safe]
+            state = self._packed[safe, :2]  # weights and average
             w = state[:, :, 0]
             factor = np.exp(self._log - self._row_log[safe]).astype(np.float32)[:, :, None]
             rows = w + (state[:, :, 1] - w) * factor
@@ -137,7 +141,11 @@ class Embeddings:
         self._log += math.log(self._weight(self.folds))
 
     def step(self, idx: np.ndarray, first_grad: torch.Tensor, lr: float) -> None:
-        """Update the rows in ``idx`` from the gradient of the first layer's outputs."""
+        """Update the rows in ``idx`` from the gradient of the first layer's outputs.
+
+        The touched rows' state is gathered once, updated in place (every intermediate in one
+        of two scratch buffers, in the same order of operations as the plain expressions, so
+        the same bits) and scattered back once."""
         n, s = idx.shape
         grad = first_grad.detach().cpu().numpy()
         flat = idx.reshape(-1)
@@ -148,40 +156,73 @@ class Embeddings:
             if not valid.any():
                 return
             src, keys = np.repeat(grad, s, axis=0)[valid], flat[valid]
-        uniq, inv = np.unique(keys, return_inverse=True)
-        inv = inv.reshape(-1)
-        if len(uniq) == len(keys):
-            g = np.empty((len(uniq), grad.shape[1]), np.float32)
-            g[inv] = src
-        else:  # rows met more than once: sums of runs of the sorted keys (np.add.at is slow)
-            order = np.argsort(inv, kind="stable")
-            starts = np.flatnonzero(np.r_[True, np.diff(inv[order]) != 0])
-            g = np.add.reduceat(src[order], starts, axis=0)
+        uniq, g = self._unique_sums(keys, src)
         state = self._packed[uniq]  # (u, k, width): weights, average, moments
         w = state[:, 0]
+        u = len(uniq)
+        if len(self._t1) < u:
+            self._t1 = np.empty((u, self.width), np.float32)
+            self._t2 = np.empty((u, self.width), np.float32)
+        t1, t2 = self._t1[:u], self._t2[:u]
         if self.decay > 0:  # the average sees the weights as they were until now
             factor = np.exp(self._log - self._row_log[uniq]).astype(np.float32)[:, None]
-            state[:, 1] = w + (state[:, 1] - w) * factor
+            avg = state[:, 1]  # w + (avg - w) * factor
+            avg -= w
+            avg *= factor
+            avg += w
             self._row_log[uniq] = self._log
         self.steps += 1
         if self._moments == 2:
             b1, b2 = self.betas
             mu, nu = state[:, -2], state[:, -1]
-            mu *= b1
-            mu += (1 - b1) * g
-            nu *= b2
-            nu += (1 - b2) * g * g
+            mu *= b1  # mu = b1 mu + (1 - b1) g
+            np.multiply(g, 1 - b1, out=t1)
+            mu += t1
+            nu *= b2  # nu = b2 nu + (1 - b2) g g
+            np.multiply(g, 1 - b2, out=t1)
+            t1 *= g
+            nu += t1
             c1, c2 = 1 - b1**self.steps, 1 - b2**self.steps
-            w -= (lr / c1) * mu / (np.sqrt(nu / c2) + self.eps)
+            np.divide(nu, c2, out=t1)  # w -= (lr / c1) mu / (sqrt(nu / c2) + eps)
+            np.sqrt(t1, out=t1)
+            t1 += self.eps
+            np.multiply(mu, lr / c1, out=t2)
+            t2 /= t1
+            w -= t2
         elif self._moments == 1:
             nu = state[:, -1]
-            nu += g * g
-            w -= lr * g / (np.sqrt(nu) + 1e-10)
+            np.multiply(g, g, out=t1)  # nu += g g;  w -= lr g / (sqrt(nu) + 1e-10)
+            nu += t1
+            np.sqrt(nu, out=t1)
+            t1 += 1e-10
+            np.multiply(g, lr, out=t2)
+            t2 /= t1
+            w -= t2
         else:
-            w -= lr * g
+            np.multiply(g, lr, out=t1)
+            w -= t1
         self._packed[uniq] = state
         if not math.isfinite(float(w.sum())):
             self._finite = False
+
+    def _unique_sums(self, keys: np.ndarray, src: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the distinct rows of ``keys``, the sum of ``src``'s lines per row), rows in any
+        order. A scratch array indexed by row gives every key one position of
+        the batch (the same for all its copies): distinct keys (the common case) are told
+        apart without sorting; repeated ones are summed as sums of runs of their lines in
+        event order (``np.add.reduceat``, the same sums as over sorted unique keys)."""
+        pos = self._positions[: len(keys)]
+        if len(pos) < len(keys):
+            pos = self._positions = np.arange(len(keys), dtype=np.int64)
+        self._slot[keys] = pos
+        rep = self._slot[keys]
+        first = rep == pos  # one line per distinct key
+        if first.all():
+            return keys, src
+        group = (np.cumsum(first) - 1)[rep]
+        order = np.argsort(group, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(group[order]) != 0])
+        return keys[first], np.add.reduceat(src[order], starts, axis=0)
 
     def reset_average(self, moments: bool = False) -> None:
         """Start the average again from the weights (drift alarm, rollback, adoption); with
