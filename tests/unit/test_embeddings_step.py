@@ -11,6 +11,7 @@ the weight average: the weights, averages, moments and per-row fold logs must be
 from __future__ import annotations
 
 import copy
+import os
 
 import numpy as np
 import pytest
@@ -119,3 +120,19 @@ def test_repeated_rows_take_the_sum_of_their_lines() -> None:
     grad = torch.tensor([[1.0], [10.0], [100.0], [1000.0]])
     emb.step(idx, grad, lr=1.0)
     assert emb.table[[2, 4], 0].tolist() == [-1101.0, -10.0]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads /proc/self/statm")
+def test_the_table_is_resident_when_made() -> None:
+    """The table is written when made: no step pays the page faults of first writes."""
+    layout = FeatureLayout.of({"c": FeatureSpec(type="category", vocabulary=10, buckets=1 << 16)})
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    before = rss()
+    emb = Embeddings(layout, width=64, optimizer="adam", decay=0.8)
+    grown = rss() - before
+    assert emb._packed.nbytes == (1 + 10 + (1 << 16)) * 4 * 64 * 4
+    assert grown >= 0.9 * emb._packed.nbytes
