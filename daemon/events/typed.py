@@ -28,6 +28,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from typing import Any
@@ -39,8 +40,10 @@ from learnd.daemon.events.reasons import Reason
 Problem = tuple[Reason, str]
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def category_key(value: str | int) -> int:
-    """The stable key of a category value, below 2**24."""
+    """The stable key of a category value, below 2**24 (the last 65,536 values met are
+    remembered: a served or decoded stream repeats its frequent values)."""
     data = (value if isinstance(value, str) else str(value)).encode("utf-8", "surrogatepass")
     digest = hashlib.blake2b(data, digest_size=8).digest()
     return int.from_bytes(digest, "little") % KEY_SPACE
@@ -76,6 +79,7 @@ class TypedParser:
             return None, (Reason.WRONG_TYPE, "features must be an object of the declared features")
         numeric: list[float] = []
         keys: list[float] = []
+        max_abs = self.max_abs
         for name, kind, imputes, strings, n_tokens in self._steps:
             v = features.get(name)
             if v is None:
@@ -89,10 +93,13 @@ class TypedParser:
                     keys += [MISSING_KEY] + [NO_KEY] * (n_tokens - 1)
                 continue
             if kind == "number":
-                x, problem = self._number(name, v, strings)
-                if problem is not None:
-                    return None, problem
-                numeric.append(x)
+                if type(v) is float and -max_abs <= v <= max_abs:  # finite (NaN fails both)
+                    numeric.append(v)
+                else:
+                    x, problem = self._number(name, v, strings)
+                    if problem is not None:
+                        return None, problem
+                    numeric.append(x)
             elif kind == "boolean":
                 if v is True or v is False or (_is_number(v) and v in (0, 1)):
                     numeric.append(float(v))

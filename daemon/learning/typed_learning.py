@@ -103,7 +103,7 @@ def learn_typed(lrn: Learner, X: np.ndarray, y: np.ndarray) -> Step:
     emb.fold()
     served = lrn._avg_params if lrn.average.enabled else lrn._params
     outputs = lrn._outputs(bp.forward(xb, served, emb.sum(seen, "avg")))
-    idx = emb.rows(K, add=True)
+    idx = emb.rows(K, add=True) if emb.vocab.has_room() else seen  # full: the same rows
     lrn._idx = idx
     _, loss = bp.loss(xb, target, emb.sum(idx, "weights"))
     loss_value = float(loss)

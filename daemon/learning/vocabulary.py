@@ -41,6 +41,11 @@ class Vocabulary:
     def __len__(self) -> int:
         return sum(len(m) for m in self.maps)
 
+    def has_room(self) -> bool:
+        """Whether some feature's vocabulary can still learn a key (when none can, ``rows``
+        with ``add`` gives what it gives without)."""
+        return any(len(m) < t.vocabulary for t, m in zip(self.tables, self.maps, strict=True))
+
     def rows(self, K: np.ndarray, add: bool) -> np.ndarray:
         """Global table rows ``(n, n_keys)`` for the key columns ``K`` (-1: no value); with
         ``add``, keys not learned yet join the vocabulary while it has room."""
@@ -60,24 +65,28 @@ class Vocabulary:
     def _rows_small(self, K: np.ndarray) -> np.ndarray:
         """:meth:`rows` of a few keys (a served request), key by key: cheaper than the
         dozen array operations of the batch path."""
-        out = []
+        out: list[int] = []
         for row in K.tolist():
-            start = 0
-            for t, vocab in zip(self.tables, self.maps, strict=True):
-                for key in row[start : start + len(t.columns)]:
-                    if key < 0:
-                        out.append(-1)
-                    elif key == MISSING_KEY:
-                        out.append(t.offset)
-                    else:
-                        k = int(key)
-                        r = vocab.get(k)
-                        base = t.offset + 1
-                        out.append(
-                            base + r if r is not None else base + t.vocabulary + k % t.buckets
-                        )
-                start += len(t.columns)
+            out += self.row_list(row)
         return np.array(out, np.int64).reshape(K.shape)
+
+    def row_list(self, keys: list[float]) -> list[int]:
+        """The rows of one event's key columns (as :meth:`rows` without ``add``), as ints."""
+        out = []
+        start = 0
+        for t, vocab in zip(self.tables, self.maps, strict=True):
+            base = t.offset + 1
+            for key in keys[start : start + len(t.columns)]:
+                if key < 0:
+                    out.append(-1)
+                elif key == MISSING_KEY:
+                    out.append(t.offset)
+                else:
+                    k = int(key)
+                    r = vocab.get(k)
+                    out.append(base + r if r is not None else base + t.vocabulary + k % t.buckets)
+            start += len(t.columns)
+        return out
 
     def _sorted(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """The learned keys of table ``i``, sorted, and their rows (rebuilt after a change)."""

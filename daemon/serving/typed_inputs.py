@@ -56,6 +56,8 @@ class TypedInputs:
         """Encoded rows ``(n, dim)`` as the network's inputs ``(n, n_numeric + width)``."""
         X = np.asarray(X, np.float32)
         n_num = self.layout.n_numeric
+        if len(X) == 1 and self.layout.dim == n_num + 1:
+            return self._encode_one(X, x_mean, n_num)
         idx = self.vocabulary.rows(X[:, n_num:], add=False)
         out = np.empty((len(X), n_num + self.width), np.float32)
         num = out[:, :n_num]
@@ -70,6 +72,19 @@ class TypedInputs:
         rows *= (idx >= 0)[:, :, None]
         out[:, n_num:] = rows.sum(1, dtype=np.float32)
         return out
+
+    def _encode_one(self, X: np.ndarray, x_mean: np.ndarray, n_num: int) -> np.ndarray:
+        """:meth:`encode` of one event with one category (a served request): the same values
+        in a third of the numpy calls (the key looked up and the numbers checked in Python)."""
+        values = X[0].tolist()
+        (row,) = self.vocabulary.row_list(values[n_num:])
+        num = X[0, :n_num]
+        if any(v != v for v in values[:n_num]):  # NaN: imputed
+            num = num.copy()
+            np.copyto(num, x_mean[:n_num], where=np.isnan(num))
+        if row < 0:  # no value: row 0 times 0, as the batch path has it
+            return np.concatenate((num, self.table[0] * np.float32(0)))[None]
+        return np.concatenate((num, self.table[row]))[None]
 
     def state(self) -> dict[str, Any]:
         return {
