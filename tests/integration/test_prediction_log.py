@@ -4,7 +4,7 @@ served with an id; the daemon joins them with labels from the label topic and sc
 from __future__ import annotations
 
 import orjson
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from learnd.adapters.bootstrap import Daemon
 from learnd.adapters.kafka.topics import ensure_topics
@@ -45,12 +45,10 @@ def test_served_predictions_are_logged_joined_and_scored(tmp_path, tansu_broker,
                 for i in range(N)
             ]
             c.request({"op": "predict", "features": [1.0, 1.0, 1.0]})  # no id: not logged
-        consumer = KafkaConsumer(
-            k.predictions_topic,
-            bootstrap_servers=tansu_broker,
-            group_id=f"plog-{unique}-reader",
-            auto_offset_reset="earliest",
-        )
+        # assigned, not subscribed: kafka-python 3.0 can lose a group join that completes
+        # between two polls of this loop, and the reader then never gets the partition
+        consumer = KafkaConsumer(bootstrap_servers=tansu_broker, auto_offset_reset="earliest")
+        consumer.assign([TopicPartition(k.predictions_topic, 0)])
         logged: list[dict] = []
         wait_for(
             lambda: (
