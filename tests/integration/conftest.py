@@ -17,10 +17,12 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from contextlib import contextmanager
 
 import pytest
 
 from learnd.adapters.bootstrap import Daemon
+from learnd.adapters.fakes import ListDeadLetters, ListSource, MemoryCheckpointStore
 from learnd.adapters.kafka.broker import EmbeddedBroker
 from learnd.adapters.kafka.topics import ensure_topics
 from tests.conftest import sea_config
@@ -103,6 +105,22 @@ def wait_for(predicate, timeout_s: float = 30.0, interval_s: float = 0.05, what:
             return value
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+@contextmanager
+def daemon_on_list(cfg, events, batch: int = 200):
+    """A daemon learning ``events`` from an in-memory source (no broker), with in-memory dead
+    letters and checkpoints, started and running in a thread; stopped when the block ends."""
+    src = ListSource(batch=batch)
+    src.append(list(events))
+    d = Daemon(cfg, source=src, dead_letters=ListDeadLetters(), store=MemoryCheckpointStore())
+    d.start()
+    d.run_in_thread()
+    try:
+        yield d
+    finally:
+        d.stop()
+        d.join(30)
 
 
 @pytest.fixture

@@ -20,13 +20,11 @@ import tritonclient.grpc as tgrpc  # noqa: E402
 import tritonclient.http as thttp  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from learnd.adapters.bootstrap import Daemon  # noqa: E402
 from learnd.adapters.cli.main import main  # noqa: E402
-from learnd.adapters.fakes import ListDeadLetters, ListSource, MemoryCheckpointStore  # noqa: E402
 from learnd.adapters.serving.client import LearndClient  # noqa: E402
 from learnd.daemon.events.synthetic import FEATURES, DriftingSEA  # noqa: E402
 from tests.conftest import sea_config  # noqa: E402
-from tests.integration.conftest import wait_for  # noqa: E402
+from tests.integration.conftest import daemon_on_list, wait_for  # noqa: E402
 
 TOKEN = "oip-test-token"
 # gRPC metadata keys are lower case; Triton's HTTP client adds to the dict it is given: pass copies
@@ -48,14 +46,8 @@ def daemon(tmp_path):
         },
         learning={"publish_every_s": 0.05, "gate": {"window": 300}},
     )
-    src = ListSource(batch=200)
-    src.append(list(DriftingSEA(seed=8).take(30_000)))
-    d = Daemon(cfg, source=src, dead_letters=ListDeadLetters(), store=MemoryCheckpointStore())
-    d.start()
-    d.run_in_thread()
-    yield d
-    d.stop()
-    d.join(30)
+    with daemon_on_list(cfg, DriftingSEA(seed=8).take(30_000)) as d:
+        yield d
 
 
 def ndjson(d, req):

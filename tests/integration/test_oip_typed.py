@@ -14,11 +14,9 @@ import tritonclient.grpc as tgrpc  # noqa: E402
 import tritonclient.http as thttp  # noqa: E402
 from tritonclient.grpc import service_pb2  # noqa: E402
 
-from learnd.adapters.bootstrap import Daemon  # noqa: E402
-from learnd.adapters.fakes import ListDeadLetters, ListSource, MemoryCheckpointStore  # noqa: E402
 from learnd.adapters.serving.client import LearndClient  # noqa: E402
 from learnd.daemon.config import LearndConfig  # noqa: E402
-from tests.integration.conftest import wait_for  # noqa: E402
+from tests.integration.conftest import daemon_on_list, wait_for  # noqa: E402
 
 FEATURES = {"amount": "number", "is_new": "boolean", "country": "category"}
 COUNTRIES = ["DE", "FR", "US", "JP"]
@@ -48,14 +46,8 @@ def daemon(tmp_path):
             "learning": {"publish_every_s": 0.05, "gate": {"window": 300}},
         }
     )
-    src = ListSource(batch=200)
-    src.append(list(events(6000)))
-    d = Daemon(cfg, source=src, dead_letters=ListDeadLetters(), store=MemoryCheckpointStore())
-    d.start()
-    d.run_in_thread()
-    yield d
-    d.stop()
-    d.join(30)
+    with daemon_on_list(cfg, events(6000)) as d:
+        yield d
 
 
 def columns():

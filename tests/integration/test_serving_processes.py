@@ -9,12 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from learnd.adapters.bootstrap import Daemon
-from learnd.adapters.fakes import ListDeadLetters, ListSource, MemoryCheckpointStore
 from learnd.adapters.serving.client import LearndClient
 from learnd.daemon.events.synthetic import DriftingSEA
 from tests.conftest import sea_config
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import daemon_on_list, wait_for
 
 X = [5.0, 4.0, 1.0]
 
@@ -31,14 +29,8 @@ def daemon(tmp_path):
         serving={"processes": 2, "unix_path": str(tmp_path / "learnd.sock")},
         learning={"publish_every_s": 0.05, "gate": {"window": 300}},
     )
-    src = ListSource(batch=200)
-    src.append(list(DriftingSEA(seed=8).take(30_000)))
-    d = Daemon(cfg, source=src, dead_letters=ListDeadLetters(), store=MemoryCheckpointStore())
-    d.start()
-    d.run_in_thread()
-    yield d
-    d.stop()
-    d.join(30)
+    with daemon_on_list(cfg, DriftingSEA(seed=8).take(30_000)) as d:
+        yield d
 
 
 def test_serving_processes_follow_publishes_forward_rollback_and_survive_a_kill(daemon):
