@@ -4,9 +4,12 @@ instance), is appended to ``kafka.predictions_topic`` with the features as serve
 that answered, its scores and a timestamp, to be joined with its label by the daemon.
 
 Appending is asynchronous and batched: the request path only queues what it answered (a bounded
-queue: past :data:`MAX_QUEUED` records are dropped and counted, never blocking a client), and a
-thread of the serving process builds the records and writes them to the producer every
-:data:`FLUSH_S` seconds.
+queue: past :data:`MAX_QUEUED` predictions are dropped and counted, never blocking a client), and
+a thread of the serving process builds the records and writes them to the producer every
+:data:`FLUSH_S` seconds, many predictions per Kafka record: a JSON array of up to
+:data:`PER_RECORD` prediction objects and about :data:`RECORD_BYTES` bytes. A Kafka record per
+prediction cost kafka-python's producer 37 us of Python each (the serving process's CPU, on
+the cores that answer requests); 250 per record, 1.2 us a prediction.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ log = logging.getLogger("learnd.serving")
 
 MAX_QUEUED = 100_000
 FLUSH_S = 0.05
+PER_RECORD = 250
+RECORD_BYTES = 256 * 1024  # well under Kafka's default 1 MiB message.max.bytes
 
 
 def record(
@@ -48,7 +53,8 @@ class PredictionLogger:
         self.classes = cfg.schema_.class_values
         self.send = send
         self.queue: deque[tuple[Any, Any, int, dict, float]] = deque()
-        self.logged = 0
+        self.logged = 0  # predictions handed to the producer ...
+        self.records = 0  # ... in this many Kafka records
         self.dropped = 0  # past MAX_QUEUED
         self.mismatched = 0  # predict_many requests whose ids did not match their instances
         self._stop = threading.Event()
@@ -103,10 +109,23 @@ class PredictionLogger:
 
     def flush(self) -> None:
         q, classes = self.queue, self.classes
+        parts: list[bytes] = []
+        size = 0
         while q:
             eid, features, version, answer, ts = q.popleft()
-            self.send(orjson.dumps(record(eid, features, version, answer, classes, ts)))
-            self.logged += 1
+            one = orjson.dumps(record(eid, features, version, answer, classes, ts))
+            if parts and (len(parts) >= PER_RECORD or size + len(one) > RECORD_BYTES):
+                self._send(parts)
+                parts, size = [], 0
+            parts.append(one)
+            size += len(one) + 1
+        if parts:
+            self._send(parts)
+
+    def _send(self, parts: list[bytes]) -> None:
+        self.send(b"[" + b",".join(parts) + b"]")
+        self.logged += len(parts)
+        self.records += 1
 
     def _run(self) -> None:
         while not self._stop.wait(FLUSH_S):

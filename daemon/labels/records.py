@@ -155,12 +155,29 @@ class JoinDecoder:
             return problem
         return eid, y
 
-    def prediction(self, rec: RawRecord) -> tuple[Any, ...]:
-        """``(id, row, version, scores)`` for a record of the prediction log, else
-        ``(reason, detail)``. Its features, as the client sent them, are parsed again here."""
-        obj = _object(rec.value)
-        if obj is None:
-            return Reason.NOT_JSON, "a prediction record must be a JSON object"
+    def predictions(self, rec: RawRecord) -> list[tuple[Any, ...]]:
+        """Each prediction of a record of the prediction log, in order: ``(id, row, version,
+        scores, value)`` for a valid one, else ``(reason, detail, value)``, ``value`` being that
+        prediction's own JSON. The serving processes write many predictions per record (a JSON
+        array of prediction objects: one Kafka record per prediction cost the producer 37 us,
+        one per 250 predictions 1.2 us each); a single object is one prediction. Each
+        prediction's features, as the client sent them, are parsed again here."""
+        value = rec.value
+        try:
+            obj = orjson.loads(value) if value else None
+        except orjson.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict):
+            return [self._prediction(obj) + (value,)]
+        if isinstance(obj, list) and obj:
+            return [
+                (self._prediction(o) if isinstance(o, dict) else _NOT_PREDICTION)
+                + (orjson.dumps(o),)
+                for o in obj
+            ]
+        return [_NOT_PREDICTION + (value,)]
+
+    def _prediction(self, obj: dict) -> tuple[Any, ...]:
         eid = obj.get("id")
         if type(eid) not in _ID_TYPES:
             return Reason.MISSING_FIELD, "id is missing or not a string or a number"
@@ -177,6 +194,12 @@ class JoinDecoder:
         ):
             return Reason.WRONG_TYPE, f"scores must be a list of {self.n_scores} numbers"
         return eid, row, version, scores
+
+
+_NOT_PREDICTION = (
+    Reason.NOT_JSON,
+    "a prediction record must be a JSON object or a non-empty array of them",
+)
 
 
 def _object(value: bytes | None) -> dict | None:

@@ -86,12 +86,13 @@ def decode_side(
             offs.append(rec.offset)
             raws.append(rec.value)
             continue
-        pred = decoder.prediction(rec)
-        if isinstance(pred[0], Reason):
-            bad.append(Rejection(_plain(rec), pred[0], pred[1]))
-        else:
-            eid, row, version, scores = pred
-            predictions.append((eid, row, version, scores, _plain(rec)))
+        for pred in decoder.predictions(rec):
+            one = Record(rec.topic, rec.partition, rec.offset, pred[-1], rec.key)
+            if isinstance(pred[0], Reason):
+                bad.append(Rejection(one, pred[0], pred[1]))
+            else:
+                eid, row, version, scores, _ = pred
+                predictions.append((eid, row, version, scores, one))
     labels = None
     if ids:
         labels = Labels(

@@ -53,7 +53,10 @@ def test_served_predictions_are_logged_joined_and_scored(tmp_path, tansu_broker,
         wait_for(
             lambda: (
                 logged.extend(
-                    orjson.loads(r.value) for rs in consumer.poll(500).values() for r in rs
+                    p
+                    for rs in consumer.poll(500).values()
+                    for r in rs
+                    for p in orjson.loads(r.value)
                 )
                 or len(logged) >= N
             ),

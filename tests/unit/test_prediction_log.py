@@ -34,10 +34,11 @@ def test_logged_records_are_exactly_the_served_predictions_with_an_id():
         [{"features": [3, 4], "id": 7}, {"op": "versions"}, {"features": [0, 1], "id": 8}]
     )
     log.flush()
+    assert len(sent) == 1  # one Kafka record holds the flush's predictions
     served = [
         (a["id"], a["version"]) for a in answers if a.get("ok") and a.get("id") in ("r1", 7, 8)
     ]
-    records = [orjson.loads(v) for v in sent]
+    records = [r for v in sent for r in orjson.loads(v)]
     assert [(r["id"], r["version"]) for r in records] == served == [("r1", 1), (7, 2), (8, 2)]
     assert [r["features"] for r in records] == [{"a": 1, "b": 2}, [3, 4], [0, 1]]
     by_id = {a["id"]: a for a in answers if "id" in a}
@@ -81,7 +82,7 @@ def test_predict_many_with_ids_is_logged_per_instance_and_counts_are_exported():
     log.handle({"op": "predict_many", "instances": [[1, 2]], "ids": [1, 2]})  # not one per row
     log.handle({"op": "predict_many", "instances": [[1]], "ids": ["bad"]})  # an error
     log.flush()
-    records = [orjson.loads(v) for v in sent]
+    records = [r for v in sent for r in orjson.loads(v)]
     assert [(r["id"], r["version"], r["features"]) for r in records] == [
         (1, 1, [1, 2]),
         ("c", 1, [5, 6]),
@@ -95,6 +96,67 @@ def test_predict_many_with_ids_is_logged_per_instance_and_counts_are_exported():
     assert value("learnd_prediction_log_total", {"outcome": "mismatched"}) == 1
     assert value("learnd_prediction_log_total", {"outcome": "dropped"}) == 0
     assert value("learnd_prediction_log_queued") == 0
+
+
+def test_a_flush_writes_records_of_at_most_per_record_predictions_and_record_bytes(monkeypatch):
+    from learnd.adapters.serving import prediction_log
+
+    ref = SnapshotRef()
+    ref.publish(draft())
+    sent: list[bytes] = []
+    log = PredictionLogger(RequestHandler(ref, SCHEMA), CFG, sent.append)
+    n = prediction_log.PER_RECORD * 2 + 3
+    log.handle(
+        {"op": "predict_many", "instances": [[i, 1] for i in range(n)], "ids": list(range(n))}
+    )
+    log.flush()
+    sizes = [len(orjson.loads(v)) for v in sent]
+    assert sizes == [prediction_log.PER_RECORD, prediction_log.PER_RECORD, 3]
+    assert [r["id"] for v in sent for r in orjson.loads(v)] == list(range(n))
+    assert (log.logged, log.records) == (n, 3)
+
+    # a record also ends before it would pass RECORD_BYTES (each of these is ~95 bytes)
+    monkeypatch.setattr(prediction_log, "RECORD_BYTES", 300)
+    sent.clear()
+    log.handle(
+        {"op": "predict_many", "instances": [[i, 1] for i in range(5)], "ids": list(range(5))}
+    )
+    log.flush()
+    assert len(sent) > 1 and all(len(v) <= 300 for v in sent)
+    for v, after in zip(sent, sent[1:], strict=False):  # the next one would not have fitted
+        assert len(v) + len(orjson.dumps(orjson.loads(after)[0])) + 1 > 300
+    assert [r["id"] for v in sent for r in orjson.loads(v)] == list(range(5))
+
+
+def test_each_prediction_of_a_record_is_joined_or_dead_lettered_on_its_own():
+    good = {"id": "g", "features": [1, 2], "version": 3, "scores": [0.25, 0.75], "ts": 1.0}
+    bad_version = {**good, "id": "v", "version": -1}
+    value = orjson.dumps([good, bad_version, 17])
+    topic = CFG.kafka.predictions_topic
+    join = JoinStage(CFG)
+    dead = join.take_records(
+        [
+            Record(topic, 0, 5, value),
+            Record(topic, 0, 6, b"[]"),
+            Record(topic, 0, 7, orjson.dumps({**good, "id": "single"})),
+        ],
+        now=0.0,
+    )
+    assert [(r.record.offset, str(r.reason), orjson.loads(r.record.value)) for r in dead] == [
+        (5, "wrong_type", bad_version),
+        (5, "not_json", 17),
+        (6, "not_json", []),
+    ]
+    assert join.positions[topic] == {0: 8}
+    labels = [
+        Record(CFG.kafka.labels_topic, 0, k, orjson.dumps({"id": i, "label": 1}))
+        for k, i in enumerate(("g", "single"))
+    ]
+    assert join.take_records(labels, now=0.0) == []
+    batch, out = join.take(now=0.0)
+    assert batch is not None and batch.ids == ("g", "single") and out == []
+    assert batch.offsets.tolist() == [5, 7]
+    assert join.served.summary() == {3: {"n": 2, "accuracy": 1.0}}
 
 
 def test_confluent_producer_config_keeps_connection_and_security_settings_only():
