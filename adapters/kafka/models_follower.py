@@ -254,7 +254,9 @@ class ModelsFollower:
     def _follow(self, consumer: Any) -> None:
         while not self._stop.is_set():
             batches = consumer.poll(timeout_ms=200)
-            self.broker_connected = True
+            # kafka-python retries a lost broker inside poll without raising: what it holds
+            # open says whether the broker is reachable (as the event source does)
+            self.broker_connected = _connections(consumer) > 0
             for records in batches.values():
                 for r in records:
                     self.feed(r.value)
@@ -265,3 +267,8 @@ class ModelsFollower:
             self._thread.join(timeout_s)
         if self._consumer is not None:
             self._consumer.close()
+
+
+def _connections(consumer: Any) -> int:
+    """The consumer's open broker connections (kafka-python's ``connection-count`` metric)."""
+    return int(consumer.metrics().get("consumer-metrics", {}).get("connection-count", 0))

@@ -169,4 +169,13 @@ class ModelsPublisher:
         if self._thread is not None:
             self._thread.join(timeout_s)
         if self._producer is not None:
-            self._producer.close(timeout=timeout_s)
+            try:
+                self._producer.close(timeout=timeout_s)
+            except KafkaError as e:  # the broker is unreachable: the next start publishes again
+                log.warning(
+                    "models topic %s: snapshot records not written at shutdown (%s); a replica "
+                    "keeps the version it has until the learner publishes again",
+                    self.topic,
+                    e,
+                    extra={"event": "models_topic_close"},
+                )

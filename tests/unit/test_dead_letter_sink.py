@@ -123,3 +123,16 @@ def test_an_unreachable_broker_fails_the_flush_and_nothing_is_sent_twice():
     s.flush()
     offsets = [h["learnd.source.offset"] for *_, h in s.producer.sent]
     assert offsets == [b"0", b"1", b"2"]  # each once, in order
+
+
+def test_closing_with_the_broker_unreachable_logs_and_returns(caplog):
+    from kafka.errors import KafkaTimeoutError
+
+    s = sink()
+
+    def close(timeout=None):
+        raise KafkaTimeoutError("Timeout waiting for future")
+
+    s.producer.close = close
+    s.close()
+    assert "read again at the next start" in caplog.text

@@ -240,6 +240,9 @@ class FakeConsumer:
         self.pos += len(batch)
         return {"tp": batch} if batch else {}
 
+    def metrics(self):
+        return {"consumer-metrics": {"connection-count": 1}}
+
 
 def topic(*versions: int, chunk_bytes: int = 4096) -> list:
     values: list[bytes | None] = []

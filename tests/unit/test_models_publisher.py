@@ -156,3 +156,14 @@ def _until(predicate, timeout_s: float = 10.0) -> None:
             return
         done.wait(0.005)
     raise AssertionError("condition not reached")
+
+
+def test_closing_with_the_broker_unreachable_logs_and_returns(caplog):
+    class Unreachable(FakeProducer):
+        def close(self, timeout=None):
+            raise KafkaTimeoutError("Timeout waiting for future")
+
+    pub = ModelsPublisher(CFG, SnapshotRef(), Unreachable())
+    pub.start()
+    pub.close()  # the daemon's shutdown goes on: serving and metrics are stopped after this
+    assert "not written at shutdown" in caplog.text
