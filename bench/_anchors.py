@@ -1,6 +1,11 @@
 """The anchors learnd is measured against in bench/quality.py: river's LogisticRegression
-(standardised), HoeffdingAdaptiveTreeClassifier and ARFClassifier, and Vowpal Wabbit, each
-test-then-train one example at a time. Each run returns its time and per-event correctness."""
+(standardised), HoeffdingAdaptiveTreeClassifier and ARFClassifier, Vowpal Wabbit, and CapyMOA's
+ARF, StreamingRandomPatches and HoeffdingAdaptiveTree, each test-then-train one example at a
+time. Each run returns its time and per-event correctness (classification) or absolute error
+(regression). On regression streams: river's LinearRegression (standardised),
+HoeffdingAdaptiveTreeRegressor and ARFRegressor, VW with squared loss, and CapyMOA's
+AdaptiveRandomForestRegressor, SOKNL (SRP's regression counterpart) and FIMTDD (the Hoeffding
+regression tree with change detection, the nearest to HAT)."""
 
 from __future__ import annotations
 
@@ -27,6 +32,88 @@ def river_systems(k, seed=7):
     ]
 
 
+def river_regressors(seed=7):
+    """river's three regression systems, named (LinearRegression draws nothing at random)."""
+    return [
+        ("river LR", preprocessing.StandardScaler() | linear_model.LinearRegression()),
+        ("river HATC", tree.HoeffdingAdaptiveTreeRegressor(seed=seed)),
+        ("river ARF", forest.ARFRegressor(seed=seed)),
+    ]
+
+
+def run_river_regression(model, X, y):
+    """A river regressor prequentially: (seconds learning, per-event absolute error)."""
+    names = [f"x{i}" for i in range(X.shape[1])]
+    rows = [dict(zip(names, map(float, r), strict=True)) for r in X]
+    targets = y.tolist()
+    errors = np.zeros(len(y))
+    t0 = time.perf_counter()
+    for i, (r, t) in enumerate(zip(rows, targets, strict=True)):
+        errors[i] = abs(model.predict_one(r) - t)
+        model.learn_one(r, t)
+    return time.perf_counter() - t0, errors
+
+
+CAPYMOA = ("CapyMOA ARF", "CapyMOA SRP", "CapyMOA HAT")
+
+
+def capymoa_systems(schema, regression, seed=7):
+    """CapyMOA's three systems (MOA's defaults) for ``schema``, named as ``CAPYMOA``."""
+    if regression:
+        from capymoa.regressor import FIMTDD, SOKNL, AdaptiveRandomForestRegressor
+
+        makes = (AdaptiveRandomForestRegressor, SOKNL, FIMTDD)
+    else:
+        from capymoa.classifier import (
+            AdaptiveRandomForestClassifier,
+            HoeffdingAdaptiveTree,
+            StreamingRandomPatches,
+        )
+
+        makes = (AdaptiveRandomForestClassifier, StreamingRandomPatches, HoeffdingAdaptiveTree)
+    out = []
+    for name, make in zip(CAPYMOA, makes, strict=True):
+        seeded = make is not FIMTDD if regression else make is not HoeffdingAdaptiveTree
+        out.append((name, make(schema=schema, random_seed=seed) if seeded else make(schema=schema)))
+    return out
+
+
+def run_capymoa(X, y, labels, seed=7):
+    """CapyMOA's three systems on a numeric stream (``labels`` None: regression), named:
+    ``(name, seconds, correct or absolute error)``; None when CapyMOA is not installed."""
+    try:
+        from capymoa.stream import Schema
+    except ImportError:
+        return None
+    names = [f"x{i}" for i in range(X.shape[1])]
+    regression = labels is None
+    cats = None if regression else {"class": [str(i) for i in range(len(labels))]}
+    schema = Schema.from_custom(features=[*names, "class"], target="class", categories=cats)
+    xs = X.astype(np.float64)
+    out = []
+    for name, model in capymoa_systems(schema, regression, seed):
+        dt, outputs = run_capymoa_model(model, schema, xs, y)
+        out.append((name, dt, np.abs(outputs - y) if regression else outputs == y))
+    return out
+
+
+def run_capymoa_model(model, schema, xs, y):
+    """A CapyMOA learner prequentially over float rows: (seconds, its predictions)."""
+    from capymoa.core import LabeledInstance, RegressionInstance
+
+    regression = schema.is_regression()
+    make = RegressionInstance.from_array if regression else LabeledInstance.from_array
+    targets = y.astype(np.float64).tolist() if regression else y.tolist()
+    predictions = np.zeros(len(y))
+    t0 = time.perf_counter()
+    for i in range(len(y)):
+        inst = make(schema, xs[i], targets[i])
+        p = model.predict(inst)
+        predictions[i] = np.nan if p is None else p
+        model.train(inst)
+    return time.perf_counter() - t0, predictions
+
+
 def run_river(model, X, y, progress=None):
     """``progress``: a bar advanced every ``CHUNK`` events (its time is not counted)."""
     names = [f"x{i}" for i in range(X.shape[1])]
@@ -51,10 +138,13 @@ def run_river_rows(model, rows: list[dict], y: np.ndarray, progress=None):
 
 
 def run_vw(X, y, n_classes):
+    """``n_classes`` None: regression with squared loss, per-event absolute error."""
     try:
         from vowpalwabbit import Workspace
     except ImportError:
         return None
+    if n_classes is None:
+        return _run_vw_regression(Workspace("--loss_function squared --quiet"), X, y)
     if n_classes == 2:
         ws = Workspace("--loss_function logistic --link logistic --quiet")
     else:
@@ -72,3 +162,15 @@ def run_vw(X, y, n_classes):
     dt = time.perf_counter() - t0
     ws.finish()
     return dt, correct
+
+
+def _run_vw_regression(ws, X, y):
+    feats = [" ".join(f"f{j}:{v:.6g}" for j, v in enumerate(r)) for r in X]
+    errors = np.zeros(len(y))
+    t0 = time.perf_counter()
+    for i, (f, t) in enumerate(zip(feats, y.tolist(), strict=True)):
+        errors[i] = abs(ws.predict(f"| {f}") - t)
+        ws.learn(f"{t:.6g} | {f}")
+    dt = time.perf_counter() - t0
+    ws.finish()
+    return dt, errors

@@ -15,6 +15,7 @@ import numbers
 import time
 
 import numpy as np
+from _anchors import run_capymoa_model
 from river import compose, forest, linear_model, preprocessing, tree
 
 
@@ -62,7 +63,6 @@ def run_capymoa_rows(kind: str, rows: list[dict], y: np.ndarray, features: dict,
     missing value is NaN, MOA's missing value. None when CapyMOA is not installed."""
     try:
         from capymoa.classifier import AdaptiveRandomForestClassifier, StreamingRandomPatches
-        from capymoa.core import LabeledInstance
         from capymoa.stream import Schema
     except ImportError:
         return None
@@ -83,12 +83,5 @@ def run_capymoa_rows(kind: str, rows: list[dict], y: np.ndarray, features: dict,
         for j, k in enumerate(names):
             if k in r:
                 xs[i, j] = index[k][r[k]] if k in index else r[k]
-    labels = y.tolist()
-    correct = np.zeros(len(y), bool)
-    t0 = time.perf_counter()
-    for i in range(len(rows)):
-        inst = LabeledInstance.from_array(schema, xs[i], labels[i])
-        correct[i] = model.predict(inst) == labels[i]
-        model.train(inst)
-    dt = time.perf_counter() - t0
-    return dt, correct
+    dt, predictions = run_capymoa_model(model, schema, xs, y)
+    return dt, predictions == y

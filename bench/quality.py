@@ -7,6 +7,7 @@
     .venv/bin/python bench/quality.py --pace 100000 --seeds 12 --streams Phishing,Bananas
     .venv/bin/python bench/quality.py --streams SEA,Agrawal --plots docs/img   # the pictures
     .venv/bin/python bench/quality.py --typed --events 20000   # raw strings, missing values
+    .venv/bin/python bench/quality.py --suite all --events 20000  # the wide suite, CapyMOA too
 
 Every system sees the same seeded streams, test-then-train, one example at a time for river
 and VW and in learnd's default micro-batches for learnd (through ``Pipeline.learn_arrays``: the
@@ -56,7 +57,7 @@ def _learnd(X, y, labels, seed=0, learning=None, features=None):
     ``features``, a typed ``[schema.features]`` table, for encoded rows) and pipeline for this
     stream, with each step's errors recorded (the prequential outputs):
     ``(cfg, pipe, y as learned, errors)``."""
-    task = "binary" if len(labels) == 2 else "multiclass"
+    task = "regression" if labels is None else "binary" if len(labels) == 2 else "multiclass"
     schema = {"task": task, "n_features": X.shape[1]} if features is None else {"task": task}
     if features is not None:
         schema["features"] = features
@@ -82,25 +83,31 @@ def _learnd(X, y, labels, seed=0, learning=None, features=None):
         return result
 
     learner.learn_many = recording  # type: ignore[method-assign]
-    return cfg, pipe, (y.astype(np.float32) if task == "binary" else y), errors
+    return cfg, pipe, (y if task == "multiclass" else y.astype(np.float32)), errors
 
 
 def run_learnd_recorded(X, y, labels, behind=False, seed=0, learning=None, features=None):
-    """learnd with per-event correctness recorded. ``behind``: the stream is a full backlog, learned the way the daemon catches up
+    """learnd with per-event correctness recorded (``run_learnd_errors``)."""
+    dt, errors, alarms = run_learnd_errors(X, y, labels, behind, seed, learning, features)
+    return dt, errors == 0, alarms
+
+
+def run_learnd_errors(X, y, labels, behind=False, seed=0, learning=None, features=None):
+    """learnd with per-event errors recorded (0/1, or absolute error when ``labels`` is None:
+    regression). ``behind``: the stream is a full backlog, learned the way the daemon catches up
     (bench/_backlog.py: ``Pipeline.process`` in polls of 500, told the lag before each, so the
     catch-up pace and rehearsal follow it). Otherwise as when it keeps up: each batch followed
     by the rehearsal steps (the default config both ways)."""
     cfg, pipe, yy, errors = _learnd(X, y, labels, seed, learning, features)
     if behind:
         dt, _sizes = learn_backlog(pipe, X, yy)
-        return dt, np.concatenate(errors) == 0, list(pipe.alarms_at)
+        return dt, np.concatenate(errors), list(pipe.alarms_at)
     b = cfg.learning.batch_size
     t0 = time.perf_counter()
     for i in range(0, len(y), b):
         pipe.learn_arrays(X[i : i + b], yy[i : i + b])
     dt = time.perf_counter() - t0
-    correct = np.concatenate(errors) == 0
-    return dt, correct, list(pipe.alarms_at)
+    return dt, np.concatenate(errors), list(pipe.alarms_at)
 
 
 def run_learnd_paced(X, y, labels, pace, seed=0):
@@ -322,6 +329,13 @@ def main():
         help="also write one PNG per stream to DIR (e.g. docs/img; needs matplotlib)",
     )
     ap.add_argument(
+        "--suite",
+        choices=("seven", "new", "all"),
+        default="",
+        help="the wide suite (bench/_wide_quality.py): the seven streams, the new ones, or all,"
+        " with CapyMOA's anchors and regression streams",
+    )
+    ap.add_argument(
         "--typed",
         action="store_true",
         help="the typed streams instead (raw strings and missing values; bench/_typed_quality.py)",
@@ -333,6 +347,13 @@ def main():
 
         torch.set_num_threads(1)
         compare_typed(20_000 if args.quick else args.events, only, run_learnd_recorded)
+        return
+    if args.suite:
+        from _wide_quality import compare_wide
+
+        torch.set_num_threads(1)
+        n = 20_000 if args.quick else args.events
+        compare_wide(args.suite, n, args.quick, only, run_learnd_errors, alarm_delays)
         return
     if args.pace and args.seeds:
         torch.set_num_threads(1)
