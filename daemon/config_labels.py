@@ -39,7 +39,8 @@ class LabelsConfig(Section):
     as evicted), so memory stays bounded."""
     max_early_labels: int = Field(100_000, ge=0, le=100_000_000)
     """At most this many labels wait for features that have not arrived yet; past it the oldest
-    is dead-lettered as an orphan."""
+    is dead-lettered as an orphan. While the event topic is behind (a backlog), the label topic
+    is not read past this many instead: the labels wait in the log for their features."""
     remember_matched: int = Field(100_000, ge=0, le=100_000_000)
     """How many matched ids are remembered (about 100 bytes each, and saved in every
     checkpoint) to recognise a duplicate label (or duplicate features) for them; a duplicate

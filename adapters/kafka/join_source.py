@@ -4,7 +4,9 @@ learnd, no group join; their committed offsets under ``kafka.group_id`` with ``.
 ``.predictions`` appended).
 
 Their records are handed to the pipeline with the events' (undecoded: the join decodes them,
-:class:`learnd.daemon.labels.stage.JoinStage`). Their positions are the join's, kept in the same
+:class:`learnd.daemon.labels.stage.JoinStage`). The label topic is left unread for a poll while
+the event topic is behind and its labels would overflow ``labels.max_early_labels``
+(:meth:`~learnd.daemon.labels.stage.JoinStage.reads_labels`). Their positions are the join's, kept in the same
 checkpoint as the model: the source seeks to them when the checkpoint is restored and commits
 them after each checkpoint, never before (a position committed ahead of a checkpoint would
 skip labels after a crash).
@@ -27,15 +29,27 @@ log = logging.getLogger("learnd.kafka")
 class JoinSource:
     """An :class:`learnd.daemon.ports.EventSource` over the event source and the join's."""
 
-    def __init__(self, events: EventSource, sides: Mapping[str, EventSource], join: JoinStage):
+    def __init__(
+        self,
+        events: EventSource,
+        sides: Mapping[str, EventSource],
+        join: JoinStage,
+        per_poll: int = 2000,
+    ):
         self.events = events
         self.sides = dict(sides)  # topic -> its source
         self.join = join
+        self.per_poll = per_poll  # the most records one poll of a side source returns
+        self.labels_paused = 0  # polls that left the label topic unread (JoinStage.reads_labels)
 
     def poll(self, timeout_s: float) -> Sequence[RawRecord] | Decoded:
         got = self.events.poll(timeout_s)
         extra: list[RawRecord] = []
-        for side in self.sides.values():
+        labels_too = self.join.reads_labels(sum(self.events.lag().values()), self.per_poll)
+        for topic, side in self.sides.items():
+            if topic == self.join.topic and not labels_too:
+                self.labels_paused += 1
+                continue
             extra += side.poll(0.0)  # type: ignore[arg-type]  # in-thread: raw records
         if not extra:
             return got

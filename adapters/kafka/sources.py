@@ -40,4 +40,4 @@ def open_source(cfg: LearndConfig, join: JoinStage | None = None):
         )
         for t, suffix in zip(topics, ("labels", "predictions"), strict=True)
     }
-    return JoinSource(events, sides, join)
+    return JoinSource(events, sides, join, per_poll=k.max_poll_records)

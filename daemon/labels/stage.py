@@ -56,6 +56,17 @@ class JoinStage:
         self.labels = 0  # valid label records taken in
         self.delay = Histogram(DELAY_BUCKETS)  # seconds from features to label, when matched
 
+    def reads_labels(self, events_behind: int, per_poll: int) -> bool:
+        """Whether to read more of the label topic now. Not while the event topic is behind
+        (``events_behind`` records not yet handed over) and one more poll of ``per_poll``
+        labels could pass ``labels.max_early_labels``: after a backlog the label topic, read
+        apace, runs ahead of the events, and the early labels past the cap would be dropped
+        as orphans although their features are still to come. Once the events have caught
+        up, labels are read as they come (an early label then is likely an orphan)."""
+        if events_behind <= 0:
+            return True
+        return self.joiner.early_labels + per_poll <= self.joiner.cfg.max_early_labels
+
     def split(self, records: Sequence[RawRecord]) -> tuple[list[RawRecord], list[RawRecord]]:
         """Records of learnd's event topic, and those of the join's own topics."""
         mine = (self.topic, self.predictions_topic)

@@ -264,3 +264,30 @@ def test_join_metrics_read_the_join_state_at_scrape_time(tmp_path):
     )
     assert got("learnd_label_delay_seconds_bucket", {"le": "1.0"}) == 0
     assert got("learnd_label_delay_seconds_bucket", {"le": "5.0"}) == 1
+
+
+def test_labels_ahead_of_a_backlog_wait_in_the_log_not_as_dropped_orphans(tmp_path):
+    from learnd.adapters.fakes import ListSource, ManualClock, MemoryCheckpointStore
+    from learnd.adapters.kafka.join_source import JoinSource
+    from learnd.daemon.service import Service
+
+    wall = ManualClock(0.0)
+    pipe, dead, cfg = _pipeline(tmp_path, wall, max_early_labels=10)
+    events, labels = ListSource(cfg.kafka.topic, batch=4), ListSource(cfg.kafka.labels_topic, 4)
+    events.append([_event(i) for i in range(40)])
+    # the newest labels first: each is early until the event backlog reaches its features
+    labels.append([{"id": i, "label": 1} for i in reversed(range(40))])
+    src = JoinSource(events, {cfg.kafka.labels_topic: labels}, pipe.join, per_poll=4)
+    svc = Service(pipe, src, MemoryCheckpointStore(), cfg.checkpoint, clock=ManualClock())
+    svc.restore()
+    most_early = 0
+    for _ in range(30):
+        svc.step()
+        most_early = max(most_early, pipe.join.joiner.early_labels)
+    svc.checkpoint()
+    joiner = pipe.join.joiner
+    assert joiner.outcomes["matched"] == 40 and pipe.learner.events_learned == 40
+    assert dead.sent == [] and most_early <= 10 and src.labels_paused > 0
+    # once the events are caught up, labels are read whatever the count of early ones
+    assert pipe.join.reads_labels(events_behind=0, per_poll=10**6)
+    assert not pipe.join.reads_labels(events_behind=1, per_poll=11)
