@@ -99,8 +99,14 @@ def test_triton_and_kserve_clients_get_the_ndjson_answers(daemon, tmp_path):
     wait_for(lambda: (ndjson(daemon, {"op": "health"}).get("version") or 0) >= 3, 60, what="v3")
     h = thttp.InferenceServerClient(f"{http_host}:{http_port}")
     g = tgrpc.InferenceServerClient(f"{grpc_host}:{grpc_port}")
-    assert h.is_server_live(headers=dict(AUTH)) and h.is_server_ready(headers=dict(AUTH))
-    assert g.is_server_live(headers=dict(AUTH)) and g.is_server_ready(headers=dict(AUTH))
+    assert h.is_server_live(headers=dict(AUTH)) and g.is_server_live(headers=dict(AUTH))
+    # readiness reaches the serving processes with the health they mirror (every 0.2 s): a
+    # loaded machine can answer a version before the first mirrored health says ready
+    wait_for(
+        lambda: h.is_server_ready(headers=dict(AUTH)) and g.is_server_ready(headers=dict(AUTH)),
+        30,
+        what="ready over both protocols",
+    )
     assert h.is_model_ready("learnd", headers=dict(AUTH)) and g.is_model_ready(
         "learnd", headers=dict(AUTH)
     )
