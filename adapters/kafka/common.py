@@ -25,3 +25,11 @@ def client_options(cfg: KafkaConfig) -> dict[str, Any]:
         if value is not None:
             opts[key] = str(value)
     return opts
+
+
+def broker_connected(consumer: Any) -> bool:
+    """Whether a kafka-python consumer holds a broker connection open (its
+    ``connection-count`` metric): it retries a lost broker inside ``poll`` without raising, so
+    this, not an exception, says that the broker is unreachable."""
+    metrics = consumer.metrics().get("consumer-metrics", {})
+    return metrics.get("connection-count", 0) > 0

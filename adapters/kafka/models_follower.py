@@ -26,7 +26,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from learnd.adapters.kafka.common import client_options
+from learnd.adapters.kafka.common import broker_connected, client_options
 from learnd.adapters.serving.shared_snapshots import BadSnapshot, decode
 from learnd.daemon.config import KafkaConfig, SchemaConfig
 from learnd.daemon.serving.histogram import Histogram
@@ -254,9 +254,7 @@ class ModelsFollower:
     def _follow(self, consumer: Any) -> None:
         while not self._stop.is_set():
             batches = consumer.poll(timeout_ms=200)
-            # kafka-python retries a lost broker inside poll without raising: what it holds
-            # open says whether the broker is reachable (as the event source does)
-            self.broker_connected = _connections(consumer) > 0
+            self.broker_connected = broker_connected(consumer)
             for records in batches.values():
                 for r in records:
                     self.feed(r.value)
@@ -267,8 +265,3 @@ class ModelsFollower:
             self._thread.join(timeout_s)
         if self._consumer is not None:
             self._consumer.close()
-
-
-def _connections(consumer: Any) -> int:
-    """The consumer's open broker connections (kafka-python's ``connection-count`` metric)."""
-    return int(consumer.metrics().get("consumer-metrics", {}).get("connection-count", 0))

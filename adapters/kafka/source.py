@@ -40,7 +40,7 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata
 
-from learnd.adapters.kafka.common import client_options
+from learnd.adapters.kafka.common import broker_connected, client_options
 from learnd.adapters.kafka.source_state import SourceState
 from learnd.daemon.config import KafkaConfig
 from learnd.daemon.events.record import RawRecord
@@ -266,10 +266,7 @@ class KafkaEventSource(SourceState):
         return len(self.consumer.assignment()) if self.consumer else 0
 
     def connected(self) -> bool:
-        if self.consumer is None:
-            return False
-        metrics = self.consumer.metrics().get("consumer-metrics", {})
-        return metrics.get("connection-count", 0) > 0
+        return self.consumer is not None and broker_connected(self.consumer)
 
     def close(self) -> None:
         if self.consumer is not None:

@@ -163,10 +163,7 @@ class JoinDecoder:
         one per 250 predictions 1.2 us each); a single object is one prediction. Each
         prediction's features, as the client sent them, are parsed again here."""
         value = rec.value
-        try:
-            obj = orjson.loads(value) if value else None
-        except orjson.JSONDecodeError:
-            obj = None
+        obj = _json(value)
         if isinstance(obj, dict):
             return [self._prediction(obj) + (value,)]
         if isinstance(obj, list) and obj:
@@ -202,11 +199,16 @@ _NOT_PREDICTION = (
 )
 
 
-def _object(value: bytes | None) -> dict | None:
+def _json(value: bytes | None) -> Any:
+    """The JSON value of ``value``; None if it is empty or not JSON."""
     if not value:
         return None
     try:
-        obj = orjson.loads(value)
+        return orjson.loads(value)
     except orjson.JSONDecodeError:
         return None
+
+
+def _object(value: bytes | None) -> dict | None:
+    obj = _json(value)
     return obj if isinstance(obj, dict) else None
