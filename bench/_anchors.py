@@ -43,8 +43,7 @@ def river_regressors(seed=7):
 
 def run_river_regression(model, X, y):
     """A river regressor prequentially: (seconds learning, per-event absolute error)."""
-    names = [f"x{i}" for i in range(X.shape[1])]
-    rows = [dict(zip(names, map(float, r), strict=True)) for r in X]
+    rows = _rows(X)
     targets = y.tolist()
     errors = np.zeros(len(y))
     t0 = time.perf_counter()
@@ -85,7 +84,7 @@ def run_capymoa(X, y, labels, seed=7):
         from capymoa.stream import Schema
     except ImportError:
         return None
-    names = [f"x{i}" for i in range(X.shape[1])]
+    names = _names(X)
     regression = labels is None
     cats = None if regression else {"class": [str(i) for i in range(len(labels))]}
     schema = Schema.from_custom(features=[*names, "class"], target="class", categories=cats)
@@ -116,8 +115,7 @@ def run_capymoa_model(model, schema, xs, y):
 
 def run_river(model, X, y, progress=None):
     """``progress``: a bar advanced every ``CHUNK`` events (its time is not counted)."""
-    names = [f"x{i}" for i in range(X.shape[1])]
-    rows = [dict(zip(names, map(float, r), strict=True)) for r in X]
+    rows = _rows(X)
     return run_river_rows(model, rows, y, progress)
 
 
@@ -149,7 +147,7 @@ def run_vw(X, y, n_classes):
         ws = Workspace("--loss_function logistic --link logistic --quiet")
     else:
         ws = Workspace(f"--oaa {n_classes} --loss_function logistic --quiet")
-    feats = [" ".join(f"f{j}:{v:.6g}" for j, v in enumerate(r)) for r in X]
+    feats = _vw_features(X)
     correct = np.zeros(len(y), bool)
     t0 = time.perf_counter()
     for i, (f, t) in enumerate(zip(feats, y.tolist(), strict=True)):
@@ -165,7 +163,7 @@ def run_vw(X, y, n_classes):
 
 
 def _run_vw_regression(ws, X, y):
-    feats = [" ".join(f"f{j}:{v:.6g}" for j, v in enumerate(r)) for r in X]
+    feats = _vw_features(X)
     errors = np.zeros(len(y))
     t0 = time.perf_counter()
     for i, (f, t) in enumerate(zip(feats, y.tolist(), strict=True)):
@@ -174,3 +172,18 @@ def _run_vw_regression(ws, X, y):
     dt = time.perf_counter() - t0
     ws.finish()
     return dt, errors
+
+
+def _names(X) -> list[str]:
+    return [f"x{i}" for i in range(X.shape[1])]
+
+
+def _rows(X) -> list[dict]:
+    """A numeric stream's rows as river's feature dicts."""
+    names = _names(X)
+    return [dict(zip(names, map(float, r), strict=True)) for r in X]
+
+
+def _vw_features(X) -> list[str]:
+    """A numeric stream's rows in VW's text format (after the namespace bar)."""
+    return [" ".join(f"f{j}:{v:.6g}" for j, v in enumerate(r)) for r in X]
