@@ -40,6 +40,15 @@ def daemon_env(bootstrap, topic, state, port, metrics_port=None, **extra):
     return env
 
 
+def env_keys(pairs):
+    """``section.key=value`` pairs (a bench's ``--set``) as ``LEARND_SECTION__KEY`` variables."""
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        out["LEARND_" + key.replace(".", "__").upper()] = value
+    return out
+
+
 def produce(bootstrap, topic, events, partitions, start_id=0, rate=None):
     p = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=10)
     t0 = time.monotonic()

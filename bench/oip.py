@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._oip_clients import GrpcClient, HttpClient  # noqa: E402
+from bench._soak_daemon import LEARND, daemon_env, env_keys, info, produce  # noqa: E402
 from bench.serving import concurrent, learned, pct, sequential  # noqa: E402
-from bench.soak import LEARND, daemon_env, info, produce  # noqa: E402
 from learnd.adapters.kafka.broker import EmbeddedBroker, free_port  # noqa: E402
 from learnd.adapters.kafka.topics import ensure_topics  # noqa: E402
 from learnd.adapters.settings import build_config  # noqa: E402
@@ -85,12 +85,19 @@ def main():
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--n", type=int, default=5000, help="requests per idle single-client run")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config key for the daemon, e.g. serving.processes=2 (repeatable)",
+    )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="learnd-oip-"))
     with EmbeddedBroker(log_path=tmp / "broker.log") as broker:
         topic = f"oip-{time.monotonic_ns()}"
         port, http_port, grpc_port = free_port(), free_port(), free_port()
-        env = daemon_env(broker.bootstrap, topic, tmp / "state", port)
+        env = daemon_env(broker.bootstrap, topic, tmp / "state", port, **env_keys(args.set))
         env["LEARND_SERVING__OIP_HTTP_PORT"] = str(http_port)
         env["LEARND_SERVING__OIP_GRPC_PORT"] = str(grpc_port)
         # the daemon's own topics (events and dead letters), from the daemon's own config

@@ -13,7 +13,9 @@ the idle daemon is then measured against a connection that floods it (control op
 pipelined predictions, pipelining without reading), S seconds each.
 
 The request path without the socket (bytes in to bytes out per line, the forward, a batch of
-100), beside a plain asyncio + numpy NDJSON server's, is in bench/request_path.py.
+100), beside a plain asyncio + numpy NDJSON server's, is in bench/request_path.py; that server
+itself, over the same socket and clients, is measured here after learnd is stopped (the rows
+"anchor"; ``--no-anchor`` skips them).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.soak import LEARND, daemon_env, info, produce  # noqa: E402
+from bench._soak_daemon import LEARND, daemon_env, env_keys, info, produce  # noqa: E402
 from learnd.adapters.kafka.broker import EmbeddedBroker, free_port  # noqa: E402
 from learnd.adapters.kafka.topics import ensure_topics  # noqa: E402
 from learnd.adapters.serving.client import LearndClient  # noqa: E402
@@ -138,6 +140,25 @@ def fairness(port, seconds):
     return rows
 
 
+def plain_server(args):
+    """The anchor (bench/_plain_server.py) measured as learnd was idle, once learnd is stopped:
+    (1-client latencies, then N clients' predictions/s and latencies, at depth 1)."""
+    port = free_port()
+    srv = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "_plain_server.py"), str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert srv.stdout is not None and srv.stdout.readline().strip() == "ready"
+        idle = sequential(port, n=5000)
+        rate, many = concurrent(port, args.clients, args.seconds, 1)
+        return idle, rate, many
+    finally:
+        srv.terminate()
+        srv.wait(10)
+
+
 def learned(port):
     h = info(port)
     return (h or {}).get("events_learned", 0)
@@ -160,12 +181,25 @@ def main():
         help="also measure one client's predictions while another connection floods the "
         "server, SECONDS per kind of flood (0: skip)",
     )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config key for the daemon, e.g. serving.processes=2 (repeatable)",
+    )
+    ap.add_argument(
+        "--no-anchor",
+        dest="anchor",
+        action="store_false",
+        help="skip the plain asyncio + numpy server measured after learnd (bench/_plain_server.py)",
+    )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="learnd-serving-"))
     with EmbeddedBroker(log_path=tmp / "broker.log") as broker:
         topic = f"serving-{time.monotonic_ns()}"
         port = free_port()
-        env = daemon_env(broker.bootstrap, topic, tmp / "state", port)
+        env = daemon_env(broker.bootstrap, topic, tmp / "state", port, **env_keys(args.set))
         ensure_topics(build_config(environ=env).kafka, partitions=2)  # the daemon's own topics
         t0 = time.monotonic()
         produce(broker.bootstrap, topic, DriftingSEA(seed=3).take(args.events), 2)
@@ -196,6 +230,7 @@ def main():
         finally:
             proc.terminate()
             proc.wait(30)
+    plain = plain_server(args) if args.anchor else None
     print(
         f"\nlearnd run, default model (served form {form}), 1 torch thread; clients in "
         "separate processes over loopback TCP\n"
@@ -228,6 +263,18 @@ def main():
         f"{pct(piped, 0.5):.0f} | {pct(piped, 0.99):.0f} | {max(piped) * 1e6:.0f} | "
         f"{piped_rate:,.0f} predictions/s (latency per batch of {args.depth}) |"
     )
+    if plain is not None:
+        p_idle, p_rate, p_many = plain
+        print(
+            f"| anchor: plain server, idle, 1 client | {len(p_idle):,} | {pct(p_idle, 0.5):.0f} | "
+            f"{pct(p_idle, 0.99):.0f} | {max(p_idle) * 1e6:.0f} | "
+            f"{len(p_idle) / sum(p_idle):,.0f} predictions/s |"
+        )
+        print(
+            f"| anchor: plain server, idle, {args.clients} clients | {len(p_many):,} | "
+            f"{pct(p_many, 0.5):.0f} | {pct(p_many, 0.99):.0f} | {max(p_many) * 1e6:.0f} | "
+            f"{p_rate:,.0f} predictions/s (learnd: {many_rate / p_rate:.2f}x) |"
+        )
     print(f"\nmean of busy latencies {statistics.mean(busy) * 1e6:.0f} us")
     if fair:
         print(
