@@ -80,8 +80,9 @@ class ReplayConfig(Section):
     """Rehearsal of recently learned events while the learner keeps up (daemon/learning/replay_window.py).
 
     After each micro-batch, extra optimizer steps are taken on batches drawn from the last
-    ``window`` learned events, but only while the consumer lag is at most ``max_lag`` records:
-    compute the learner has to spare while live, given back as soon as it falls behind. While
+    ``window`` learned events, while the consumer lag is at most ``max_lag`` records or the
+    learner, rehearsing, still keeps the catch-up pace: compute it has to spare, given back as
+    soon as it falls behind faster than that. While
     the window refills (from the start, and after a drift alarm or a rollback empties it) it
     takes ``refill_steps_per_batch``, once full ``steps_per_batch``, and rehearses up to a lag of
     ``refill_max_lag``. The window is part of the checkpoint. Chosen with bench/quality.py (see
@@ -95,8 +96,10 @@ class ReplayConfig(Section):
     window: int = Field(1000, ge=1, le=1_000_000)
     """Recently learned events rehearsed (emptied at a drift alarm and at a rollback)."""
     max_lag: int = Field(1000, ge=0)
-    """Rehearse only while the consumer lag is at most this many records: spare compute while
-    live, none while behind."""
+    """Rehearse after every micro-batch while the consumer lag is at most this many records;
+    beyond it, only while learning with rehearsal (its rate as measured) still meets the
+    catch-up target ``arriving + lag / learning.catch_up_s`` events/s (never with
+    ``learning.catch_up_lag`` none)."""
     refill_max_lag: int = Field(3000, ge=0)
     """While the window refills, rehearse up to this lag: headroom kept for a young model and a
     new concept, as under load the lag hovers at ``max_lag``. Below ``max_lag`` counts as

@@ -338,11 +338,14 @@ class Pipeline:
     @property
     def keeping_up(self) -> bool:
         """Whether the lag (records not yet learned) leaves compute to spare for rehearsal:
-        while catching up, as the pace says (daemon/learning/catch_up.py); else at most
-        ``learning.replay.max_lag``, or ``refill_max_lag`` while the replay window refills."""
+        while catching up, as the pace says (daemon/learning/catch_up.py); else up to
+        ``learning.replay.max_lag`` (``refill_max_lag`` while the replay window refills), and
+        beyond it while learning with rehearsal keeps the catch-up pace."""
         if self.pace.catching_up:
             return self.pace.rung[1]
-        return self.lag <= self.cfg.learning.replay.lag_limit(self.learner.refilling)
+        if self.lag <= self.cfg.learning.replay.lag_limit(self.learner.refilling):
+            return True
+        return self.pace.rehearsal_keeps_pace(self.lag, self.arrivals.rate)
 
     def replay_steps(self) -> int:
         """Rehearsal steps per micro-batch now: none while behind the log."""

@@ -12,8 +12,9 @@ batches doubling up to ``catch_up_batch_size`` (more events per second, fewer st
 The pace climbs one rung at a time while the rate measured on the rung in use falls short of the
 target (or was not measured yet),
 and steps back down once the rung below was measured fast enough with a margin. It starts
-climbing above ``catch_up_lag`` records behind; below half of that it is live again (rehearsal
-then follows ``learning.replay.max_lag``).
+climbing above ``catch_up_lag`` records behind; below half of that it is live again. Live,
+rehearsal follows every batch up to ``learning.replay.max_lag`` records behind, and beyond it
+while the rehearsing rung's measured rate meets the same target (``rehearsal_keeps_pace``).
 
 Rates are measured on the steps themselves (an exponential average of seconds per step, per
 rung, rehearsal included), with the pipeline's clock: a busy machine climbs higher.
@@ -95,6 +96,25 @@ class CatchUpPace:
             if below is not None and below >= DOWN_MARGIN * target:
                 self._at -= 1
         return self.rung
+
+    def rehearsal_keeps_pace(self, lag: int, arriving: float = 0.0) -> bool:
+        """Behind by ``lag`` records but not catching up (below ``start_lag``): whether learning
+        with rehearsal, at the rate measured on it, still meets the catch-up target ``arriving +
+        lag / catch_up_s`` (so a backlog too small to catch up on is still learned the careful
+        way, as the last of a large one is). Not measured yet: yes, its first batch measures it.
+        With catch-up off (``start_lag`` None) no pace is kept: no.
+
+        >>> pace = CatchUpPace(batch_size=32, largest=128, start_lag=10_000, catch_up_s=30.0)
+        >>> pace.rehearsal_keeps_pace(lag=5_000)
+        True
+        >>> pace.observe(32, True, seconds=0.004)  # 8k events/s with rehearsal
+        >>> pace.rehearsal_keeps_pace(5_000, arriving=5_000), pace.rehearsal_keeps_pace(5_000, 9_000)
+        (True, False)
+        """
+        if self.start_lag is None:
+            return False
+        rate = self.rate(self.rungs[0])
+        return rate is None or rate >= arriving + lag / self.catch_up_s
 
 
 class ArrivalRate:

@@ -72,3 +72,34 @@ def test_the_arrival_rate_is_how_fast_learned_plus_lag_grows():
     assert abs(r.rate - 5_000) < 1e-6
     r.observe(1.2, 5_000)  # a backlog learned with nothing new: learned + lag stays put
     assert abs(r.rate - 4_000) < 1e-6
+
+
+def test_below_catch_up_lag_rehearsal_goes_on_beyond_max_lag_while_it_keeps_the_pace():
+    pace = _measured(catch_up_s=30)  # rehearsing: 2.5k events/s
+    # 9k behind wants 300/s (+ what arrives): rehearsal keeps it until 2.2k/s arrive
+    assert [pace.rehearsal_keeps_pace(9_000, arriving) for arriving in (0, 2_200, 2_201)] == [
+        True,
+        True,
+        False,
+    ]
+    fresh = CatchUpPace(batch_size=32, largest=256, start_lag=10_000, catch_up_s=30)
+    assert fresh.rehearsal_keeps_pace(9_000, 50_000)  # not measured: its first batch measures it
+    off = CatchUpPace(batch_size=32, largest=256, start_lag=None, catch_up_s=30)
+    assert not off.rehearsal_keeps_pace(1_001)  # catch-up off: the fixed max_lag rule alone
+
+
+def test_a_backlog_smaller_than_catch_up_lag_is_learned_with_rehearsal(tmp_path):
+    from learnd.adapters.fakes import ListDeadLetters, ManualClock
+    from learnd.daemon.learning.learner import Learner
+    from learnd.daemon.pipeline import Pipeline
+    from tests.conftest import sea_config
+
+    cfg = sea_config(tmp_path)  # catch_up_lag 10,000, replay.max_lag 1,000, catch_up_s 30
+    learner = Learner(cfg.schema_, cfg.model, cfg.learning, "cpu")
+    pipe = Pipeline(cfg, learner, ListDeadLetters(), ManualClock())
+    pipe.set_backlog(5_000)
+    assert not pipe.pace.catching_up and pipe.replay_steps() == 8  # refilling: 8 steps
+    pipe.pace.observe(32, True, seconds=0.2)  # rehearsing measured at 160 events/s
+    assert pipe.replay_steps() == 0  # short of 5,000 / 30 s = 167/s: none
+    pipe.set_backlog(4_800)  # wants 160/s: enough again
+    assert pipe.replay_steps() == 8
