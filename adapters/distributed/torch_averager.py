@@ -73,7 +73,7 @@ class TorchAverager:
         t = vector.detach().to(self.device, torch.float64, copy=True)
         try:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        except dist.DistError as e:  # a timeout, or a peer that closed its connections
+        except RuntimeError as e:  # gloo's timeout, or a peer that closed its connections
             raise RoundFailed(f"all_reduce over {self._size} learners failed: {e}") from e
         self.values_sent += t.numel()
         return (t / self._size).cpu()
