@@ -41,6 +41,7 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -72,12 +73,22 @@ class RoundOutcome:
 
 
 class ParameterRound:
-    """Rounds of ``learner`` with its group, one every ``every`` calls of :meth:`after_batch`."""
+    """Rounds of ``learner`` with its group, one every ``every`` calls of :meth:`after_batch`.
+    ``react``: what a round whose drift flag is set does (default: ``learner.on_drift`` as
+    bound now, so that a caller may then route the learner's own alarms to
+    :meth:`note_alarm`)."""
 
-    def __init__(self, learner: Learner, averager: StateAverager, every: int):
+    def __init__(
+        self,
+        learner: Learner,
+        averager: StateAverager,
+        every: int,
+        react: Callable[[], None] | None = None,
+    ):
         if every < 1:
             raise ValueError(f"every must be at least 1 batch, got {every}")
         self.learner = learner
+        self._react = react if react is not None else learner.on_drift
         self.averager = averager
         self.every = every
         self.layout = layout(learner)
@@ -111,5 +122,5 @@ class ParameterRound:
         self._alarmed = False
         drift = float(first[0]) > 0.0
         if drift:
-            self.learner.on_drift()
+            self._react()
         return RoundOutcome(drift, first.numel() + spread.numel())
