@@ -2,6 +2,7 @@
 
     nice -n 19 .venv/bin/python bench/distributed.py --events 20000
     .venv/bin/python bench/distributed.py --events 20000 --learners 2,4 --every 1,4,16 --streams SEA
+    .venv/bin/python bench/distributed.py --events 20000 --outer sum   # DiLoCo-style outer step
 
 On bench/quality.py's seven streams, in one process with the arithmetic of the real group
 (daemon/learning/parameter_round.py through the in-process peers of adapters/fakes.py, one
@@ -44,15 +45,16 @@ from learnd.daemon.learning.parameter_round import ParameterRound  # noqa: E402
 from learnd.daemon.learning.state_vector import layout  # noqa: E402
 
 
-def run_group(X, y, labels, n, every):
+def run_group(X, y, labels, n, every, outer_lr=1.0):
     """Per-event errors of ``n`` learners dealt batches round-robin, a round every ``every`` of
-    each one's batches; and the values each sends per round."""
+    each one's batches (the weights moved by ``outer_lr`` times the mean change); and the values
+    each sends per round."""
     group = InProcessGroup(n, timeout_s=600)
     members = []
     for rank in range(n):
         cfg, pipe, yy, errors = _learnd(X, y, labels)
         lrn = pipe.learner
-        rnd = ParameterRound(lrn, group.member(rank), every, react=lrn.on_drift)
+        rnd = ParameterRound(lrn, group.member(rank), every, lrn.on_drift, outer_lr)
         lrn.on_drift = rnd.note_alarm  # type: ignore[method-assign]  # reacted to at the round
         members.append((pipe, rnd, errors))
     b = cfg.learning.batch_size
@@ -106,6 +108,13 @@ def main() -> None:
     ap.add_argument("--every", default="1,4,16", help="K: batches per learner between rounds")
     ap.add_argument("--streams", default="", help="names' prefixes, comma-separated")
     ap.add_argument("--reps", type=int, default=300, help="gloo rounds timed per size")
+    ap.add_argument(
+        "--outer",
+        choices=("mean", "sum"),
+        default="mean",
+        help="the weights after a round: the learners' mean (outer_lr 1), or the last round's"
+        " plus the sum of their changes (outer_lr N)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     ns = [int(v) for v in args.learners.split(",")]
@@ -122,7 +131,7 @@ def main() -> None:
         rates[name] = len(y) / dt
         cells = []
         for n, k in configs:
-            errs, values = run_group(X, y, labels, n, k)
+            errs, values = run_group(X, y, labels, n, k, 1.0 if args.outer == "mean" else n)
             progress.update()
             cells.append(float((errs == 0).mean()) - one)
             sizes[name] = values

@@ -76,7 +76,9 @@ class ParameterRound:
     """Rounds of ``learner`` with its group, one every ``every`` calls of :meth:`after_batch`.
     ``react``: what a round whose drift flag is set does (default: ``learner.on_drift`` as
     bound now, so that a caller may then route the learner's own alarms to
-    :meth:`note_alarm`)."""
+    :meth:`note_alarm`). ``outer_lr``: the weights move from the last round's by this times
+    the mean of the learners' changes (DiLoCo's outer step, plain SGD): 1 is the mean of the
+    weights (``PeriodicModelAverager``), N the sum of the changes."""
 
     def __init__(
         self,
@@ -84,9 +86,13 @@ class ParameterRound:
         averager: StateAverager,
         every: int,
         react: Callable[[], None] | None = None,
+        outer_lr: float = 1.0,
     ):
         if every < 1:
             raise ValueError(f"every must be at least 1 batch, got {every}")
+        if not outer_lr > 0:
+            raise ValueError(f"outer_lr must be positive, got {outer_lr}")
+        self.outer_lr = outer_lr
         self.learner = learner
         self._react = react if react is not None else learner.on_drift
         self.averager = averager
@@ -116,6 +122,9 @@ class ParameterRound:
         means = pooled_means(first[1:], base, lay)
         spread = self.averager.mean(spread_contribution(own, base, lay, means, n))
         state = pooled(spread, means, lay)
+        if self.outer_lr != 1.0:
+            w = slice(0, lay.weights)
+            state[w] = base[w] + self.outer_lr * (state[w] - base[w])
         scatter(self.learner, state)
         self.base = state
         self.rounds += 1

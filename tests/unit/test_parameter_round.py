@@ -113,3 +113,21 @@ def test_a_round_a_peer_never_joins_fails_at_the_deadline():
 def test_every_must_be_a_positive_number_of_batches():
     with pytest.raises(ValueError, match="at least 1"):
         ParameterRound(_learner(), InProcessGroup(1).member(0), every=0)
+
+
+def test_an_outer_learning_rate_of_n_applies_the_sum_of_the_learners_changes():
+    group = InProcessGroup(2, timeout_s=10)
+    lrns = [_learner() for _ in range(2)]
+    rounds = [
+        ParameterRound(lrn, group.member(r), 1000, outer_lr=2.0) for r, lrn in enumerate(lrns)
+    ]
+    start = lrns[0].flat_weights.double().clone()
+    _all(rounds, _learn)
+    changes = sum(lrn.flat_weights.double() - start for lrn in lrns)
+    mean = (lrns[0].flat_weights.double() + lrns[1].flat_weights.double()) / 2
+    _all(rounds, lambda r: r.run())
+    expected = (start + 2.0 * (mean - start)).float()
+    assert torch.equal(lrns[0].flat_weights, expected) and torch.equal(
+        lrns[1].flat_weights, expected
+    )
+    torch.testing.assert_close(lrns[0].flat_weights.double(), start + changes)
