@@ -139,7 +139,8 @@ def main() -> None:
     progress.close()
     print(
         f"\nPrequential accuracy, N learners (round-robin batches, a round every K of each one's"
-        f" batches)\nagainst one learner seeing all events: points of difference"
+        f" batches, weights after a round: {args.outer})\nagainst one learner seeing all events:"
+        " points of difference"
         f" ({time.perf_counter() - t_all:.0f} s)\n"
     )
     head = " | ".join(f"N={n} K={k}" for n, k in configs)
