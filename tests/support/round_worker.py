@@ -37,7 +37,8 @@ def main(rank: int, size: int, port: int, out: str, mode: str) -> None:
     lrn = Learner(
         SchemaConfig(task="binary", n_features=4), ModelConfig(hidden=(16,)), LearningConfig()
     )
-    averager = TorchAverager(rank, size, f"tcp://127.0.0.1:{port}", timeout_s=20)
+    # the rendezvous waits for the slowest process's imports (seconds on loaded cores)
+    averager = TorchAverager(rank, size, f"tcp://127.0.0.1:{port}", timeout_s=90)
     rnd = ParameterRound(lrn, averager, EVERY)
     record: dict = {"states": [], "drift": [], "failed": None, "bytes": []}
     if mode == "desert":
