@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
+import torch
 
 from learnd.daemon.events.record import Record
+from learnd.daemon.ports import RoundFailed
 
 
 class ListSource:
@@ -99,3 +102,50 @@ class ManualClock:
 
     def advance(self, dt: float) -> None:
         self.t += dt
+
+
+class InProcessGroup:
+    """N learners in one process (one thread each) averaging through a barrier: the
+    ``StateAverager`` of each is :meth:`member`. The mean is the sum in rank order over N."""
+
+    def __init__(self, size: int, timeout_s: float = 60.0):
+        self.size = size
+        self.timeout_s = timeout_s
+        self._slots: list[torch.Tensor | None] = [None] * size
+        self._result: torch.Tensor | None = None
+        self._barrier = threading.Barrier(size, action=self._reduce)
+        self.reductions = 0
+
+    def _reduce(self) -> None:
+        slots = [s for s in self._slots if s is not None]
+        if len(slots) != self.size or len({s.shape for s in slots}) != 1:
+            raise ValueError(f"vectors of shapes {[tuple(s.shape) for s in slots]}")
+        self._result = torch.stack(slots).sum(0) / self.size
+        self.reductions += 1
+
+    def member(self, rank: int) -> InProcessAverager:
+        return InProcessAverager(self, rank)
+
+
+class InProcessAverager:
+    """One member of an :class:`InProcessGroup`."""
+
+    def __init__(self, group: InProcessGroup, rank: int):
+        self.group = group
+        self.size = group.size
+        self.rank = rank
+
+    def mean(self, vector: torch.Tensor) -> torch.Tensor:
+        g = self.group
+        g._slots[self.rank] = vector.detach().to("cpu", torch.float64, copy=True)
+        try:
+            g._barrier.wait(g.timeout_s)
+        except threading.BrokenBarrierError as e:
+            raise RoundFailed(
+                f"the group of {self.size} did not meet within {g.timeout_s} s"
+            ) from e
+        assert g._result is not None
+        return g._result.clone()
+
+    def close(self) -> None:
+        self.group._barrier.abort()

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from learnd.daemon.events.record import RawRecord
 
 if TYPE_CHECKING:
+    import torch
+
     from learnd.daemon.events.decoder import Decoded
 
 
@@ -84,3 +86,31 @@ class Clock(Protocol):
     def __call__(self) -> float:
         """Monotonic seconds."""
         ...
+
+
+class RoundFailed(RuntimeError):
+    """A parameter round did not complete: a peer was later than the round's deadline, or gone."""
+
+
+class StateAverager(Protocol):
+    """The element-wise mean of one float64 vector over every learner of a group: a collective
+    (``all_reduce``), so every learner calls it with a vector of the same size, in the same
+    order, and every learner gets the same result bit for bit.
+    daemon/learning/parameter_round.py calls it twice a round."""
+
+    @property
+    def size(self) -> int:
+        """The number of learners in the group."""
+        ...
+
+    @property
+    def rank(self) -> int:
+        """This learner's place in the group, ``0 <= rank < size``: it assigns partitions."""
+        ...
+
+    def mean(self, vector: torch.Tensor) -> torch.Tensor:
+        """The mean of ``vector`` over the group (a new CPU tensor; ``vector`` is unchanged).
+        Raises :class:`RoundFailed` when the group does not complete within the deadline."""
+        ...
+
+    def close(self) -> None: ...

@@ -182,6 +182,12 @@ class Learner:
     def n_parameters(self) -> int:
         return count_parameters(self.net)
 
+    @property
+    def flat_weights(self) -> torch.Tensor:
+        """The one buffer every weight is a view of (written in place by a parameter round,
+        daemon/learning/state_vector.py)."""
+        return self._flat
+
     def _target(self, y: np.ndarray) -> torch.Tensor:
         if self.task == "multiclass":
             return torch.from_numpy(np.ascontiguousarray(y, np.int64)).to(self.device)
