@@ -67,11 +67,17 @@ def _in_process(size: int) -> list[torch.Tensor]:
     from learnd.daemon.learning.state_vector import gather
 
     group = InProcessGroup(size)
-
-    def one(rank: int) -> list[torch.Tensor]:
-        lrn = Learner(
+    # made here, one after another: a learner draws its first weights from torch's global
+    # generator (seeded, then restored), which threads making learners at once would share
+    learners = [
+        Learner(
             SchemaConfig(task="binary", n_features=4), ModelConfig(hidden=(16,)), LearningConfig()
         )
+        for _ in range(size)
+    ]
+
+    def one(rank: int) -> list[torch.Tensor]:
+        lrn = learners[rank]
         rnd = ParameterRound(lrn, group.member(rank), EVERY)
         X, y = shard(rank)
         states = []
