@@ -40,6 +40,17 @@ def daemon_env(bootstrap, topic, state, port, metrics_port=None, **extra):
     return env
 
 
+def add_set_option(ap) -> None:
+    """A bench's ``--set KEY=VALUE`` (repeatable): config keys for the daemon it starts."""
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config key for the daemon, e.g. serving.processes=2 (repeatable)",
+    )
+
+
 def env_keys(pairs):
     """``section.key=value`` pairs (a bench's ``--set``) as ``LEARND_SECTION__KEY`` variables."""
     out = {}

@@ -26,7 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._oip_clients import GrpcClient, HttpClient  # noqa: E402
-from bench._soak_daemon import LEARND, daemon_env, env_keys, info, produce  # noqa: E402
+from bench._soak_daemon import (  # noqa: E402
+    LEARND,
+    add_set_option,
+    daemon_env,
+    env_keys,
+    info,
+    produce,
+)
 from bench.serving import concurrent, learned, pct, sequential  # noqa: E402
 from learnd.adapters.kafka.broker import EmbeddedBroker, free_port  # noqa: E402
 from learnd.adapters.kafka.topics import ensure_topics  # noqa: E402
@@ -85,13 +92,7 @@ def main():
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--n", type=int, default=5000, help="requests per idle single-client run")
-    ap.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a config key for the daemon, e.g. serving.processes=2 (repeatable)",
-    )
+    add_set_option(ap)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="learnd-oip-"))
     with EmbeddedBroker(log_path=tmp / "broker.log") as broker:

@@ -32,7 +32,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._soak_daemon import LEARND, daemon_env, env_keys, info, produce  # noqa: E402
+from bench._soak_daemon import (  # noqa: E402
+    LEARND,
+    add_set_option,
+    daemon_env,
+    env_keys,
+    info,
+    produce,
+)
 from learnd.adapters.kafka.broker import EmbeddedBroker, free_port  # noqa: E402
 from learnd.adapters.kafka.topics import ensure_topics  # noqa: E402
 from learnd.adapters.serving.client import LearndClient  # noqa: E402
@@ -181,13 +188,7 @@ def main():
         help="also measure one client's predictions while another connection floods the "
         "server, SECONDS per kind of flood (0: skip)",
     )
-    ap.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a config key for the daemon, e.g. serving.processes=2 (repeatable)",
-    )
+    add_set_option(ap)
     ap.add_argument(
         "--no-anchor",
         dest="anchor",
