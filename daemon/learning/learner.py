@@ -39,6 +39,7 @@ from learnd.daemon.learning.normalizer import Standardizer
 from learnd.daemon.learning.optim_step import FusedAdamStep
 from learnd.daemon.learning.replay_window import ReplayWindow
 from learnd.daemon.learning.schedules import DriftBoost
+from learnd.daemon.learning.selection import MemberSelection
 from learnd.daemon.learning.typed_learning import (
     learn_typed,
     make_embeddings,
@@ -166,6 +167,17 @@ class Learner:
         self._last_good: dict | None = None
         self._last_good_step = -1
         self._probe: nn.Module | None = None  # the last good weights, to judge a loss spike
+        # A linear model learned beside an MLP on the same batches; the one with the lower
+        # recent prequential error predicts and is served (daemon/learning/selection.py).
+        lm = learning.linear_member
+        self.member: Learner | None = None
+        if lm.enabled and model_cfg.kind == "mlp":
+            off = learning.model_copy(
+                update={"linear_member": lm.model_copy(update={"enabled": False})}
+            )
+            linear = model_cfg.model_copy(update={"kind": "linear"})
+            self.member = Learner(schema, linear, off, self.device)
+        self.selection = MemberSelection(lm.half_life_events, lm.margin, lm.min_events)
         self._loss: nn.Module
         if self.task == "binary":
             self._loss = nn.BCEWithLogitsLoss()
@@ -181,6 +193,14 @@ class Learner:
     @property
     def n_parameters(self) -> int:
         return count_parameters(self.net)
+
+    @property
+    def serving(self) -> Learner:
+        """The member that predicts and is exported now: this learner's MLP, or its linear
+        member while that has the lower recent error."""
+        if self.member is not None and self.selection.chosen == 1:
+            return self.member
+        return self
 
     def _target(self, y: np.ndarray) -> torch.Tensor:
         if self.task == "multiclass":
@@ -217,18 +237,26 @@ class Learner:
         """
         scalers = (self.x_scaler.state_dict(), self.y_scaler.state_dict())
         try:
-            return self._learn_many(X, y)
+            own = self._learn_many(X, y)
         except BaseException:
             # A failed step must not leave the batch half-applied: undo the scaler updates.
             self.x_scaler.load_state_dict(scalers[0])
             self.y_scaler.load_state_dict(scalers[1])
             raise
+        if self.member is None:
+            return own
+        # Both members predicted the batch before learning it; the one chosen before the batch
+        # answers for it, then the batch's errors update the choice.
+        other = self.member.learn_many(X, y)
+        served = other if self.selection.chosen == 1 else own
+        self.selection.update(own.errors, other.errors)
+        return StepResult(served.outputs, served.errors, own.loss, own.applied)
 
     def _learn_many(self, X: np.ndarray, y: np.ndarray) -> StepResult:
         if self.typed is not None:
             return StepResult(*learn_typed(self, X, y))
         if not (np.isfinite(X).all() and np.isfinite(y).all()):
-            outputs = self.predict_many(np.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0))
+            outputs = self.predict_own(np.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0))
             self.skipped_steps += 1
             self.events_learned += len(y)
             errors = np.where(np.isfinite(y), self._errors(outputs, np.nan_to_num(y)), np.nan)
@@ -283,6 +311,8 @@ class Learner:
         round, non-finite weights roll back."""
         if steps is None:
             steps = self.rehearsal_steps()
+        if self.member is not None:
+            self.member.replay(steps)
         if steps <= 0 or len(self.window) < 2:
             return 0
         n = self.learning.batch_size
@@ -388,7 +418,14 @@ class Learner:
     @torch.inference_mode()
     def predict_many(self, X: np.ndarray) -> np.ndarray:
         """Outputs of the model served: the average of the weights (or the weights, with
-        averaging off)."""
+        averaging off) of the member serving (:attr:`serving`)."""
+        if self.serving is not self:
+            return self.serving.predict_many(X)
+        return self.predict_own(X)
+
+    @torch.inference_mode()
+    def predict_own(self, X: np.ndarray) -> np.ndarray:
+        """Outputs of this learner's own network, whichever member serves."""
         first = None
         if self.typed is not None:
             X, idx = typed_inputs(self, X, add=False)
@@ -406,6 +443,8 @@ class Learner:
             self.typed.reset_average(moments=self.learning.drift.reset_optimizer)
         if self.learning.drift.reset_optimizer:
             self.optimizer.state.clear()
+        if self.member is not None:
+            self.member.on_drift()
 
     def adopt(self, other: Learner) -> None:
         """Take ``other``'s model: weights, optimizer moments and input standardisation (a
@@ -420,6 +459,9 @@ class Learner:
         self.window.load_state_dict(state["window"])  # the new concept's recent events
         if self.typed is not None:
             self.typed.load_state_dict(state["embeddings"])
+        if self.member is not None and other.member is not None:
+            self.member.adopt(other.member)
+            self.selection.load_state_dict(other.selection.state_dict())
         # A boost from the alarm was meant for the old weights; with it, the adopted ones did
         # worse (on the stream of tests/unit/test_challenger.py: rolling accuracy 0.947 at the
         # end with the boost kept, 0.972 without).
@@ -431,7 +473,9 @@ class Learner:
 
     def export(self) -> DenseWeights:
         """A detached copy for serving (of the average of the weights, with averaging on):
-        never the tensors being trained."""
+        never the tensors being trained. Of the member serving (:attr:`serving`)."""
+        if self.serving is not self:
+            return self.serving.export()
         self.average.current(self._flat)
         params = self._now_params
         mean, inv = self.x_scaler.scale()
@@ -453,7 +497,8 @@ class Learner:
         A NaN or Inf makes the sum non-finite (so do weights summing beyond ~3e38, which
         overflows float32: a model that far gone has exploded as surely)."""
         dense = math.isfinite(float(self._flat.detach().sum()))
-        return dense and (self.typed is None or self.typed.is_finite())
+        own = dense and (self.typed is None or self.typed.is_finite())
+        return own and (self.member is None or self.member.is_finite())
 
     def state_dict(self) -> dict:
         return {
@@ -473,6 +518,11 @@ class Learner:
             "events_learned": self.events_learned,
             "rollbacks": self.rollbacks,
             **({"embeddings": self.typed.state_dict()} if self.typed is not None else {}),
+            **(
+                {"member": self.member.state_dict(), "selection": self.selection.state_dict()}
+                if self.member is not None
+                else {}
+            ),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -491,3 +541,20 @@ class Learner:
         self.rollbacks = int(state.get("rollbacks", 0))
         if self.typed is not None:
             self.typed.load_state_dict(state["embeddings"])
+        if self.member is not None:
+            self._load_member(state)
+
+    def _load_member(self, state: dict) -> None:
+        """The linear member's state; a checkpoint written without it (an older one, or with
+        the member off) leaves a fresh member that starts from the loaded input scaling, and
+        the MLP serving until the member has been judged."""
+        assert self.member is not None
+        if "member" in state:
+            self.member.load_state_dict(state["member"])
+            self.selection.load_state_dict(state.get("selection"))
+            return
+        fresh = Learner(self.schema, self.member.model_cfg, self.member.learning, self.device)
+        fresh.x_scaler.load_state_dict(self.x_scaler.state_dict())
+        fresh.y_scaler.load_state_dict(self.y_scaler.state_dict())
+        self.member.load_state_dict(fresh.state_dict())
+        self.selection.load_state_dict(None)
