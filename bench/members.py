@@ -89,7 +89,13 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=5000)
     ap.add_argument("--suite", choices=("seven", "new", "all"), default="all")
     ap.add_argument("--streams", default="", help="only the streams whose names start so")
+    ap.add_argument("--margin", type=float, help="learning.linear_member.margin for both")
+    ap.add_argument("--half-life", type=int, help="learning.linear_member.half_life_events")
     args = ap.parse_args()
+    lm = {"margin": args.margin, "half_life_events": args.half_life}
+    lm = {k: v for k, v in lm.items() if v is not None}
+    if lm:
+        VARIANTS["combined"] = ({"linear_member": lm}, None)
     data = suite(args.suite, args.events, True, tuple(x for x in args.streams.split(",") if x))
     print(
         f"members ({args.suite} suite, synthetic streams {args.events:,} events, real data sets"

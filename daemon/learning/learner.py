@@ -30,13 +30,14 @@ import torch
 from torch import nn
 
 from learnd.daemon.config import LearningConfig, ModelConfig, SchemaConfig
-from learnd.daemon.errors import StartupError
 from learnd.daemon.learning.averaging import WeightAverage
 from learnd.daemon.learning.backprop import Backprop
+from learnd.daemon.learning.device import resolve_device
 from learnd.daemon.learning.embeddings import Embeddings
+from learnd.daemon.learning.linear_member import load_member, make_member, member_state, served_step
 from learnd.daemon.learning.model import build_model, count_parameters, share_one_buffer, views_like
 from learnd.daemon.learning.normalizer import Standardizer
-from learnd.daemon.learning.optim_step import FusedAdamStep
+from learnd.daemon.learning.optim_step import FusedAdamStep, on_cpu
 from learnd.daemon.learning.replay_window import ReplayWindow
 from learnd.daemon.learning.schedules import DriftBoost
 from learnd.daemon.learning.selection import MemberSelection
@@ -49,27 +50,6 @@ from learnd.daemon.learning.typed_learning import (
     typed_inputs,
 )
 from learnd.daemon.serving.weights import DenseWeights
-
-# Below this many parameters a CUDA step costs more than a CPU one: on an H100 against one CPU
-# thread at batch 32 (bench/learner.py), 67k parameters learned at 13k/s on CUDA and 20k/s on the
-# CPU, 265k at 13k/s against 7k/s. Kernel launches and the per-step device sync dominate small
-# models.
-AUTO_CUDA_MIN_PARAMETERS = 100_000
-
-
-def resolve_device(device: str, n_parameters: int | None = None) -> torch.device:
-    """``auto`` picks CUDA when available and the model has at least
-    :data:`AUTO_CUDA_MIN_PARAMETERS` parameters (all models, when ``n_parameters`` is None);
-    ``cuda`` without a GPU is a start-up error."""
-    if device == "auto":
-        big = n_parameters is None or n_parameters >= AUTO_CUDA_MIN_PARAMETERS
-        return torch.device("cuda" if torch.cuda.is_available() and big else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise StartupError(
-            "learning.device is 'cuda' but torch sees no CUDA device; valid values: "
-            "'auto', 'cpu', 'cuda'"
-        )
-    return torch.device(device)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,17 +73,6 @@ def _make_optimizer(name: str, params, lr: float, weight_decay: float, device: t
         return cls(params, lr=lr, weight_decay=weight_decay, fused=True)
     except (RuntimeError, TypeError):
         return cls(params, lr=lr, weight_decay=weight_decay)
-
-
-def _on_cpu(obj):
-    """A deep copy of a (nested) optimizer state with every tensor on the CPU."""
-    if torch.is_tensor(obj):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _on_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(_on_cpu(v) for v in obj)
-    return copy.deepcopy(obj)
 
 
 class Learner:
@@ -167,16 +136,9 @@ class Learner:
         self._last_good: dict | None = None
         self._last_good_step = -1
         self._probe: nn.Module | None = None  # the last good weights, to judge a loss spike
-        # A linear model learned beside an MLP on the same batches; the one with the lower
-        # recent prequential error predicts and is served (daemon/learning/selection.py).
+        # A linear model learned beside an MLP on the same batches (daemon/learning/linear_member.py).
+        self.member: Learner | None = make_member(self, Learner)
         lm = learning.linear_member
-        self.member: Learner | None = None
-        if lm.enabled and model_cfg.kind == "mlp":
-            off = learning.model_copy(
-                update={"linear_member": lm.model_copy(update={"enabled": False})}
-            )
-            linear = model_cfg.model_copy(update={"kind": "linear"})
-            self.member = Learner(schema, linear, off, self.device)
         self.selection = MemberSelection(lm.half_life_events, lm.margin, lm.min_events)
         self._loss: nn.Module
         if self.task == "binary":
@@ -245,12 +207,7 @@ class Learner:
             raise
         if self.member is None:
             return own
-        # Both members predicted the batch before learning it; the one chosen before the batch
-        # answers for it, then the batch's errors update the choice.
-        other = self.member.learn_many(X, y)
-        served = other if self.selection.chosen == 1 else own
-        self.selection.update(own.errors, other.errors)
-        return StepResult(served.outputs, served.errors, own.loss, own.applied)
+        return StepResult(*served_step(self, own, X, y))
 
     def _learn_many(self, X: np.ndarray, y: np.ndarray) -> StepResult:
         if self.typed is not None:
@@ -506,7 +463,7 @@ class Learner:
             # state_dict() references the live moment tensors: copy (to the CPU, so that a
             # checkpoint written on a GPU loads anywhere), or a caller holding this dict would
             # see it change under it (and a learner loading it would share them).
-            "optimizer": _on_cpu(self.optimizer.state_dict()),
+            "optimizer": on_cpu(self.optimizer.state_dict()),
             "average": self.average.state_dict(),
             "schedule": self.schedule.state_dict(),
             "x_scaler": self.x_scaler.state_dict(),
@@ -518,11 +475,7 @@ class Learner:
             "events_learned": self.events_learned,
             "rollbacks": self.rollbacks,
             **({"embeddings": self.typed.state_dict()} if self.typed is not None else {}),
-            **(
-                {"member": self.member.state_dict(), "selection": self.selection.state_dict()}
-                if self.member is not None
-                else {}
-            ),
+            **member_state(self),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -542,19 +495,4 @@ class Learner:
         if self.typed is not None:
             self.typed.load_state_dict(state["embeddings"])
         if self.member is not None:
-            self._load_member(state)
-
-    def _load_member(self, state: dict) -> None:
-        """The linear member's state; a checkpoint written without it (an older one, or with
-        the member off) leaves a fresh member that starts from the loaded input scaling, and
-        the MLP serving until the member has been judged."""
-        assert self.member is not None
-        if "member" in state:
-            self.member.load_state_dict(state["member"])
-            self.selection.load_state_dict(state.get("selection"))
-            return
-        fresh = Learner(self.schema, self.member.model_cfg, self.member.learning, self.device)
-        fresh.x_scaler.load_state_dict(self.x_scaler.state_dict())
-        fresh.y_scaler.load_state_dict(self.y_scaler.state_dict())
-        self.member.load_state_dict(fresh.state_dict())
-        self.selection.load_state_dict(None)
+            load_member(self, state)

@@ -183,3 +183,36 @@ def test_typed_features_learn_in_both_members_and_serve_as_learned():
         snap = SnapshotRef().publish(Draft("binary", (0, 1), None, w, 640, {}))
         np.testing.assert_allclose(snap.predict_many(X[:64]), lrn.predict_many(X[:64]), atol=1e-6)
         assert len(w.weights) == (2 if chosen == 0 else 1)
+
+
+def test_the_ndjson_handler_oip_and_export_answer_as_the_learner_with_the_linear_member_serving(
+    tmp_path,
+):
+    from learnd.adapters.cli.export import export
+    from learnd.daemon.serving.oip import OipModel, Tensor
+    from learnd.daemon.serving.requests import RequestHandler
+
+    lrn = trained()
+    assert lrn.selection.chosen == 1
+    names = tuple(f"f{j}" for j in range(8))
+    schema = SchemaConfig(task="multiclass", features=list(names), classes=["a", "b", "c"])
+    ref = SnapshotRef()
+    ref.publish(Draft("multiclass", ("a", "b", "c"), names, lrn.export(), 800, {}))
+    X, _ = noisy_linear(40, seed=9)
+    want = lrn.predict_many(X)
+    handler = RequestHandler(ref, schema)
+    ans = handler.handle({"op": "predict_many", "instances": X.tolist()})
+    got = [[p["scores"][c] for c in "abc"] for p in ans["predictions"]]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    out = OipModel(ref, schema, "learnd", max_batch=50).infer(
+        "learnd", None, [Tensor("input", "FP32", X.shape, X.reshape(-1))]
+    )
+    np.testing.assert_allclose(out.outputs[1].data, want, atol=1e-6)
+    data = handler.handle({"op": "export", "version": 1})
+    export(data, "torchscript", str(tmp_path / "m.pt"))
+    scripted = torch.jit.load(str(tmp_path / "m.pt"))
+    np.testing.assert_allclose(scripted(torch.from_numpy(X)).numpy(), want, atol=1e-6)
+    ort = pytest.importorskip("onnxruntime", reason="the test extra's onnxruntime")
+    export(data, "onnx", str(tmp_path / "m.onnx"))
+    (onnx_out,) = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"input": X})
+    np.testing.assert_allclose(onnx_out, want, atol=1e-6)
