@@ -4,6 +4,7 @@ up and behind the log, with the same pipeline as bench/quality.py.
 
     .venv/bin/python bench/members.py --events 5000            # the wide suite, quick
     .venv/bin/python bench/members.py --events 5000 --suite seven
+    .venv/bin/python bench/members.py --cost                   # learning speed, alone and both
 
 Also printed, for classification keeping up: ``mix``, what a Hedge mixture of the two members'
 probabilities (weights ``exp(-loss)``, each member's log loss summed with a half-life of
@@ -84,6 +85,39 @@ def hedge(outs, y, half_life):
     return correct / start
 
 
+def cost(repeats: int = 4) -> None:
+    """In-process learning speed, MLP alone against both members, alternating runs."""
+    import torch
+
+    from learnd.daemon.config import LearningConfig, ModelConfig, SchemaConfig
+    from learnd.daemon.learning.learner import Learner
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3200, 8)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.float32)
+    schema = SchemaConfig(task="binary", n_features=8)
+    ways = {"MLP alone": {"linear_member": {"enabled": False}}, "both": {}}
+    rates: dict[tuple[str, bool], list[float]] = {}
+    for _ in range(repeats):
+        for name, learning in ways.items():
+            for rehearse in (False, True):
+                lrn = Learner(schema, ModelConfig(), LearningConfig(**learning), "cpu")
+                t0 = time.perf_counter()
+                for i in range(0, len(y), 32):
+                    lrn.learn_many(X[i : i + 32], y[i : i + 32])
+                    if rehearse:
+                        lrn.replay()
+                rates.setdefault((name, rehearse), []).append(len(y) / (time.perf_counter() - t0))
+    print("| rehearsal | MLP alone, events/s | both, events/s | both / alone |")
+    print("|---|---|---|---|")
+    for rehearse in (False, True):
+        a, b = (float(np.median(rates[(n, rehearse)])) for n in ways)
+        print(
+            f"| {'after every batch' if rehearse else 'none'} | {a:,.0f} | {b:,.0f} | {b / a:.2f} |"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--events", type=int, default=5000)
@@ -91,7 +125,11 @@ def main() -> None:
     ap.add_argument("--streams", default="", help="only the streams whose names start so")
     ap.add_argument("--margin", type=float, help="learning.linear_member.margin for both")
     ap.add_argument("--half-life", type=int, help="learning.linear_member.half_life_events")
+    ap.add_argument("--cost", action="store_true", help="only the learning speed, alone/both")
     args = ap.parse_args()
+    if args.cost:
+        cost()
+        return
     lm = {"margin": args.margin, "half_life_events": args.half_life}
     lm = {k: v for k, v in lm.items() if v is not None}
     if lm:
