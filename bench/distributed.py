@@ -40,6 +40,9 @@ from _progress import bar  # noqa: E402
 from _streams import streams  # noqa: E402
 from quality import _learnd, run_learnd_errors  # noqa: E402
 
+# parameter rounds average one network: no linear member beside the MLP (one learner alike)
+ONE_NETWORK = {"linear_member": {"enabled": False}}
+
 from learnd.adapters.fakes import InProcessGroup  # noqa: E402
 from learnd.daemon.learning.parameter_round import ParameterRound  # noqa: E402
 from learnd.daemon.learning.state_vector import layout  # noqa: E402
@@ -52,7 +55,7 @@ def run_group(X, y, labels, n, every, outer_lr=1.0):
     group = InProcessGroup(n, timeout_s=600)
     members = []
     for rank in range(n):
-        cfg, pipe, yy, errors = _learnd(X, y, labels)
+        cfg, pipe, yy, errors = _learnd(X, y, labels, learning=ONE_NETWORK)
         lrn = pipe.learner
         rnd = ParameterRound(lrn, group.member(rank), every, lrn.on_drift, outer_lr)
         lrn.on_drift = rnd.note_alarm  # type: ignore[method-assign]  # reacted to at the round
@@ -125,7 +128,7 @@ def main() -> None:
     rows, sizes, rates = [], {}, {}
     t_all = time.perf_counter()
     for name, X, y, labels, _switches in data:
-        dt, errors, _ = run_learnd_errors(X, y, labels)
+        dt, errors, _ = run_learnd_errors(X, y, labels, learning=ONE_NETWORK)
         progress.update()
         one = float((errors == 0).mean())
         rates[name] = len(y) / dt
@@ -153,7 +156,7 @@ def main() -> None:
     print("| mean | | | " + " | ".join(f"{v:+.2f}" for v in means) + " |")
     pairs = {}
     for name, X, y, labels, _ in data:
-        lay = layout(_learnd(X, y, labels)[1].learner)
+        lay = layout(_learnd(X, y, labels, learning=ONE_NETWORK)[1].learner)
         small = 1 + (1 + lay.x_dim) + 2
         pairs[name] = (small, sizes[name] - small)
     timed = gloo_round_seconds(sorted(set(pairs.values())), args.reps)

@@ -52,10 +52,10 @@ RECOVERY_WINDOW = 500
 
 
 # ---------------------------------------------------------------- systems
-def _learnd(X, y, labels, seed=0, learning=None, features=None):
-    """learnd's default config (with ``model.seed``, ``learning`` keys over the defaults, and
-    ``features``, a typed ``[schema.features]`` table, for encoded rows) and pipeline for this
-    stream, with each step's errors recorded (the prequential outputs):
+def _learnd(X, y, labels, seed=0, learning=None, features=None, model=None):
+    """learnd's default config (with ``model.seed``, ``learning`` and ``model`` keys over the
+    defaults, and ``features``, a typed ``[schema.features]`` table, for encoded rows) and
+    pipeline for this stream, with each step's errors recorded (the prequential outputs):
     ``(cfg, pipe, y as learned, errors)``."""
     task = "regression" if labels is None else "binary" if len(labels) == 2 else "multiclass"
     schema = {"task": task, "n_features": X.shape[1]} if features is None else {"task": task}
@@ -66,7 +66,7 @@ def _learnd(X, y, labels, seed=0, learning=None, features=None):
     cfg = LearndConfig.model_validate(
         {
             "schema": schema,
-            "model": {"seed": seed},
+            "model": {"seed": seed, **(model or {})},
             "learning": learning or {},
             "checkpoint": {"dir": tempfile.mkdtemp()},
             "serving": {"tcp_port": 0},
@@ -92,13 +92,13 @@ def run_learnd_recorded(X, y, labels, behind=False, seed=0, learning=None, featu
     return dt, errors == 0, alarms
 
 
-def run_learnd_errors(X, y, labels, behind=False, seed=0, learning=None, features=None):
+def run_learnd_errors(X, y, labels, behind=False, seed=0, learning=None, features=None, model=None):
     """learnd with per-event errors recorded (0/1, or absolute error when ``labels`` is None:
     regression). ``behind``: the stream is a full backlog, learned the way the daemon catches up
     (bench/_backlog.py: ``Pipeline.process`` in polls of 500, told the lag before each, so the
     catch-up pace and rehearsal follow it). Otherwise as when it keeps up: each batch followed
     by the rehearsal steps (the default config both ways)."""
-    cfg, pipe, yy, errors = _learnd(X, y, labels, seed, learning, features)
+    cfg, pipe, yy, errors = _learnd(X, y, labels, seed, learning, features, model)
     if behind:
         dt, _sizes = learn_backlog(pipe, X, yy)
         return dt, np.concatenate(errors), list(pipe.alarms_at)

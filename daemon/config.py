@@ -38,6 +38,7 @@ from learnd.daemon.config_learning import (
     DriftConfig,
     GateConfig,
     LearningConfig,
+    LinearMemberConfig,
     ReplayConfig,
     Section,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "LabelsConfig",
     "LearndConfig",
     "LearningConfig",
+    "LinearMemberConfig",
     "LogConfig",
     "MetricsConfig",
     "ModelConfig",

@@ -156,6 +156,24 @@ class CompressionConfig(Section):
     the model recovers."""
 
 
+class LinearMemberConfig(Section):
+    """A linear model learned beside the MLP on the same micro-batches, test-then-train (see
+    docs/design.md, "A linear member"). The member with the lower recent prequential error
+    predicts and is served; with ``model.kind: linear`` there is none."""
+
+    enabled: bool = True
+    """Learn the linear member, and serve it while its recent error is the lower."""
+    half_life_events: int = Field(500, ge=1, le=1_000_000)
+    """Half-life, in events, of each member's exponentially weighted prequential error (0/1
+    error, or absolute error for regression)."""
+    margin: float = Field(0.02, ge=0, lt=1)
+    """The other member takes over once its weighted error is below the serving member's by
+    more than this share of it (no flapping between members that do equally well)."""
+    min_events: int = Field(200, ge=0)
+    """Events scored by both members before either may take over (also after loading a
+    checkpoint written without the member)."""
+
+
 class LearningConfig(Section):
     """How the model learns: device, optimizer, micro-batches, averaging, publishing, guards.
     ``catch_up_batch_size`` must be at least ``batch_size`` unless ``catch_up_lag`` is none."""
@@ -217,6 +235,7 @@ class LearningConfig(Section):
     drift: DriftConfig = DriftConfig()
     replay: ReplayConfig = ReplayConfig()
     gate: GateConfig = GateConfig()
+    linear_member: LinearMemberConfig = LinearMemberConfig()
     loss_explosion_factor: float = Field(100.0, gt=1)
     """A step whose loss exceeds this multiple of the running average is a bad step (unless
     the last good state does as badly on the same batch: then the data changed)."""

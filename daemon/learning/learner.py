@@ -30,15 +30,17 @@ import torch
 from torch import nn
 
 from learnd.daemon.config import LearningConfig, ModelConfig, SchemaConfig
-from learnd.daemon.errors import StartupError
 from learnd.daemon.learning.averaging import WeightAverage
 from learnd.daemon.learning.backprop import Backprop
+from learnd.daemon.learning.device import resolve_device
 from learnd.daemon.learning.embeddings import Embeddings
+from learnd.daemon.learning.linear_member import load_member, make_member, member_state, served_step
 from learnd.daemon.learning.model import build_model, count_parameters, share_one_buffer, views_like
 from learnd.daemon.learning.normalizer import Standardizer
-from learnd.daemon.learning.optim_step import FusedAdamStep
+from learnd.daemon.learning.optim_step import FusedAdamStep, on_cpu
 from learnd.daemon.learning.replay_window import ReplayWindow
 from learnd.daemon.learning.schedules import DriftBoost
+from learnd.daemon.learning.selection import MemberSelection
 from learnd.daemon.learning.typed_learning import (
     learn_typed,
     make_embeddings,
@@ -48,27 +50,6 @@ from learnd.daemon.learning.typed_learning import (
     typed_inputs,
 )
 from learnd.daemon.serving.weights import DenseWeights
-
-# Below this many parameters a CUDA step costs more than a CPU one: on an H100 against one CPU
-# thread at batch 32 (bench/learner.py), 67k parameters learned at 13k/s on CUDA and 20k/s on the
-# CPU, 265k at 13k/s against 7k/s. Kernel launches and the per-step device sync dominate small
-# models.
-AUTO_CUDA_MIN_PARAMETERS = 100_000
-
-
-def resolve_device(device: str, n_parameters: int | None = None) -> torch.device:
-    """``auto`` picks CUDA when available and the model has at least
-    :data:`AUTO_CUDA_MIN_PARAMETERS` parameters (all models, when ``n_parameters`` is None);
-    ``cuda`` without a GPU is a start-up error."""
-    if device == "auto":
-        big = n_parameters is None or n_parameters >= AUTO_CUDA_MIN_PARAMETERS
-        return torch.device("cuda" if torch.cuda.is_available() and big else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise StartupError(
-            "learning.device is 'cuda' but torch sees no CUDA device; valid values: "
-            "'auto', 'cpu', 'cuda'"
-        )
-    return torch.device(device)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,17 +73,6 @@ def _make_optimizer(name: str, params, lr: float, weight_decay: float, device: t
         return cls(params, lr=lr, weight_decay=weight_decay, fused=True)
     except (RuntimeError, TypeError):
         return cls(params, lr=lr, weight_decay=weight_decay)
-
-
-def _on_cpu(obj):
-    """A deep copy of a (nested) optimizer state with every tensor on the CPU."""
-    if torch.is_tensor(obj):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _on_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(_on_cpu(v) for v in obj)
-    return copy.deepcopy(obj)
 
 
 class Learner:
@@ -137,11 +107,7 @@ class Learner:
         self._avg_params = views_like(self.average.buffer, self._params)
         self._now_params = views_like(self.average.now, self._params)
         self.optimizer = _make_optimizer(
-            learning.optimizer,
-            self._params,
-            learning.lr,
-            learning.weight_decay,
-            self.device,
+            learning.optimizer, self._params, learning.lr, learning.weight_decay, self.device
         )
         # Forward and backward passes without autograd, gradients in one buffer too, so that
         # the optimizer steps the whole model as one tensor (daemon/learning/backprop.py).
@@ -166,13 +132,12 @@ class Learner:
         self._last_good: dict | None = None
         self._last_good_step = -1
         self._probe: nn.Module | None = None  # the last good weights, to judge a loss spike
-        self._loss: nn.Module
-        if self.task == "binary":
-            self._loss = nn.BCEWithLogitsLoss()
-        elif self.task == "multiclass":
-            self._loss = nn.CrossEntropyLoss()
-        else:
-            self._loss = nn.MSELoss()
+        # A linear model learned beside an MLP on the same batches (daemon/learning/linear_member.py).
+        self.member: Learner | None = make_member(self, Learner)
+        lm = learning.linear_member
+        self.selection = MemberSelection(lm.half_life_events, lm.margin, lm.min_events)
+        losses = {"binary": nn.BCEWithLogitsLoss, "multiclass": nn.CrossEntropyLoss}
+        self._loss: nn.Module = losses.get(self.task, nn.MSELoss)()
 
     @property
     def lr(self) -> float:
@@ -187,6 +152,14 @@ class Learner:
         """The one buffer every weight is a view of (written in place by a parameter round,
         daemon/learning/state_vector.py)."""
         return self._flat
+
+    @property
+    def serving(self) -> Learner:
+        """The member that predicts and is exported now: this learner's MLP, or its linear
+        member while that has the lower recent error."""
+        if self.member is not None and self.selection.chosen == 1:
+            return self.member
+        return self
 
     def _target(self, y: np.ndarray) -> torch.Tensor:
         if self.task == "multiclass":
@@ -223,18 +196,21 @@ class Learner:
         """
         scalers = (self.x_scaler.state_dict(), self.y_scaler.state_dict())
         try:
-            return self._learn_many(X, y)
+            own = self._learn_many(X, y)
         except BaseException:
             # A failed step must not leave the batch half-applied: undo the scaler updates.
             self.x_scaler.load_state_dict(scalers[0])
             self.y_scaler.load_state_dict(scalers[1])
             raise
+        if self.member is None:
+            return own
+        return StepResult(*served_step(self, own, X, y))
 
     def _learn_many(self, X: np.ndarray, y: np.ndarray) -> StepResult:
         if self.typed is not None:
             return StepResult(*learn_typed(self, X, y))
         if not (np.isfinite(X).all() and np.isfinite(y).all()):
-            outputs = self.predict_many(np.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0))
+            outputs = self.predict_own(np.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0))
             self.skipped_steps += 1
             self.events_learned += len(y)
             errors = np.where(np.isfinite(y), self._errors(outputs, np.nan_to_num(y)), np.nan)
@@ -289,6 +265,8 @@ class Learner:
         round, non-finite weights roll back."""
         if steps is None:
             steps = self.rehearsal_steps()
+        if self.member is not None:
+            self.member.replay(steps)
         if steps <= 0 or len(self.window) < 2:
             return 0
         n = self.learning.batch_size
@@ -394,7 +372,14 @@ class Learner:
     @torch.inference_mode()
     def predict_many(self, X: np.ndarray) -> np.ndarray:
         """Outputs of the model served: the average of the weights (or the weights, with
-        averaging off)."""
+        averaging off) of the member serving (:attr:`serving`)."""
+        if self.serving is not self:
+            return self.serving.predict_many(X)
+        return self.predict_own(X)
+
+    @torch.inference_mode()
+    def predict_own(self, X: np.ndarray) -> np.ndarray:
+        """Outputs of this learner's own network, whichever member serves."""
         first = None
         if self.typed is not None:
             X, idx = typed_inputs(self, X, add=False)
@@ -412,6 +397,8 @@ class Learner:
             self.typed.reset_average(moments=self.learning.drift.reset_optimizer)
         if self.learning.drift.reset_optimizer:
             self.optimizer.state.clear()
+        if self.member is not None:
+            self.member.on_drift()
 
     def adopt(self, other: Learner) -> None:
         """Take ``other``'s model: weights, optimizer moments and input standardisation (a
@@ -426,6 +413,9 @@ class Learner:
         self.window.load_state_dict(state["window"])  # the new concept's recent events
         if self.typed is not None:
             self.typed.load_state_dict(state["embeddings"])
+        if self.member is not None and other.member is not None:
+            self.member.adopt(other.member)
+            self.selection.load_state_dict(other.selection.state_dict())
         # A boost from the alarm was meant for the old weights; with it, the adopted ones did
         # worse (on the stream of tests/unit/test_challenger.py: rolling accuracy 0.947 at the
         # end with the boost kept, 0.972 without).
@@ -437,7 +427,9 @@ class Learner:
 
     def export(self) -> DenseWeights:
         """A detached copy for serving (of the average of the weights, with averaging on):
-        never the tensors being trained."""
+        never the tensors being trained. Of the member serving (:attr:`serving`)."""
+        if self.serving is not self:
+            return self.serving.export()
         self.average.current(self._flat)
         params = self._now_params
         mean, inv = self.x_scaler.scale()
@@ -459,7 +451,8 @@ class Learner:
         A NaN or Inf makes the sum non-finite (so do weights summing beyond ~3e38, which
         overflows float32: a model that far gone has exploded as surely)."""
         dense = math.isfinite(float(self._flat.detach().sum()))
-        return dense and (self.typed is None or self.typed.is_finite())
+        own = dense and (self.typed is None or self.typed.is_finite())
+        return own and (self.member is None or self.member.is_finite())
 
     def state_dict(self) -> dict:
         return {
@@ -467,7 +460,7 @@ class Learner:
             # state_dict() references the live moment tensors: copy (to the CPU, so that a
             # checkpoint written on a GPU loads anywhere), or a caller holding this dict would
             # see it change under it (and a learner loading it would share them).
-            "optimizer": _on_cpu(self.optimizer.state_dict()),
+            "optimizer": on_cpu(self.optimizer.state_dict()),
             "average": self.average.state_dict(),
             "schedule": self.schedule.state_dict(),
             "x_scaler": self.x_scaler.state_dict(),
@@ -479,6 +472,7 @@ class Learner:
             "events_learned": self.events_learned,
             "rollbacks": self.rollbacks,
             **({"embeddings": self.typed.state_dict()} if self.typed is not None else {}),
+            **member_state(self),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -497,3 +491,5 @@ class Learner:
         self.rollbacks = int(state.get("rollbacks", 0))
         if self.typed is not None:
             self.typed.load_state_dict(state["embeddings"])
+        if self.member is not None:
+            load_member(self, state)

@@ -32,6 +32,8 @@ Examples
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from learnd.daemon.learning.model import views_like
@@ -184,3 +186,14 @@ def _slices_of(flat: torch.Tensor, tensors: list) -> bool:
             return False
         offset += t.numel()
     return offset == flat.numel()
+
+
+def on_cpu(obj):
+    """A deep copy of a (nested) optimizer state with every tensor on the CPU."""
+    if torch.is_tensor(obj):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(on_cpu(v) for v in obj)
+    return copy.deepcopy(obj)

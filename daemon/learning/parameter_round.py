@@ -24,7 +24,7 @@ Examples
 >>> import numpy as np
 >>> from learnd.daemon.config import LearningConfig, ModelConfig, SchemaConfig
 >>> lrn = Learner(SchemaConfig(task="binary", n_features=2), ModelConfig(hidden=(4,)),
-...               LearningConfig(), device="cpu")
+...               LearningConfig(linear_member={"enabled": False}), device="cpu")
 >>> class Alone:  # a group of one: the mean is the vector itself
 ...     size, rank = 1, 0
 ...     def mean(self, v): return v.clone()

@@ -36,7 +36,7 @@ Examples
 >>> import numpy as np
 >>> from learnd.daemon.config import LearningConfig, ModelConfig, SchemaConfig
 >>> lrn = Learner(SchemaConfig(task="binary", n_features=2), ModelConfig(hidden=(4,)),
-...               LearningConfig(), device="cpu")
+...               LearningConfig(linear_member={"enabled": False}), device="cpu")
 >>> lay = layout(lrn)
 >>> lay.weights, lay.size  # 4 x 17 dense, x: 1 + 2 x 2, y: 3
 (17, 76)
@@ -98,10 +98,14 @@ class Layout:
 
 
 def layout(learner: Learner) -> Layout:
-    """The vector's layout for ``learner``; typed features (embedding tables) are not averaged
-    and are refused."""
+    """The vector's layout for ``learner``; typed features (embedding tables) and a linear
+    member are not averaged and are refused."""
     if learner.typed is not None:
         raise StartupError("parameter averaging covers dense features only, not typed ones")
+    if learner.member is not None:
+        raise StartupError(
+            "parameter averaging covers one network: set learning.linear_member.enabled = false"
+        )
     return Layout(
         weights=learner.flat_weights.numel(),
         averaged_weights=learner.average.enabled,

@@ -87,7 +87,7 @@ def learn_typed(lrn: Learner, X: np.ndarray, y: np.ndarray) -> Step:
     X_num, K = emb.split(np.asarray(X, np.float32))
     X_num = impute(lrn, X_num)
     if not np.isfinite(y).all():
-        outputs = lrn.predict_many(X)
+        outputs = lrn.predict_own(X)
         lrn.skipped_steps += 1
         lrn.events_learned += len(y)
         errors = np.where(np.isfinite(y), lrn._errors(outputs, np.nan_to_num(y)), np.nan)

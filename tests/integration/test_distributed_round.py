@@ -19,6 +19,9 @@ from learnd.daemon.learning.learner import Learner
 from learnd.daemon.learning.parameter_round import ParameterRound
 from tests.support.round_worker import EVERY, ROUNDS, shard
 
+# parameter rounds average one network: no linear member beside the MLP
+ONE_NETWORK = LearningConfig(linear_member={"enabled": False})
+
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(
@@ -70,9 +73,7 @@ def _in_process(size: int) -> list[torch.Tensor]:
     # made here, one after another: a learner draws its first weights from torch's global
     # generator (seeded, then restored), which threads making learners at once would share
     learners = [
-        Learner(
-            SchemaConfig(task="binary", n_features=4), ModelConfig(hidden=(16,)), LearningConfig()
-        )
+        Learner(SchemaConfig(task="binary", n_features=4), ModelConfig(hidden=(16,)), ONE_NETWORK)
         for _ in range(size)
     ]
 

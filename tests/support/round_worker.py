@@ -22,6 +22,9 @@ from learnd.daemon.learning.parameter_round import ParameterRound
 from learnd.daemon.learning.state_vector import gather
 from learnd.daemon.ports import RoundFailed
 
+# parameter rounds average one network: no linear member beside the MLP
+ONE_NETWORK = LearningConfig(linear_member={"enabled": False})
+
 EVERY = 4
 ROUNDS = 3
 
@@ -34,9 +37,7 @@ def shard(rank: int, n: int = 32 * EVERY * ROUNDS) -> tuple[np.ndarray, np.ndarr
 
 def main(rank: int, size: int, port: int, out: str, mode: str) -> None:
     torch.set_num_threads(1)
-    lrn = Learner(
-        SchemaConfig(task="binary", n_features=4), ModelConfig(hidden=(16,)), LearningConfig()
-    )
+    lrn = Learner(SchemaConfig(task="binary", n_features=4), ModelConfig(hidden=(16,)), ONE_NETWORK)
     # the rendezvous waits for the slowest process's imports (seconds on loaded cores)
     averager = TorchAverager(rank, size, f"tcp://127.0.0.1:{port}", timeout_s=90)
     rnd = ParameterRound(lrn, averager, EVERY)

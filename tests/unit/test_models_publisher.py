@@ -120,9 +120,9 @@ def test_a_snapshot_replaced_before_it_is_written_is_dropped_and_counted():
 def test_rollback_and_unpin_become_a_snapshot_and_pin_records():
     ref, producer = SnapshotRef(), FakeProducer()
     pub = ModelsPublisher(CFG, ref, producer)
-    pub.start()
     ref.publish(draft(1))
-    ref.publish(draft(2))
+    ref.publish(draft(2))  # both before the publisher runs: it sees 2 first (no race with 1)
+    pub.start()
     _until(lambda: pub.sent >= 1 and pub.last_version == 2 and pub.pins == 1)
     ref.rollback(1)
     _until(lambda: pub.pins == 2)

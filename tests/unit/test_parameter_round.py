@@ -15,10 +15,13 @@ from learnd.daemon.learning.parameter_round import ParameterRound
 from learnd.daemon.learning.state_vector import gather, layout
 from learnd.daemon.ports import RoundFailed
 
+# parameter rounds average one network: no linear member beside the MLP
+ONE_NETWORK = LearningConfig(linear_member={"enabled": False})
+
 
 def _learner():
     schema = SchemaConfig(task="binary", n_features=3)
-    return Learner(schema, ModelConfig(hidden=(8,)), LearningConfig(), device="cpu")
+    return Learner(schema, ModelConfig(hidden=(8,)), ONE_NETWORK, device="cpu")
 
 
 def _shard(rank, n=320):

@@ -23,7 +23,9 @@ from learnd.daemon.learning.state_vector import (
 
 def _learner(task="binary", optimizer="adam", decay=0.8, n_features=3):
     schema = SchemaConfig(task=task, n_features=n_features)
-    learning = LearningConfig(optimizer=optimizer, average_decay=decay)
+    learning = LearningConfig(
+        optimizer=optimizer, average_decay=decay, linear_member={"enabled": False}
+    )
     return Learner(schema, ModelConfig(hidden=(8,)), learning, device="cpu")
 
 
@@ -63,8 +65,16 @@ def test_scatter_of_gather_is_the_same_state_bit_for_bit(task, optimizer, decay)
     if task == "multiclass":
         y = (X[:, 0] > 5).astype(np.int64) + (X[:, 1] > 5)
         schema = SchemaConfig(task=task, n_features=3, classes=["a", "b", "c"])
-        src = Learner(schema, ModelConfig(hidden=(8,)), LearningConfig(optimizer=optimizer))
-        dst = Learner(schema, ModelConfig(hidden=(8,), seed=9), LearningConfig(optimizer=optimizer))
+        src = Learner(
+            schema,
+            ModelConfig(hidden=(8,)),
+            LearningConfig(optimizer=optimizer, linear_member={"enabled": False}),
+        )
+        dst = Learner(
+            schema,
+            ModelConfig(hidden=(8,), seed=9),
+            LearningConfig(optimizer=optimizer, linear_member={"enabled": False}),
+        )
     else:
         src, dst = _learner(task, optimizer, decay), _learner(task, optimizer, decay)
         dst.net[0].weight.data.fill_(3.0)  # something else to overwrite
@@ -197,6 +207,8 @@ def test_typed_features_are_refused_at_start_up():
     schema = SchemaConfig.model_validate(
         {"task": "binary", "features": {"a": {"type": "number"}, "c": {"type": "category"}}}
     )
-    lrn = Learner(schema, ModelConfig(hidden=(8,)), LearningConfig())
+    lrn = Learner(
+        schema, ModelConfig(hidden=(8,)), LearningConfig(linear_member={"enabled": False})
+    )
     with pytest.raises(StartupError, match="dense features only"):
         layout(lrn)
