@@ -103,6 +103,17 @@ class LearndCollector(Collector):
             value=learner.events_learned,
         )
         yield GaugeMetricFamily("learnd_learning_rate", "Current learning rate.", value=learner.lr)
+        if learner.member is not None:
+            yield GaugeMetricFamily(
+                "learnd_linear_member_serving",
+                "1 while the linear member predicts and is served, 0 while the MLP is.",
+                value=float(learner.serving is learner.member),
+            )
+            yield CounterMetricFamily(
+                "learnd_member_switches",
+                "Hand-overs between the MLP and the linear member.",
+                value=learner.selection.switches,
+            )
         yield GaugeMetricFamily(
             "learnd_replay_window_events",
             "Recently learned events held for rehearsal (emptied at drift alarms and rollbacks).",

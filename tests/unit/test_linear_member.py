@@ -216,3 +216,28 @@ def test_the_ndjson_handler_oip_and_export_answer_as_the_learner_with_the_linear
     export(data, "onnx", str(tmp_path / "m.onnx"))
     (onnx_out,) = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"input": X})
     np.testing.assert_allclose(onnx_out, want, atol=1e-6)
+
+
+def test_the_metrics_say_which_member_serves(tmp_path):
+    from prometheus_client import CollectorRegistry
+
+    from learnd.adapters.fakes import ListSource
+    from learnd.adapters.metrics.prometheus import LearndCollector
+    from tests.conftest import sea_config
+    from tests.unit.test_pipeline_service import build
+
+    def samples(cfg):
+        src = ListSource()
+        svc, pipe, _, _ = build(cfg, src)
+        registry = CollectorRegistry()
+        registry.register(LearndCollector(pipe, svc.health, src))
+        names = ("learnd_linear_member_serving", "learnd_member_switches_total")
+        read = lambda: {n: registry.get_sample_value(n) for n in names}  # noqa: E731
+        return pipe, read
+
+    pipe, read = samples(sea_config(tmp_path / "a"))
+    assert read() == {"learnd_linear_member_serving": 0.0, "learnd_member_switches_total": 0.0}
+    pipe.learner.selection.chosen, pipe.learner.selection.switches = 1, 3
+    assert read() == {"learnd_linear_member_serving": 1.0, "learnd_member_switches_total": 3.0}
+    _, read = samples(sea_config(tmp_path / "b", learning={"linear_member": {"enabled": False}}))
+    assert read() == {"learnd_linear_member_serving": None, "learnd_member_switches_total": None}
